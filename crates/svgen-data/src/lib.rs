@@ -1,0 +1,1 @@
+//! svgen-data (filled in by its issue).

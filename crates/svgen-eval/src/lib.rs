@@ -1,0 +1,1 @@
+//! svgen-eval (filled in by its issue).

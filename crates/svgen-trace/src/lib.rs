@@ -1,0 +1,1 @@
+//! svgen-trace (filled in by its issue).

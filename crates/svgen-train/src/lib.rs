@@ -1,0 +1,1 @@
+//! svgen-train (filled in by its issue).

@@ -1,0 +1,33 @@
+//! # svgen
+//!
+//! A toolkit for text-to-SVG work: building (text, raster, SVG) datasets, tracing bitmaps to
+//! compact SVG, fine-tuning language and diffusion models with LoRA, and scoring the results.
+//!
+//! This crate is a thin facade: each part lives in its own crate and is re-exported here behind
+//! a cargo feature.
+//!
+//! | module  | crate          | feature | what it does |
+//! |---------|----------------|---------|--------------|
+//! | [`core`]  | `svgen-core`  | always  | SVG parse/validate/render, token counting, token-aware writing, raster metrics |
+//! | `trace` | `svgen-trace` | `trace` | Potrace-compatible bitmap tracing, preprocessing, colour tracing |
+//! | `eval`  | `svgen-eval`  | `eval`  | CLIP and LAION aesthetic scorers (Burn), evaluation reports |
+//! | `data`  | `svgen-data`  | `data`  | the streaming, sharded, resumable triplet dataset pipeline |
+//! | `train` | `svgen-train` | `train` | Llama + LoRA and Stable Diffusion + LoRA (Burn), trainers, generation |
+//!
+//! The `cuda` feature enables Burn's CUDA backend in the model crates.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub use svgen_core as core;
+
+#[cfg(feature = "trace")]
+pub use svgen_trace as trace;
+
+#[cfg(feature = "eval")]
+pub use svgen_eval as eval;
+
+#[cfg(feature = "data")]
+pub use svgen_data as data;
+
+#[cfg(feature = "train")]
+pub use svgen_train as train;
