@@ -15,6 +15,36 @@
 //! | `train` | `svgen-train` | `train` | Llama + LoRA and Stable Diffusion + LoRA (Burn), trainers, generation |
 //!
 //! The `cuda` feature enables Burn's CUDA backend in the model crates.
+//!
+//! ## Quickstart
+//!
+//! ```no_run
+//! use svgen::core::{compact, render, Cl100k, CompactOptions, RenderOptions, Svg, TokenCounter};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let text = std::fs::read("icon.svg")?;
+//! let svg = Svg::parse(&text)?; // typed errors, bounded time and memory
+//! let short = compact(&svg, &CompactOptions::default()); // same picture, fewer tokens
+//! let cl100k = Cl100k::new();
+//! println!("{} -> {} tokens", cl100k.count(std::str::from_utf8(&text)?), cl100k.count(&short));
+//! render(&svg, &RenderOptions::square(256)).save("icon.png")?; // on white, deterministic
+//! # Ok(()) }
+//! ```
+//!
+//! Tracing a raster the way `potrace -s` does:
+//!
+//! ```no_run
+//! # #[cfg(feature = "trace")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use svgen::trace::{trace, Bitmap, SvgOptions, Threshold, TraceParams};
+//!
+//! let img = svgen::trace::open_image("silhouette.png", &Default::default())?;
+//! let bitmap = Bitmap::from_image(&img, &Threshold::default())?;
+//! let paths = trace(&bitmap, &TraceParams::default())?; // potrace's defaults
+//! std::fs::write("silhouette.svg", paths.to_svg(&SvgOptions::default()))?;
+//! # Ok(()) }
+//! # #[cfg(not(feature = "trace"))]
+//! # fn main() {}
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,1 +1,42 @@
-//! svgen-data (filled in by its issue).
+//! # svgen-data
+//!
+//! The (text, image, SVG) triplet pipeline of the thesis as composable stages and a
+//! streaming, sharded, resumable runner:
+//!
+//! caption ([`source::CaptionSource`]) → simplification ([`simplify::CaptionSimplifier`],
+//! "NO" = rejected) → prompt ([`prompt::PromptTemplate`]) → image
+//! ([`generate::ImageGenerator`]) → dark-background normalisation and tracing
+//! ([`stages::Tracer`], svgen-trace) → token count and label ([`stages::LabelPolicy`]) →
+//! optional CLIP / aesthetic filter ([`eval::EvalScorer`], svgen-eval) → Parquet shards
+//! ([`storage`]).
+//!
+//! Every per-sample problem is recorded in `failures.jsonl` with its stage and reason;
+//! the run continues ([`error::StageError`]). Run-level problems are a typed
+//! [`error::DataError`].
+//!
+//! Training readers of (description, SVG) pairs live in [`pairs`]; `stats`, `merge` and the
+//! folder export in [`tools`]. The embedded default job (no network, no weights) is in
+//! [`default_job`]; `cargo run --release --example build_dataset` runs it.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod default_job;
+pub mod error;
+pub mod eval;
+pub mod generate;
+pub mod http;
+pub mod pairs;
+pub mod pipeline;
+pub mod prompt;
+pub mod sample;
+pub mod shard;
+pub mod simplify;
+pub mod source;
+pub mod stages;
+pub mod storage;
+pub mod tools;
+
+pub use error::{DataError, FailureKind, Stage, StageError};
+pub use pipeline::{run, run_with_hook, PipelineConfig, RunSummary, Stages};
+pub use sample::{Label, Triplet};
+pub use shard::ShardSpec;

@@ -1,0 +1,1035 @@
+//! Path geometry for the compact writer: conversion from usvg, circular-arc recovery,
+//! simplification and the token-aware path-data encoder.
+
+use super::cost::{needs_separator, path_data_tokens};
+
+/// A point in output user units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Pt {
+    pub x: f64,
+    pub y: f64,
+}
+
+impl Pt {
+    pub fn new(x: f64, y: f64) -> Pt {
+        Pt { x, y }
+    }
+    fn sub(self, o: Pt) -> Pt {
+        Pt::new(self.x - o.x, self.y - o.y)
+    }
+    fn add(self, o: Pt) -> Pt {
+        Pt::new(self.x + o.x, self.y + o.y)
+    }
+    fn scale(self, s: f64) -> Pt {
+        Pt::new(self.x * s, self.y * s)
+    }
+    fn len(self) -> f64 {
+        self.x.hypot(self.y)
+    }
+    fn dot(self, o: Pt) -> f64 {
+        self.x * o.x + self.y * o.y
+    }
+    fn cross(self, o: Pt) -> f64 {
+        self.x * o.y - self.y * o.x
+    }
+    fn dist(self, o: Pt) -> f64 {
+        self.sub(o).len()
+    }
+}
+
+/// A 2-D affine map `x' = a x + c y + e`, `y' = b x + d y + f` (SVG `matrix(a b c d e f)`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Affine {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub d: f64,
+    pub e: f64,
+    pub f: f64,
+}
+
+impl Affine {
+    pub const IDENTITY: Affine = Affine {
+        a: 1.0,
+        b: 0.0,
+        c: 0.0,
+        d: 1.0,
+        e: 0.0,
+        f: 0.0,
+    };
+
+    pub fn from_usvg(t: usvg::Transform) -> Affine {
+        Affine {
+            a: f64::from(t.sx),
+            b: f64::from(t.ky),
+            c: f64::from(t.kx),
+            d: f64::from(t.sy),
+            e: f64::from(t.tx),
+            f: f64::from(t.ty),
+        }
+    }
+
+    pub fn scale_translate(s: f64, tx: f64, ty: f64) -> Affine {
+        Affine {
+            a: s,
+            b: 0.0,
+            c: 0.0,
+            d: s,
+            e: tx,
+            f: ty,
+        }
+    }
+
+    /// `self ∘ other`: apply `other` first, then `self`.
+    pub fn then_after(self, other: Affine) -> Affine {
+        Affine {
+            a: self.a * other.a + self.c * other.b,
+            b: self.b * other.a + self.d * other.b,
+            c: self.a * other.c + self.c * other.d,
+            d: self.b * other.c + self.d * other.d,
+            e: self.a * other.e + self.c * other.f + self.e,
+            f: self.b * other.e + self.d * other.f + self.f,
+        }
+    }
+
+    pub fn apply(&self, p: Pt) -> Pt {
+        Pt::new(
+            self.a * p.x + self.c * p.y + self.e,
+            self.b * p.x + self.d * p.y + self.f,
+        )
+    }
+
+    pub fn is_identity(&self) -> bool {
+        *self == Affine::IDENTITY
+    }
+
+    /// The uniform scale factor when the map is a similarity (rotation, uniform scale,
+    /// translation, optionally mirrored), else `None`.
+    pub fn similarity_scale(&self) -> Option<f64> {
+        let sx = self.a.hypot(self.b);
+        let sy = self.c.hypot(self.d);
+        let ortho = (self.a * self.c + self.b * self.d).abs();
+        let tol = 1e-6 * sx.max(sy).max(1e-12);
+        if (sx - sy).abs() <= tol && ortho <= tol && sx > 0.0 {
+            Some(sx)
+        } else {
+            None
+        }
+    }
+}
+
+/// A circular arc recovered from cubic Béziers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArcSeg {
+    pub r: f64,
+    pub large: bool,
+    pub sweep: bool,
+    pub to: Pt,
+    pub center: Pt,
+    /// Swept angle in radians, positive.
+    pub angle: f64,
+}
+
+/// One path segment in output user units.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Seg {
+    Move(Pt),
+    Line(Pt),
+    Quad(Pt, Pt),
+    Cubic(Pt, Pt, Pt),
+    Arc(ArcSeg),
+    Close,
+}
+
+/// Axis-aligned bounds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub x0: f64,
+    pub y0: f64,
+    pub x1: f64,
+    pub y1: f64,
+}
+
+impl Bounds {
+    pub fn empty() -> Bounds {
+        Bounds {
+            x0: f64::INFINITY,
+            y0: f64::INFINITY,
+            x1: f64::NEG_INFINITY,
+            y1: f64::NEG_INFINITY,
+        }
+    }
+    pub fn add(&mut self, p: Pt) {
+        self.x0 = self.x0.min(p.x);
+        self.y0 = self.y0.min(p.y);
+        self.x1 = self.x1.max(p.x);
+        self.y1 = self.y1.max(p.y);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.x0 > self.x1 || self.y0 > self.y1
+    }
+    pub fn inflate(&self, m: f64) -> Bounds {
+        Bounds {
+            x0: self.x0 - m,
+            y0: self.y0 - m,
+            x1: self.x1 + m,
+            y1: self.y1 + m,
+        }
+    }
+    pub fn intersects(&self, o: &Bounds) -> bool {
+        !(self.is_empty() || o.is_empty())
+            && self.x0 <= o.x1
+            && o.x0 <= self.x1
+            && self.y0 <= o.y1
+            && o.y0 <= self.y1
+    }
+    pub fn width(&self) -> f64 {
+        (self.x1 - self.x0).max(0.0)
+    }
+    pub fn height(&self) -> f64 {
+        (self.y1 - self.y0).max(0.0)
+    }
+}
+
+/// Converts a tiny-skia path through `m` into segments.
+pub(crate) fn from_skia(path: &usvg::tiny_skia_path::Path, m: &Affine) -> Vec<Seg> {
+    use usvg::tiny_skia_path::PathSegment as S;
+    let p = |q: usvg::tiny_skia_path::Point| m.apply(Pt::new(f64::from(q.x), f64::from(q.y)));
+    path.segments()
+        .map(|s| match s {
+            S::MoveTo(a) => Seg::Move(p(a)),
+            S::LineTo(a) => Seg::Line(p(a)),
+            S::QuadTo(c, a) => Seg::Quad(p(c), p(a)),
+            S::CubicTo(c1, c2, a) => Seg::Cubic(p(c1), p(c2), p(a)),
+            S::Close => Seg::Close,
+        })
+        .collect()
+}
+
+/// The end point of a segment, given the current point and subpath start.
+fn end_point(s: &Seg, start: Pt) -> Option<Pt> {
+    match *s {
+        Seg::Move(p) | Seg::Line(p) | Seg::Quad(_, p) | Seg::Cubic(_, _, p) => Some(p),
+        Seg::Arc(a) => Some(a.to),
+        Seg::Close => Some(start),
+    }
+}
+
+/// Conservative bounds of the segments (control points included).
+pub(crate) fn bounds(segs: &[Seg]) -> Bounds {
+    let mut b = Bounds::empty();
+    for s in segs {
+        match *s {
+            Seg::Move(p) | Seg::Line(p) => b.add(p),
+            Seg::Quad(c, p) => {
+                b.add(c);
+                b.add(p);
+            }
+            Seg::Cubic(c1, c2, p) => {
+                b.add(c1);
+                b.add(c2);
+                b.add(p);
+            }
+            Seg::Arc(a) => {
+                b.add(a.to);
+                b.add(a.center.add(Pt::new(a.r, a.r)));
+                b.add(a.center.sub(Pt::new(a.r, a.r)));
+            }
+            Seg::Close => {}
+        }
+    }
+    b
+}
+
+/// If the cubic `p0 c1 c2 p3` is the standard Bézier approximation of a circular arc (as
+/// produced for SVG arcs and circles), returns that arc.
+fn cubic_as_arc(p0: Pt, c1: Pt, c2: Pt, p3: Pt, tol: f64) -> Option<ArcSeg> {
+    let t0 = c1.sub(p0);
+    let t1 = p3.sub(c2);
+    let chord = p3.sub(p0);
+    let (l0, l1, lc) = (t0.len(), t1.len(), chord.len());
+    if l0 <= tol || l1 <= tol || lc <= tol {
+        return None;
+    }
+    let cross = t0.cross(chord);
+    let cos_phi = (t0.dot(chord) / (l0 * lc)).clamp(-1.0, 1.0);
+    let phi = cos_phi.acos();
+    if !(1e-3..=std::f64::consts::FRAC_PI_2 - 1e-6).contains(&phi) {
+        return None;
+    }
+    let theta = 2.0 * phi;
+    let r = lc / (2.0 * phi.sin());
+    let sweep = cross > 0.0;
+    let n0 = if sweep {
+        Pt::new(-t0.y, t0.x)
+    } else {
+        Pt::new(t0.y, -t0.x)
+    }
+    .scale(1.0 / l0);
+    let center = p0.add(n0.scale(r));
+    if (p3.dist(center) - r).abs() > tol {
+        return None;
+    }
+    let k = r * 4.0 / 3.0 * (theta / 4.0).tan();
+    // Control points may be off by twice the tolerance: the curve moves less than half that.
+    if (l0 - k).abs() > 2.0 * tol || (l1 - k).abs() > 2.0 * tol {
+        return None;
+    }
+    // The end tangent must be perpendicular to the end radius.
+    if (t1.dot(p3.sub(center)) / l1).abs() > tol {
+        return None;
+    }
+    Some(ArcSeg {
+        r,
+        large: false,
+        sweep,
+        to: p3,
+        center,
+        angle: theta,
+    })
+}
+
+/// Replaces runs of cubics that approximate one circle by SVG arcs (`A`), which cost far
+/// fewer tokens. `tol` is the allowed geometric deviation in user units.
+pub(crate) fn recover_arcs(segs: &[Seg], tol: f64) -> Vec<Seg> {
+    let mut out = Vec::with_capacity(segs.len());
+    let mut cur = Pt::new(0.0, 0.0);
+    let mut start = cur;
+    let mut i = 0;
+    while i < segs.len() {
+        let s = segs[i];
+        if let Seg::Cubic(c1, c2, p) = s {
+            if let Some(first) = cubic_as_arc(cur, c1, c2, p, tol) {
+                let arc_start = cur;
+                let mut total = first.angle;
+                let mut end = first.to;
+                let mut j = i + 1;
+                while j < segs.len() {
+                    let Seg::Cubic(d1, d2, q) = segs[j] else {
+                        break;
+                    };
+                    let Some(next) = cubic_as_arc(end, d1, d2, q, tol) else {
+                        break;
+                    };
+                    if next.sweep != first.sweep
+                        || next.center.dist(first.center) > tol
+                        || (next.r - first.r).abs() > tol
+                        || total + next.angle > 2.0 * std::f64::consts::PI + 1e-3
+                    {
+                        break;
+                    }
+                    total += next.angle;
+                    end = next.to;
+                    j += 1;
+                }
+                push_arc(&mut out, arc_start, first, total, end);
+                cur = end;
+                i = j;
+                continue;
+            }
+        }
+        match s {
+            Seg::Move(p) => {
+                start = p;
+                cur = p;
+            }
+            Seg::Close => cur = start,
+            _ => {
+                if let Some(p) = end_point(&s, start) {
+                    cur = p;
+                }
+            }
+        }
+        out.push(s);
+        i += 1;
+    }
+    out
+}
+
+fn push_arc(out: &mut Vec<Seg>, from: Pt, proto: ArcSeg, total: f64, end: Pt) {
+    use std::f64::consts::PI;
+    let mk = |angle: f64, to: Pt| ArcSeg {
+        r: proto.r,
+        large: angle > PI + 1e-9,
+        sweep: proto.sweep,
+        to,
+        center: proto.center,
+        angle,
+    };
+    if total > PI * 1.75 {
+        // Near-full or full circles: split in two so neither part is ambiguous.
+        let a0 = (from.y - proto.center.y).atan2(from.x - proto.center.x);
+        let dir = if proto.sweep { 1.0 } else { -1.0 };
+        let am = a0 + dir * total / 2.0;
+        let mid = Pt::new(
+            proto.center.x + proto.r * am.cos(),
+            proto.center.y + proto.r * am.sin(),
+        );
+        out.push(Seg::Arc(mk(total / 2.0, mid)));
+        out.push(Seg::Arc(mk(total / 2.0, end)));
+    } else {
+        out.push(Seg::Arc(mk(total, end)));
+    }
+}
+
+/// If the path is exactly one full circle (after arc recovery), returns its centre and radius.
+pub(crate) fn as_circle(segs: &[Seg], tol: f64) -> Option<(Pt, f64)> {
+    let mut it = segs.iter();
+    let Some(Seg::Move(_)) = it.next() else {
+        return None;
+    };
+    let mut total = 0.0;
+    let mut circle: Option<(Pt, f64, bool)> = None;
+    for s in it {
+        match s {
+            Seg::Arc(a) => {
+                if let Some((c, r, sw)) = circle {
+                    if c.dist(a.center) > tol || (r - a.r).abs() > tol || sw != a.sweep {
+                        return None;
+                    }
+                } else {
+                    circle = Some((a.center, a.r, a.sweep));
+                }
+                total += a.angle;
+            }
+            Seg::Close => {}
+            _ => return None,
+        }
+    }
+    let (c, r, _) = circle?;
+    ((total - 2.0 * std::f64::consts::PI).abs() < 1e-3).then_some((c, r))
+}
+
+/// Simplifies geometry within `tol` user units: flat curves become lines, near-collinear
+/// line runs are merged, and subpaths smaller than `tol` in both directions are dropped
+/// (`keep_dots` keeps them, for round-capped strokes where a tiny subpath paints a dot).
+pub(crate) fn simplify(segs: &[Seg], tol: f64, keep_dots: bool) -> Vec<Seg> {
+    if tol <= 0.0 {
+        return segs.to_vec();
+    }
+    // Split into subpaths.
+    let mut subpaths: Vec<Vec<Seg>> = Vec::new();
+    for s in segs {
+        if matches!(s, Seg::Move(_)) || subpaths.is_empty() {
+            subpaths.push(Vec::new());
+        }
+        if let Some(sp) = subpaths.last_mut() {
+            sp.push(*s);
+        }
+    }
+    let mut out = Vec::with_capacity(segs.len());
+    for sp in subpaths {
+        let b = bounds(&sp);
+        if !keep_dots && b.width() < tol && b.height() < tol {
+            continue;
+        }
+        let mut cur = Pt::new(0.0, 0.0);
+        let mut start = cur;
+        // First pass: flat curves to lines.
+        let mut flat = Vec::with_capacity(sp.len());
+        for s in &sp {
+            let s2 = match *s {
+                Seg::Cubic(c1, c2, p)
+                    if seg_dist(c1, cur, p) <= tol && seg_dist(c2, cur, p) <= tol =>
+                {
+                    Seg::Line(p)
+                }
+                Seg::Quad(c, p) if seg_dist(c, cur, p) <= tol => Seg::Line(p),
+                other => other,
+            };
+            if let Seg::Move(p) = s2 {
+                start = p;
+            }
+            cur = end_point(&s2, start).unwrap_or(cur);
+            flat.push(s2);
+        }
+        // Second pass: merge near-collinear line runs.
+        let mut i = 0;
+        let mut cur = Pt::new(0.0, 0.0);
+        let mut start = cur;
+        while i < flat.len() {
+            if let Seg::Line(_) = flat[i] {
+                let anchor = cur;
+                let mut pts = Vec::new();
+                let mut j = i;
+                while let Some(Seg::Line(p)) = flat.get(j) {
+                    pts.push(*p);
+                    j += 1;
+                }
+                let mut k = 0;
+                let mut a = anchor;
+                while k < pts.len() {
+                    // Extend as far as every intermediate point stays within tol.
+                    let mut best = k;
+                    // A bounded window keeps this linear in the number of points.
+                    for e in k + 1..pts.len().min(k + MERGE_WINDOW) {
+                        if pts[k..e].iter().all(|q| seg_dist(*q, a, pts[e]) <= tol) {
+                            best = e;
+                        } else {
+                            break;
+                        }
+                    }
+                    out.push(Seg::Line(pts[best]));
+                    a = pts[best];
+                    k = best + 1;
+                }
+                cur = a;
+                i = j;
+                continue;
+            }
+            let s = flat[i];
+            if let Seg::Move(p) = s {
+                start = p;
+            }
+            cur = end_point(&s, start).unwrap_or(cur);
+            out.push(s);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// At most this many line segments are merged into one by [`simplify`].
+const MERGE_WINDOW: usize = 32;
+
+/// Distance from `p` to the segment `a`–`b`.
+fn seg_dist(p: Pt, a: Pt, b: Pt) -> f64 {
+    let ab = b.sub(a);
+    let l2 = ab.dot(ab);
+    if l2 <= f64::EPSILON {
+        return p.dist(a);
+    }
+    let t = (p.sub(a).dot(ab) / l2).clamp(0.0, 1.0);
+    p.dist(a.add(ab.scale(t)))
+}
+
+/// Fixed-point number formatting: `n` units of `10^-p`.
+pub(crate) fn fmt_units(n: i64, p: u32) -> String {
+    if p == 0 {
+        return n.to_string();
+    }
+    let neg = n < 0;
+    let a = n.unsigned_abs();
+    let div = 10u64.pow(p);
+    let int = a / div;
+    let frac = a % div;
+    let mut s = String::new();
+    if neg && a != 0 {
+        s.push('-');
+    }
+    if frac == 0 {
+        s.push_str(&int.to_string());
+        return s;
+    }
+    if int != 0 {
+        s.push_str(&int.to_string());
+    }
+    s.push('.');
+    let f = format!("{:0width$}", frac, width = p as usize);
+    s.push_str(f.trim_end_matches('0'));
+    s
+}
+
+/// Quantizes a coordinate to `10^-p` units; non-finite values become 0 and huge values are
+/// clamped so that the fixed-point arithmetic cannot overflow.
+pub(crate) fn quantize(v: f64, p: u32) -> i64 {
+    if !v.is_finite() {
+        return 0;
+    }
+    let s = v * 10f64.powi(p as i32);
+    s.round().clamp(-1e15, 1e15) as i64
+}
+
+type IPt = (i64, i64);
+
+#[derive(Clone, Copy)]
+enum Tok {
+    Num(i64),
+    Flag(bool),
+}
+
+/// State of the path-data encoder.
+struct Enc {
+    p: u32,
+    out: String,
+    cur: IPt,
+    start: IPt,
+    /// Command an implicit repetition would mean.
+    implicit: Option<char>,
+    last_byte: Option<u8>,
+    last_has_dot: bool,
+    last_was_flag: bool,
+    prev_c2: Option<IPt>,
+    prev_qc: Option<IPt>,
+    drawn_in_subpath: bool,
+}
+
+impl Enc {
+    fn render(&self, letter: Option<char>, toks: &[Tok]) -> (String, usize, Tail) {
+        let mut s = String::new();
+        let mut last = self.last_byte;
+        let mut has_dot = self.last_has_dot;
+        let mut was_flag = self.last_was_flag;
+        let mut cost_adjust = 0usize;
+        if let Some(l) = letter {
+            if matches!(l, 'm' | 'M') && self.last_byte == Some(b'z') {
+                cost_adjust = 1; // `zm` is one token
+            }
+            s.push(l);
+            last = Some(l as u8);
+            was_flag = false;
+        }
+        for t in toks {
+            match *t {
+                Tok::Num(n) => {
+                    let num = fmt_units(n, self.p);
+                    if !was_flag && needs_separator(last, has_dot, &num) {
+                        s.push(' ');
+                    }
+                    s.push_str(&num);
+                    has_dot = num.contains('.');
+                    last = num.bytes().last();
+                    was_flag = false;
+                }
+                Tok::Flag(f) => {
+                    if !was_flag && last.is_some_and(|b| b.is_ascii_digit() || b == b'.') {
+                        s.push(' ');
+                    }
+                    s.push(if f { '1' } else { '0' });
+                    last = Some(if f { b'1' } else { b'0' });
+                    has_dot = false;
+                    was_flag = true;
+                }
+            }
+        }
+        let cost = path_data_tokens(&s).saturating_sub(cost_adjust);
+        (
+            s,
+            cost,
+            Tail {
+                last,
+                has_dot,
+                was_flag,
+            },
+        )
+    }
+
+    /// Emits the cheapest of the candidate spellings of one segment.
+    fn emit(&mut self, cands: &[(char, Vec<Tok>)]) {
+        let mut best: Option<(String, usize, Tail, char)> = None;
+        for (l, toks) in cands {
+            let mut opts = vec![Some(*l)];
+            if self.implicit == Some(*l) {
+                opts.push(None);
+            }
+            for o in opts {
+                let (s, c, tail) = self.render(o, toks);
+                let better = match &best {
+                    None => true,
+                    Some((bs, bc, _, _)) => c < *bc || (c == *bc && s.len() < bs.len()),
+                };
+                if better {
+                    best = Some((s, c, tail, *l));
+                }
+            }
+        }
+        let Some((s, _, tail, l)) = best else { return };
+        self.out.push_str(&s);
+        self.last_byte = tail.last;
+        self.last_has_dot = tail.has_dot;
+        self.last_was_flag = tail.was_flag;
+        self.implicit = Some(match l {
+            'M' => 'L',
+            'm' => 'l',
+            other => other,
+        });
+    }
+}
+
+/// What the encoder needs to know about the text written so far.
+#[derive(Clone, Copy)]
+struct Tail {
+    last: Option<u8>,
+    has_dot: bool,
+    was_flag: bool,
+}
+
+/// The centre SVG renderers compute for an arc with rotation 0 (SVG 1.1 implementation notes
+/// F.6.5, radii scaled up when too small).
+fn arc_center(s: Pt, e: Pt, r: f64, large: bool, sweep: bool) -> Pt {
+    let mid = Pt::new((s.x + e.x) / 2.0, (s.y + e.y) / 2.0);
+    let (x1, y1) = ((s.x - e.x) / 2.0, (s.y - e.y) / 2.0);
+    let d2 = x1 * x1 + y1 * y1;
+    let r2 = r * r;
+    if d2 >= r2 || d2 <= 0.0 {
+        return mid;
+    }
+    let mut coef = ((r2 - d2) / d2).max(0.0).sqrt();
+    if large == sweep {
+        coef = -coef;
+    }
+    Pt::new(mid.x + coef * y1, mid.y - coef * x1)
+}
+
+/// Emits a circular arc. The end points are rounded first; near half circles the centre of
+/// the rounded arc is very sensitive to rounding, so the radius and large-arc flag are chosen
+/// to keep the centre where it was, and arcs that still drift are split in two.
+fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
+    let p = e.p;
+    let unit = 10f64.powi(-(p as i32));
+    let t = (quantize(a.to.x, p), quantize(a.to.y, p));
+    if t == e.cur {
+        return;
+    }
+    let fs = Pt::new(e.cur.0 as f64 * unit, e.cur.1 as f64 * unit);
+    let fe = Pt::new(t.0 as f64 * unit, t.1 as f64 * unit);
+    let rq = quantize(a.r, p);
+    let mut best: Option<(f64, i64, bool)> = None;
+    // Exact radius first: ties keep it.
+    for k in [0, -1, 1, -2, 2i64] {
+        let r = rq + k;
+        if r <= 0 {
+            continue;
+        }
+        for large in [a.large, !a.large] {
+            let c = arc_center(fs, fe, r as f64 * unit, large, a.sweep);
+            // The drawn arc must also run the same way round (same side as the true one).
+            let a0 = (fs.y - c.y).atan2(fs.x - c.x);
+            let a1 = (fe.y - c.y).atan2(fe.x - c.x);
+            let tau = 2.0 * std::f64::consts::PI;
+            let delta = if a.sweep { a1 - a0 } else { a0 - a1 }.rem_euclid(tau);
+            let err = c.dist(a.center) + (delta - a.angle).abs() * a.r;
+            if best.is_none_or(|(b, _, _)| err < b) {
+                best = Some((err, r, large));
+            }
+        }
+    }
+    let Some((err, r, large)) = best else {
+        e.emit(&[
+            ('L', vec![Tok::Num(t.0), Tok::Num(t.1)]),
+            ('l', vec![Tok::Num(t.0 - e.cur.0), Tok::Num(t.1 - e.cur.1)]),
+        ]);
+        e.cur = t;
+        e.drawn_in_subpath = true;
+        return;
+    };
+    if err > 4.0 * unit && depth < 3 && a.angle > 0.2 {
+        // Split at the middle of the true arc.
+        let a0 = (fs.y - a.center.y).atan2(fs.x - a.center.x);
+        let dir = if a.sweep { 1.0 } else { -1.0 };
+        let am = a0 + dir * a.angle / 2.0;
+        let mid = Pt::new(a.center.x + a.r * am.cos(), a.center.y + a.r * am.sin());
+        let half = ArcSeg {
+            large: false,
+            angle: a.angle / 2.0,
+            to: mid,
+            ..*a
+        };
+        emit_arc(e, &half, depth + 1);
+        let half2 = ArcSeg {
+            large: false,
+            angle: a.angle / 2.0,
+            ..*a
+        };
+        emit_arc(e, &half2, depth + 1);
+        return;
+    }
+    let head = [
+        Tok::Num(r),
+        Tok::Num(r),
+        Tok::Num(0),
+        Tok::Flag(large),
+        Tok::Flag(a.sweep),
+    ];
+    let mut abs = head.to_vec();
+    abs.extend([Tok::Num(t.0), Tok::Num(t.1)]);
+    let mut rel = head.to_vec();
+    rel.extend([Tok::Num(t.0 - e.cur.0), Tok::Num(t.1 - e.cur.1)]);
+    e.emit(&[('A', abs), ('a', rel)]);
+    e.cur = t;
+    e.drawn_in_subpath = true;
+}
+
+/// Encodes segments as SVG path data with `p` decimals, choosing per segment the spelling
+/// (absolute/relative, `H`/`V`/`S`/`T` shorthands, implicit repetition) with the fewest cl100k
+/// tokens.
+///
+/// `fill_only` shapes (no stroke, and clip geometry) are closed implicitly when filled, so a
+/// final line back to the subpath start and a final `z` are left out.
+pub(crate) fn encode(segs: &[Seg], p: u32, fill_only: bool) -> String {
+    let q = |pt: Pt| (quantize(pt.x, p), quantize(pt.y, p));
+    let mut e = Enc {
+        p,
+        out: String::new(),
+        cur: (0, 0),
+        start: (0, 0),
+        implicit: None,
+        last_byte: None,
+        last_has_dot: false,
+        last_was_flag: false,
+        prev_c2: None,
+        prev_qc: None,
+        drawn_in_subpath: false,
+    };
+    let n = segs.len();
+    let mut i = 0;
+    while i < n {
+        let s = segs[i];
+        let next_is_close = matches!(segs.get(i + 1), Some(Seg::Close));
+        match s {
+            Seg::Move(pt) => {
+                // Consecutive moves: only the last one matters.
+                if matches!(segs.get(i + 1), Some(Seg::Move(_))) {
+                    i += 1;
+                    continue;
+                }
+                // A trailing move draws nothing.
+                if i + 1 == n {
+                    break;
+                }
+                let t = q(pt);
+                let (dx, dy) = (t.0 - e.cur.0, t.1 - e.cur.1);
+                e.emit(&[
+                    ('M', vec![Tok::Num(t.0), Tok::Num(t.1)]),
+                    ('m', vec![Tok::Num(dx), Tok::Num(dy)]),
+                ]);
+                e.cur = t;
+                e.start = t;
+                e.prev_c2 = None;
+                e.prev_qc = None;
+                e.drawn_in_subpath = false;
+            }
+            Seg::Line(pt) => {
+                let t = q(pt);
+                let degenerate = t == e.cur && e.drawn_in_subpath;
+                let ends_subpath = matches!(segs.get(i + 1), None | Some(Seg::Move(_)));
+                let closes = (next_is_close || (fill_only && ends_subpath))
+                    && t == e.start
+                    && e.drawn_in_subpath;
+                if !degenerate && !closes {
+                    let (dx, dy) = (t.0 - e.cur.0, t.1 - e.cur.1);
+                    let mut c = vec![
+                        ('L', vec![Tok::Num(t.0), Tok::Num(t.1)]),
+                        ('l', vec![Tok::Num(dx), Tok::Num(dy)]),
+                    ];
+                    if dy == 0 {
+                        c.push(('H', vec![Tok::Num(t.0)]));
+                        c.push(('h', vec![Tok::Num(dx)]));
+                    }
+                    if dx == 0 {
+                        c.push(('V', vec![Tok::Num(t.1)]));
+                        c.push(('v', vec![Tok::Num(dy)]));
+                    }
+                    e.emit(&c);
+                    e.cur = t;
+                    e.drawn_in_subpath = true;
+                }
+                e.prev_c2 = None;
+                e.prev_qc = None;
+            }
+            Seg::Quad(c, pt) => {
+                let (c, t) = (q(c), q(pt));
+                if !(c == e.cur && t == e.cur && e.drawn_in_subpath) {
+                    let (x0, y0) = e.cur;
+                    let mut cands = vec![
+                        (
+                            'Q',
+                            vec![Tok::Num(c.0), Tok::Num(c.1), Tok::Num(t.0), Tok::Num(t.1)],
+                        ),
+                        (
+                            'q',
+                            vec![
+                                Tok::Num(c.0 - x0),
+                                Tok::Num(c.1 - y0),
+                                Tok::Num(t.0 - x0),
+                                Tok::Num(t.1 - y0),
+                            ],
+                        ),
+                    ];
+                    if let Some(pc) = e.prev_qc {
+                        if (2 * x0 - pc.0, 2 * y0 - pc.1) == c {
+                            cands.push(('T', vec![Tok::Num(t.0), Tok::Num(t.1)]));
+                            cands.push(('t', vec![Tok::Num(t.0 - x0), Tok::Num(t.1 - y0)]));
+                        }
+                    }
+                    e.emit(&cands);
+                    e.cur = t;
+                    e.drawn_in_subpath = true;
+                    e.prev_qc = Some(c);
+                } else {
+                    e.prev_qc = None;
+                }
+                e.prev_c2 = None;
+            }
+            Seg::Cubic(c1, c2, pt) => {
+                let (c1, c2, t) = (q(c1), q(c2), q(pt));
+                if !(c1 == e.cur && c2 == e.cur && t == e.cur && e.drawn_in_subpath) {
+                    let (x0, y0) = e.cur;
+                    let mut cands = vec![
+                        (
+                            'C',
+                            vec![
+                                Tok::Num(c1.0),
+                                Tok::Num(c1.1),
+                                Tok::Num(c2.0),
+                                Tok::Num(c2.1),
+                                Tok::Num(t.0),
+                                Tok::Num(t.1),
+                            ],
+                        ),
+                        (
+                            'c',
+                            vec![
+                                Tok::Num(c1.0 - x0),
+                                Tok::Num(c1.1 - y0),
+                                Tok::Num(c2.0 - x0),
+                                Tok::Num(c2.1 - y0),
+                                Tok::Num(t.0 - x0),
+                                Tok::Num(t.1 - y0),
+                            ],
+                        ),
+                    ];
+                    let reflected = match e.prev_c2 {
+                        Some(pc) => (2 * x0 - pc.0, 2 * y0 - pc.1),
+                        None => e.cur,
+                    };
+                    // The reflected control point may be off by one unit of the last decimal.
+                    if (reflected.0 - c1.0).abs() <= 1 && (reflected.1 - c1.1).abs() <= 1 {
+                        cands.push((
+                            'S',
+                            vec![Tok::Num(c2.0), Tok::Num(c2.1), Tok::Num(t.0), Tok::Num(t.1)],
+                        ));
+                        cands.push((
+                            's',
+                            vec![
+                                Tok::Num(c2.0 - x0),
+                                Tok::Num(c2.1 - y0),
+                                Tok::Num(t.0 - x0),
+                                Tok::Num(t.1 - y0),
+                            ],
+                        ));
+                    }
+                    e.emit(&cands);
+                    e.cur = t;
+                    e.drawn_in_subpath = true;
+                    e.prev_c2 = Some(c2);
+                } else {
+                    e.prev_c2 = None;
+                }
+                e.prev_qc = None;
+            }
+            Seg::Arc(a) => {
+                emit_arc(&mut e, &a, 0);
+                e.prev_c2 = None;
+                e.prev_qc = None;
+            }
+            Seg::Close => {
+                let last = segs[i + 1..]
+                    .iter()
+                    .all(|s| matches!(s, Seg::Close | Seg::Move(_)));
+                if e.last_byte != Some(b'z') && !e.out.is_empty() && !(fill_only && last) {
+                    e.out.push('z');
+                    e.last_byte = Some(b'z');
+                    e.last_has_dot = false;
+                    e.last_was_flag = false;
+                    e.implicit = None;
+                }
+                e.cur = e.start;
+                e.prev_c2 = None;
+                e.prev_qc = None;
+            }
+        }
+        i += 1;
+    }
+    e.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_fixed_point() {
+        assert_eq!(fmt_units(1250, 2), "12.5");
+        assert_eq!(fmt_units(-50, 2), "-.5");
+        assert_eq!(fmt_units(5, 3), ".005");
+        assert_eq!(fmt_units(-0, 3), "0");
+        assert_eq!(fmt_units(1200, 2), "12");
+        assert_eq!(fmt_units(-7, 0), "-7");
+    }
+
+    #[test]
+    fn affine_similarity() {
+        assert_eq!(
+            Affine::scale_translate(2.0, 1.0, 1.0).similarity_scale(),
+            Some(2.0)
+        );
+        let skew = Affine {
+            c: 0.5,
+            ..Affine::IDENTITY
+        };
+        assert_eq!(skew.similarity_scale(), None);
+    }
+
+    #[test]
+    fn encodes_lines_compactly() {
+        let segs = [
+            Seg::Move(Pt::new(0.0, 0.0)),
+            Seg::Line(Pt::new(24.0, 0.0)),
+            Seg::Line(Pt::new(24.0, 24.0)),
+            Seg::Line(Pt::new(0.0, 24.0)),
+            Seg::Line(Pt::new(0.0, 0.0)),
+            Seg::Close,
+        ];
+        assert_eq!(encode(&segs, 2, false), "M0 0H24V24H0z");
+        assert_eq!(encode(&segs, 2, true), "M0 0H24V24H0");
+    }
+
+    #[test]
+    fn recovers_a_circle() {
+        let k = 9.0 * 4.0 / 3.0 * (std::f64::consts::FRAC_PI_2 / 4.0).tan();
+        let c = Pt::new(12.0, 12.0);
+        let segs = vec![
+            Seg::Move(Pt::new(21.0, 12.0)),
+            Seg::Cubic(
+                Pt::new(21.0, 12.0 + k),
+                Pt::new(12.0 + k, 21.0),
+                Pt::new(12.0, 21.0),
+            ),
+            Seg::Cubic(
+                Pt::new(12.0 - k, 21.0),
+                Pt::new(3.0, 12.0 + k),
+                Pt::new(3.0, 12.0),
+            ),
+            Seg::Cubic(
+                Pt::new(3.0, 12.0 - k),
+                Pt::new(12.0 - k, 3.0),
+                Pt::new(12.0, 3.0),
+            ),
+            Seg::Cubic(
+                Pt::new(12.0 + k, 3.0),
+                Pt::new(21.0, 12.0 - k),
+                Pt::new(21.0, 12.0),
+            ),
+            Seg::Close,
+        ];
+        let arcs = recover_arcs(&segs, 1e-3);
+        let (center, r) = as_circle(&arcs, 1e-3).expect("a circle");
+        assert!(center.dist(c) < 1e-9 && (r - 9.0).abs() < 1e-9);
+        assert_eq!(encode(&arcs, 2, false), "M21 12A9 9 0 013 12a9 9 0 0118 0z");
+    }
+
+    #[test]
+    fn simplify_merges_collinear_lines() {
+        let segs = [
+            Seg::Move(Pt::new(0.0, 0.0)),
+            Seg::Line(Pt::new(1.0, 0.01)),
+            Seg::Line(Pt::new(2.0, 0.0)),
+            Seg::Line(Pt::new(2.0, 5.0)),
+        ];
+        let s = simplify(&segs, 0.05, false);
+        assert_eq!(s.len(), 3);
+        let s = simplify(&segs, 0.001, false);
+        assert_eq!(s.len(), 4);
+    }
+}

@@ -1,0 +1,824 @@
+//! The streaming pipeline: caption → simplify → prompt → generate → decode → normalise →
+//! trace → count → label → (CLIP / aesthetic) → Parquet shard.
+//!
+//! # Threads and memory
+//!
+//! One reader thread, `network_workers` threads for the network stages (simplification and
+//! generation: this is the bound on concurrent HTTP requests), `cpu_workers` threads for
+//! decoding, normalisation, tracing and counting, and the calling thread as the single writer.
+//! They are joined by bounded channels of `channel_capacity` items, so at most
+//! `3 × channel_capacity + workers` samples are in flight whatever the input size, plus one
+//! row group buffered by the shard writer.
+//!
+//! # Exactly once, resumable
+//!
+//! Every input id ends in exactly one place: a row of a published shard, or a line of
+//! `failures.jsonl` (`{id, stage, kind, reason}`). On start the pipeline reads the manifests
+//! and failure files of the output folder and skips every id already there; a shard that was
+//! renamed but not yet listed in the manifest (a kill in between) is read back and listed.
+//! Half-written shards are `.tmp` files, deleted on start. So a run can be killed at any
+//! moment and restarted with the same arguments.
+//!
+//! With `--shard i/N` ([`ShardSpec`]) each worker only takes its ids and names its files
+//! `part-i-of-N-*`, `manifest-i-of-N.jsonl`, `failures-i-of-N.jsonl`, so N workers may share
+//! one output folder.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use image::DynamicImage;
+use serde::{Deserialize, Serialize};
+use svgen_trace::preprocess::{decode_image, BackgroundOptions, DecodeLimits};
+
+use crate::error::{DataError, FailureKind, Stage, StageError};
+use crate::generate::{GenerationRequest, ImageGenerator};
+use crate::prompt::PromptTemplate;
+use crate::sample::{encode_png, is_png, now_micros, seed_for_id, Label, Triplet};
+use crate::shard::ShardSpec;
+use crate::simplify::{CaptionSimplifier, Simplification};
+use crate::source::{Caption, CaptionSource};
+use crate::stages::{AestheticScorer, ClipFilter, LabelPolicy, TokenCounter, Tracer};
+use crate::storage::{
+    append_line, append_manifest, published_ids, read_json_lines, ManifestEntry, ShardOptions,
+    ShardWriter,
+};
+
+/// The pluggable stages of a run.
+pub struct Stages {
+    /// Caption simplifier (`None`: captions are used as they are).
+    pub simplifier: Option<Box<dyn CaptionSimplifier>>,
+    /// Prompt template.
+    pub template: PromptTemplate,
+    /// Image generator.
+    pub generator: Box<dyn ImageGenerator>,
+    /// Tracer.
+    pub tracer: Box<dyn Tracer>,
+    /// Token counter (cl100k by default).
+    pub counter: Box<dyn TokenCounter>,
+    /// Optional CLIP-similarity scoring / filter.
+    pub clip: Option<ClipFilter>,
+    /// Optional aesthetic scorer.
+    pub aesthetic: Option<Box<dyn AestheticScorer>>,
+}
+
+/// Run settings.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Output folder (shards, manifests, failures).
+    pub out_dir: PathBuf,
+    /// Which part of the input this worker takes.
+    pub shard: ShardSpec,
+    /// Shard writer settings.
+    pub shard_options: ShardOptions,
+    /// Threads for the network stages (= bound on concurrent requests).
+    pub network_workers: usize,
+    /// Threads for the CPU stages.
+    pub cpu_workers: usize,
+    /// Capacity of each channel between stages.
+    pub channel_capacity: usize,
+    /// Labelling threshold.
+    pub label: LabelPolicy,
+    /// Background normalisation (`None`: off).
+    pub background: Option<BackgroundOptions>,
+    /// Limits when decoding generated images.
+    pub decode_limits: DecodeLimits,
+    /// Stop after this many new input records (after sharding and resume skips).
+    pub limit: Option<usize>,
+    /// Show a progress bar on stderr (only drawn on a terminal).
+    pub progress: bool,
+}
+
+impl PipelineConfig {
+    /// Defaults writing to `out_dir`: all CPU cores, 4 network workers, 8k threshold,
+    /// normalisation on.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        PipelineConfig {
+            out_dir: out_dir.into(),
+            shard: ShardSpec::default(),
+            shard_options: ShardOptions::default(),
+            network_workers: 4,
+            cpu_workers: cores,
+            channel_capacity: 16,
+            label: LabelPolicy::default(),
+            background: Some(BackgroundOptions::default()),
+            decode_limits: DecodeLimits::default(),
+            limit: None,
+            progress: false,
+        }
+    }
+
+    fn file_tag(&self) -> String {
+        if self.shard.count <= 1 {
+            String::new()
+        } else {
+            format!("-{:05}-of-{:05}", self.shard.index, self.shard.count)
+        }
+    }
+
+    /// This worker's manifest file.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.out_dir
+            .join(format!("manifest{}.jsonl", self.file_tag()))
+    }
+
+    /// This worker's failures file.
+    pub fn failures_path(&self) -> PathBuf {
+        self.out_dir
+            .join(format!("failures{}.jsonl", self.file_tag()))
+    }
+
+    fn shard_prefix(&self) -> String {
+        format!(
+            "part-{:05}-of-{:05}-",
+            self.shard.index,
+            self.shard.count.max(1)
+        )
+    }
+}
+
+/// One line of `failures.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// Input id.
+    pub id: String,
+    /// Caption source.
+    pub source: String,
+    /// Stage that failed.
+    pub stage: Stage,
+    /// Failure class.
+    pub kind: FailureKind,
+    /// Reason.
+    pub reason: String,
+    /// When (µs since the epoch).
+    pub at: i64,
+}
+
+/// Progress events passed to a run hook.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A triplet was appended to the current shard (`total` so far in this run).
+    Written {
+        /// Triplets written in this run.
+        total: usize,
+    },
+    /// A failure was recorded.
+    Failed(FailureRecord),
+    /// A shard was published.
+    Published(PathBuf),
+}
+
+/// Token-count summary.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct TokenStats {
+    /// Smallest.
+    pub min: usize,
+    /// Median.
+    pub median: usize,
+    /// Mean.
+    pub mean: f64,
+    /// 95th percentile.
+    pub p95: usize,
+    /// Largest.
+    pub max: usize,
+}
+
+impl TokenStats {
+    /// Statistics of `counts` (all zero when empty).
+    pub fn of(counts: &mut [usize]) -> Self {
+        if counts.is_empty() {
+            return TokenStats::default();
+        }
+        counts.sort_unstable();
+        let n = counts.len();
+        let pct = |p: f64| counts[((n as f64 - 1.0) * p).round() as usize];
+        TokenStats {
+            min: counts[0],
+            median: pct(0.5),
+            mean: counts.iter().sum::<usize>() as f64 / n as f64,
+            p95: pct(0.95),
+            max: counts[n - 1],
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    /// Records read from the source (all shards).
+    pub read: usize,
+    /// Records owned by other workers (`--shard`).
+    pub other_shards: usize,
+    /// Records skipped because an earlier run finished them.
+    pub already_done: usize,
+    /// Triplets written in this run.
+    pub written: usize,
+    /// Of which positive.
+    pub positive: usize,
+    /// Of which negative.
+    pub negative: usize,
+    /// Negatives dropped by `drop_negative`.
+    pub dropped_negative: usize,
+    /// Images whose dark background was inverted.
+    pub inverted: usize,
+    /// Failures recorded in this run, by stage.
+    pub failed: BTreeMap<String, usize>,
+    /// Shards published in this run.
+    pub shards: Vec<PathBuf>,
+    /// Token statistics of the triplets written in this run.
+    pub tokens: TokenStats,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    /// Total failures.
+    pub fn failures(&self) -> usize {
+        self.failed.values().sum()
+    }
+}
+
+struct Job {
+    caption: Caption,
+}
+
+struct CpuJob {
+    caption: Caption,
+    simplified: Option<String>,
+    prompt: String,
+    negative_prompt: String,
+    generator: String,
+    seed: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+struct Processed {
+    triplet: Triplet,
+    inverted: bool,
+}
+
+enum Outcome {
+    Done(Box<Processed>),
+    Failed(FailureRecord),
+}
+
+fn failure(c: &Caption, stage: Stage, e: StageError) -> Outcome {
+    Outcome::Failed(FailureRecord {
+        id: c.id.clone(),
+        source: c.source.clone(),
+        stage,
+        kind: e.kind,
+        reason: e.message,
+        at: now_micros(),
+    })
+}
+
+fn recv_shared<T>(rx: &Mutex<Receiver<T>>) -> Option<T> {
+    rx.lock().ok()?.recv().ok()
+}
+
+fn network_stage(job: Job, stages: &Stages) -> Result<CpuJob, Outcome> {
+    let c = job.caption;
+    let simplified = match &stages.simplifier {
+        None => None,
+        Some(s) => match s.simplify(&c.text) {
+            Ok(Simplification::Simplified(t)) => Some(t),
+            Ok(Simplification::Rejected) => {
+                return Err(failure(
+                    &c,
+                    Stage::Simplify,
+                    StageError::rejected("simplifier answered NO"),
+                ))
+            }
+            Err(e) => return Err(failure(&c, Stage::Simplify, e)),
+        },
+    };
+    let object = simplified.as_deref().unwrap_or(&c.text);
+    let prompt = stages.template.render(object);
+    let request = GenerationRequest {
+        id: &c.id,
+        prompt: &prompt.prompt,
+        negative_prompt: &prompt.negative_prompt,
+        seed: seed_for_id(&c.id),
+        source_image: c.image.as_deref(),
+    };
+    match stages.generator.generate(&request) {
+        Err(e) => Err(failure(&c, Stage::Generate, e)),
+        Ok(img) => Ok(CpuJob {
+            simplified,
+            prompt: prompt.prompt,
+            negative_prompt: prompt.negative_prompt,
+            generator: stages.generator.name().to_string(),
+            seed: img.seed,
+            bytes: img.bytes,
+            caption: Caption {
+                image: None, // not needed any more: free it early
+                ..c
+            },
+        }),
+    }
+}
+
+fn cpu_stage(job: CpuJob, stages: &Stages, config: &PipelineConfig) -> Outcome {
+    let c = &job.caption;
+    let decoded = match decode_image(&job.bytes, &config.decode_limits) {
+        Ok(img) => img,
+        Err(e) => {
+            return failure(
+                c,
+                Stage::Decode,
+                StageError::bad_input(format!("unreadable image: {e}")),
+            )
+        }
+    };
+    if decoded.width() == 0 || decoded.height() == 0 {
+        return failure(
+            c,
+            Stage::Decode,
+            StageError::bad_input("image has no pixels"),
+        );
+    }
+    let (image, inverted) = match &config.background {
+        None => (decoded, false),
+        Some(opts) => match crate::stages::normalise_background(&decoded, opts) {
+            Ok(r) => r,
+            Err(e) => return failure(c, Stage::Normalise, e),
+        },
+    };
+    let svg = match stages.tracer.trace(&image) {
+        Ok(s) => s,
+        Err(e) => return failure(c, Stage::Trace, e),
+    };
+    let n_tokens = stages.counter.count(&svg);
+    let label = config.label.label(n_tokens);
+    let text = job.simplified.as_deref().unwrap_or(&c.text);
+    let clip_similarity = match &stages.clip {
+        None => None,
+        Some(f) => match f.scorer.similarity(&image, text) {
+            Err(e) => return failure(c, Stage::Filter, e),
+            Ok(s) => {
+                if let Some(min) = f.min_similarity {
+                    if s < min {
+                        return failure(
+                            c,
+                            Stage::Filter,
+                            StageError::rejected(format!("CLIP similarity {s:.4} below {min:.4}")),
+                        );
+                    }
+                }
+                Some(s)
+            }
+        },
+    };
+    let aesthetic = match &stages.aesthetic {
+        None => None,
+        Some(a) => match a.aesthetic(&image) {
+            Ok(s) => Some(s),
+            Err(e) => return failure(c, Stage::Filter, e),
+        },
+    };
+    // Store exactly what was traced, as PNG; reuse the generator's bytes when possible.
+    let png = if !inverted && is_png(&job.bytes) {
+        job.bytes
+    } else {
+        match encode_png(&DynamicImage::ImageRgb8(image.to_rgb8())) {
+            Ok(b) => b,
+            Err(m) => return failure(c, Stage::Normalise, StageError::internal(m)),
+        }
+    };
+    Outcome::Done(Box::new(Processed {
+        triplet: Triplet {
+            id: c.id.clone(),
+            source: c.source.clone(),
+            caption: c.text.clone(),
+            simplified: job.simplified,
+            prompt: job.prompt,
+            negative_prompt: Some(job.negative_prompt).filter(|n| !n.is_empty()),
+            generator: job.generator,
+            seed: job.seed.and_then(|s| i64::try_from(s).ok()),
+            image: png,
+            width: image.width(),
+            height: image.height(),
+            svg,
+            n_tokens: u32::try_from(n_tokens).unwrap_or(u32::MAX),
+            tokenizer: stages.counter.name().to_string(),
+            label,
+            clip_similarity,
+            aesthetic,
+            created_at: now_micros(),
+        },
+        inverted,
+    }))
+}
+
+/// Ids already finished in `config.out_dir`: published rows and recorded failures (except
+/// duplicate-id records), plus the ids that already have a duplicate record.
+struct DoneSets {
+    done: HashSet<String>,
+    dedup_recorded: HashSet<String>,
+}
+
+fn load_done(config: &PipelineConfig) -> Result<DoneSets, DataError> {
+    let dir = &config.out_dir;
+    let mut done = published_ids(dir, &config.manifest_path())?;
+    let mut dedup_recorded = HashSet::new();
+    for e in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let e = e.map_err(|e| DataError::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("failures") && name.ends_with(".jsonl") {
+            for f in read_json_lines::<FailureRecord>(&e.path())? {
+                if f.stage == Stage::Dedup {
+                    dedup_recorded.insert(f.id);
+                } else {
+                    done.insert(f.id);
+                }
+            }
+        }
+    }
+    Ok(DoneSets {
+        done,
+        dedup_recorded,
+    })
+}
+
+/// Deletes this worker's stale `.tmp` shards and returns the next shard sequence number.
+fn prepare_out_dir(config: &PipelineConfig) -> Result<u64, DataError> {
+    let dir = &config.out_dir;
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let prefix = config.shard_prefix();
+    let mut next = 0u64;
+    for e in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let e = e.map_err(|e| DataError::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!(".{prefix}")) && name.ends_with(".tmp") {
+            std::fs::remove_file(e.path()).map_err(|err| DataError::io(e.path(), err))?;
+        } else if let Some(rest) = name.strip_prefix(&prefix) {
+            if let Some(seq) = rest
+                .strip_suffix(".parquet")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                next = next.max(seq + 1);
+            }
+        }
+    }
+    Ok(next)
+}
+
+struct Writer<'a> {
+    config: &'a PipelineConfig,
+    current: Option<ShardWriter>,
+    next_seq: u64,
+    summary: RunSummary,
+    token_counts: Vec<usize>,
+}
+
+impl Writer<'_> {
+    fn shard_path(&self) -> PathBuf {
+        self.config.out_dir.join(format!(
+            "{}{:06}.parquet",
+            self.config.shard_prefix(),
+            self.next_seq
+        ))
+    }
+
+    fn write(&mut self, p: Processed) -> Result<bool, DataError> {
+        let t = p.triplet;
+        let n = t.n_tokens as usize;
+        match t.label {
+            Label::Negative if self.config.label.drop_negative => {
+                self.summary.dropped_negative += 1;
+                return Ok(false);
+            }
+            Label::Negative => self.summary.negative += 1,
+            Label::Positive => self.summary.positive += 1,
+        }
+        self.summary.inverted += usize::from(p.inverted);
+        self.token_counts.push(n);
+        if self.current.is_none() {
+            let path = self.shard_path();
+            self.next_seq += 1;
+            self.current = Some(ShardWriter::create(path, &self.config.shard_options)?);
+        }
+        if let Some(w) = self.current.as_mut() {
+            w.write(t)?;
+        }
+        self.summary.written += 1;
+        Ok(true)
+    }
+
+    fn maybe_publish(&mut self, force: bool) -> Result<Option<PathBuf>, DataError> {
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|w| w.len() >= self.config.shard_options.rows_per_shard);
+        if !(full || force) {
+            return Ok(None);
+        }
+        let Some(w) = self.current.take() else {
+            return Ok(None);
+        };
+        if w.is_empty() {
+            w.abort();
+            return Ok(None);
+        }
+        let published = w.finish()?;
+        let name = published
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        append_manifest(
+            &self.config.manifest_path(),
+            &ManifestEntry {
+                shard: name,
+                rows: published.ids.len(),
+                ids: published.ids,
+            },
+        )?;
+        self.summary.shards.push(published.path.clone());
+        Ok(Some(published.path))
+    }
+}
+
+/// Runs the pipeline over `source` (see the module docs).
+pub fn run(
+    source: &mut dyn CaptionSource,
+    stages: &Stages,
+    config: &PipelineConfig,
+) -> Result<RunSummary, DataError> {
+    run_with_hook(source, stages, config, &mut |_| ControlFlow::Continue(()))
+}
+
+/// [`run`] with a hook called on every event; returning `Break` stops the run at once
+/// *without* publishing the current shard (exactly what a kill does; used by tests) and
+/// yields [`DataError::Interrupted`].
+pub fn run_with_hook(
+    source: &mut dyn CaptionSource,
+    stages: &Stages,
+    config: &PipelineConfig,
+    hook: &mut dyn FnMut(&Event) -> ControlFlow<()>,
+) -> Result<RunSummary, DataError> {
+    if config.network_workers == 0 || config.cpu_workers == 0 || config.channel_capacity == 0 {
+        return Err(DataError::Config(
+            "worker counts and channel capacity must be positive".into(),
+        ));
+    }
+    let start = Instant::now();
+    let next_seq = prepare_out_dir(config)?;
+    let DoneSets {
+        mut done,
+        mut dedup_recorded,
+    } = load_done(config)?;
+
+    let cancel = AtomicBool::new(false);
+    let (net_tx, net_rx) = sync_channel::<Job>(config.channel_capacity);
+    let (cpu_tx, cpu_rx) = sync_channel::<CpuJob>(config.channel_capacity);
+    let (out_tx, out_rx) = sync_channel::<Outcome>(config.channel_capacity);
+    let net_rx = Arc::new(Mutex::new(net_rx));
+    let cpu_rx = Arc::new(Mutex::new(cpu_rx));
+
+    let progress = if config.progress {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {pos} written ({per_sec}) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let mut writer = Writer {
+        config,
+        current: None,
+        next_seq,
+        summary: RunSummary::default(),
+        token_counts: Vec::new(),
+    };
+
+    let reader_counts = std::thread::scope(|scope| -> Result<(usize, usize, usize), DataError> {
+        // Reader.
+        let reader_out = out_tx.clone();
+        let cancel_ref = &cancel;
+        let done_ref = &mut done;
+        let dedup_ref = &mut dedup_recorded;
+        let reader = scope.spawn(move || {
+            let (mut read, mut other, mut already, mut taken) = (0usize, 0usize, 0usize, 0usize);
+            let mut seen: HashSet<String> = HashSet::new();
+            while !cancel_ref.load(Ordering::Relaxed) {
+                if config.limit.is_some_and(|l| taken >= l) {
+                    break;
+                }
+                let Some(record) = source.next_record() else {
+                    break;
+                };
+                read += 1;
+                let id = match &record {
+                    Ok(c) => c.id.clone(),
+                    Err(f) => f.id.clone(),
+                };
+                if !config.shard.contains(&id) {
+                    other += 1;
+                    continue;
+                }
+                let first_time = seen.insert(id.clone());
+                if !first_time {
+                    if dedup_ref.insert(id.clone()) {
+                        taken += 1;
+                        let c = match &record {
+                            Ok(c) => c.source.clone(),
+                            Err(_) => source.name().to_string(),
+                        };
+                        let rec = FailureRecord {
+                            id,
+                            source: c,
+                            stage: Stage::Dedup,
+                            kind: FailureKind::BadInput,
+                            reason: "duplicate id: an earlier record with this id is kept".into(),
+                            at: now_micros(),
+                        };
+                        if reader_out.send(Outcome::Failed(rec)).is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                if done_ref.contains(&id) {
+                    already += 1;
+                    continue;
+                }
+                taken += 1;
+                let sent = match record {
+                    Ok(caption) => net_tx.send(Job { caption }).is_ok(),
+                    Err(f) => reader_out
+                        .send(Outcome::Failed(FailureRecord {
+                            id: f.id,
+                            source: source.name().to_string(),
+                            stage: Stage::Source,
+                            kind: FailureKind::BadInput,
+                            reason: f.reason,
+                            at: now_micros(),
+                        }))
+                        .is_ok(),
+                };
+                if !sent {
+                    break;
+                }
+            }
+            drop(net_tx);
+            (read, other, already)
+        });
+
+        // Network workers.
+        for _ in 0..config.network_workers {
+            let rx = Arc::clone(&net_rx);
+            let cpu_tx = cpu_tx.clone();
+            let out_tx = out_tx.clone();
+            let cancel_ref = &cancel;
+            scope.spawn(move || {
+                while let Some(job) = recv_shared(&rx) {
+                    if cancel_ref.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let sent = match network_stage(job, stages) {
+                        Ok(cpu_job) => cpu_tx.send(cpu_job).is_ok(),
+                        Err(outcome) => out_tx.send(outcome).is_ok(),
+                    };
+                    if !sent {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(cpu_tx);
+
+        // CPU workers.
+        for _ in 0..config.cpu_workers {
+            let rx = Arc::clone(&cpu_rx);
+            let out_tx = out_tx.clone();
+            let cancel_ref = &cancel;
+            scope.spawn(move || {
+                while let Some(job) = recv_shared(&rx) {
+                    if cancel_ref.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if out_tx.send(cpu_stage(job, stages, config)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(out_tx);
+        // Only the workers may hold the receivers: when they stop (normally or on
+        // cancellation) the channels close and every blocked sender upstream wakes up.
+        drop(net_rx);
+        drop(cpu_rx);
+
+        // Writer (this thread).
+        let result = (|| -> Result<(), DataError> {
+            let failures_path = config.failures_path();
+            for outcome in out_rx.iter() {
+                match outcome {
+                    Outcome::Done(p) => {
+                        if writer.write(*p)? {
+                            progress.inc(1);
+                            let ev = Event::Written {
+                                total: writer.summary.written,
+                            };
+                            if hook(&ev).is_break() {
+                                return Err(DataError::Interrupted(writer.summary.written));
+                            }
+                        }
+                        if let Some(path) = writer.maybe_publish(false)? {
+                            if hook(&Event::Published(path)).is_break() {
+                                return Err(DataError::Interrupted(writer.summary.written));
+                            }
+                        }
+                    }
+                    Outcome::Failed(rec) => {
+                        let line = serde_json::to_string(&rec)
+                            .map_err(|e| DataError::Config(e.to_string()))?;
+                        append_line(&failures_path, &line)?;
+                        *writer
+                            .summary
+                            .failed
+                            .entry(rec.stage.as_str().to_string())
+                            .or_default() += 1;
+                        progress.set_message(format!("{} failed", writer.summary.failures()));
+                        if hook(&Event::Failed(rec)).is_break() {
+                            return Err(DataError::Interrupted(writer.summary.written));
+                        }
+                    }
+                }
+            }
+            if let Some(path) = writer.maybe_publish(true)? {
+                if hook(&Event::Published(path)).is_break() {
+                    return Err(DataError::Interrupted(writer.summary.written));
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        // Dropping the receiver unblocks every sender; the scope then joins all threads.
+        drop(out_rx);
+        let counts = reader
+            .join()
+            .map_err(|_| DataError::Config("reader thread panicked".into()))?;
+        result.map(|_| counts)
+    });
+    progress.finish_and_clear();
+    let (read, other, already) = match reader_counts {
+        Ok(c) => c,
+        Err(e) => {
+            // An interrupted run leaves its temporary shard on disk, as a kill would; any other
+            // error removes it so nothing partial is ever left behind.
+            if !matches!(e, DataError::Interrupted(_)) {
+                if let Some(w) = writer.current.take() {
+                    w.abort();
+                }
+            }
+            return Err(e);
+        }
+    };
+    let mut summary = writer.summary;
+    summary.read = read;
+    summary.other_shards = other;
+    summary.already_done = already;
+    summary.tokens = TokenStats::of(&mut writer.token_counts);
+    summary.elapsed = start.elapsed();
+    Ok(summary)
+}
+
+/// Reads every `failures*.jsonl` in `dir`.
+pub fn read_failures(dir: &Path) -> Result<Vec<FailureRecord>, DataError> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with("failures") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        out.extend(read_json_lines::<FailureRecord>(&f)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,111 @@
+//! Typed errors of svgen-eval.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading or running the scorers.
+///
+/// Weight errors always name the tensor, and shape errors give the expected and the found shape, so
+/// a converted checkpoint that disagrees with its `config.json` is easy to diagnose.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A file could not be read or written.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A JSON configuration file is malformed.
+    #[error("invalid config {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A weight file is not a valid safetensors / PyTorch file.
+    #[error("invalid weight file {path}: {message}")]
+    WeightFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor the model needs is absent from the weight file.
+    #[error("missing tensor `{name}` (expected shape {expected:?})")]
+    MissingTensor {
+        /// HF key of the tensor.
+        name: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+    },
+    /// A tensor has another shape than the configuration implies.
+    #[error("tensor `{name}`: expected shape {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        /// HF key of the tensor.
+        name: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor has a dtype that cannot be converted to floats.
+    #[error("tensor `{name}`: unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        /// HF key of the tensor.
+        name: String,
+        /// The dtype in the file.
+        dtype: String,
+    },
+    /// The configuration and the weight file disagree in a way a single shape does not show
+    /// (for example more encoder layers in the file than `num_hidden_layers`).
+    #[error("config disagrees with weights: tensor `{name}` {message}")]
+    ConfigMismatch {
+        /// HF key of the offending tensor.
+        name: String,
+        /// What disagrees.
+        message: String,
+    },
+    /// An input tensor handed to a model has the wrong shape or content.
+    #[error("invalid input `{name}`: expected {expected}, found {found}")]
+    InvalidInput {
+        /// The input's name (`pixel_values`, `input_ids`, ...).
+        name: String,
+        /// What was expected.
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+    /// The tokenizer could not be loaded or failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// An image could not be decoded or encoded.
+    #[error("image {path}: {message}")]
+    Image {
+        /// The file, or a description of the in-memory image.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Drawing a report figure failed.
+    #[error("drawing {what}: {message}")]
+    Plot {
+        /// The figure.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl EvalError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EvalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of svgen-eval.
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;

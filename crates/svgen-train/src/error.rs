@@ -1,0 +1,103 @@
+//! Typed errors of svgen-train.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading, training or generating with a model.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file could not be read or written.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file (config, index, adapter config, JSONL line) is malformed.
+    #[error("invalid JSON in {path}: {message}")]
+    Json {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A configuration value is missing or unsupported.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A safetensors file is corrupt (bad header, truncated data).
+    #[error("corrupt safetensors file {path}: {message}")]
+    Safetensors {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("missing tensor `{key}` in {path}")]
+    MissingTensor {
+        /// HF / PEFT key name.
+        key: String,
+        /// The checkpoint folder or file.
+        path: PathBuf,
+    },
+    /// A tensor has the wrong shape.
+    #[error("tensor `{key}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// HF / PEFT key name.
+        key: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor has a dtype we cannot load.
+    #[error("tensor `{key}` has unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        /// HF / PEFT key name.
+        key: String,
+        /// The dtype in the file.
+        dtype: String,
+    },
+    /// An adapter tensor does not belong to any module of the base model.
+    #[error("adapter key `{key}` does not match any module of the base model")]
+    UnexpectedAdapterKey {
+        /// The PEFT key name.
+        key: String,
+    },
+    /// Tokenizer problems (missing file, unknown token, encode/decode failure).
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// Invalid arguments to generation or training.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The training loss became NaN or infinite.
+    #[error("non-finite loss {loss} at step {step}; last good checkpoint: {last_checkpoint:?}")]
+    NonFiniteLoss {
+        /// The optimiser step at which it happened.
+        step: usize,
+        /// The loss value.
+        loss: f32,
+        /// The last checkpoint written before the failure, if any.
+        last_checkpoint: Option<PathBuf>,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn json(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
+        Self::Json {
+            path: path.into(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -1,0 +1,121 @@
+//! Generates SVG for a description with a HF Llama (optionally with a PEFT LoRA adapter),
+//! validates it through svgen-core and writes it out.
+//!
+//! ```text
+//! cargo run --release --example generate_svg -- --model DIR [--adapter DIR] "a red apple icon"
+//! ```
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use svgen::train::generate::validate_svgs;
+use svgen::train::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
+use svgen::train::{GenerationConfig, Generator, Llama, LoadOptions};
+
+#[cfg(not(feature = "cuda"))]
+type Backend = svgen::train::burn::backend::Flex;
+#[cfg(feature = "cuda")]
+type Backend = svgen::train::burn::backend::Cuda;
+
+#[derive(Parser)]
+struct Args {
+    /// HF Llama folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// PEFT adapter folder.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Folder with tokenizer.json (defaults to --model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Descriptions (each one a prompt of the batch).
+    #[arg(required = true)]
+    prompts: Vec<String>,
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the Llama 3 chat format instead of "Instruction: … Response: …".
+    #[arg(long)]
+    chat: bool,
+    /// Close an unclosed SVG tail instead of counting it invalid.
+    #[arg(long)]
+    repair: bool,
+    /// Write the valid SVGs as out-N.svg here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = Args::parse();
+    let device = Default::default();
+    let mut tok = LlamaTokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;
+    tok.add_special_tokens(&THESIS_SPECIAL_TOKENS)?;
+    let mut model = Llama::<Backend>::from_pretrained(&a.model, LoadOptions::default(), &device)?;
+    if tok.len() > model.config().vocab_size {
+        model = model.resize_token_embeddings(tok.len())?;
+    }
+    if let Some(dir) = &a.adapter {
+        model = model.with_peft_adapter(dir)?.0;
+    }
+    let format = if a.chat {
+        PromptFormat::Llama3Chat { system: None }
+    } else {
+        PromptFormat::InstructionResponse
+    };
+    let prompts = a
+        .prompts
+        .iter()
+        .map(|p| tok.encode_prompt(&format, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = GenerationConfig {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+        seed: a.seed,
+        pad_token_id: tok.token_id("<|end_of_text|>").unwrap_or(0),
+        ..Default::default()
+    }
+    .with_default_stops(&model, Some(&tok));
+    let started = std::time::Instant::now();
+    let outs = Generator::new(&model, Some(&tok)).generate(&prompts, &cfg)?;
+    let secs = started.elapsed().as_secs_f64();
+    let new_tokens: usize = outs.iter().map(|o| o.token_ids.len()).sum();
+    let texts: Vec<String> = outs
+        .iter()
+        .map(|o| o.text.clone().unwrap_or_default())
+        .collect();
+    let (svgs, report) = validate_svgs(&texts, a.repair);
+    for (i, (o, svg)) in outs.iter().zip(&svgs).enumerate() {
+        println!(
+            "--- {} ({:?}, {} tokens)",
+            a.prompts[i],
+            o.stop_reason,
+            o.token_ids.len()
+        );
+        println!("{}", texts[i]);
+        if let (Some(dir), Some(svg)) = (&a.out, svg) {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("out-{i}.svg")), svg)?;
+        }
+    }
+    println!(
+        "valid {} repaired {} invalid {}; {new_tokens} tokens in {secs:.2}s ({:.1} tokens/s)",
+        report.valid,
+        report.repaired,
+        report.invalid,
+        new_tokens as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

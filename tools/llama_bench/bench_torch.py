@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""PyTorch CPU counterpart of `cargo bench --bench llama` (same config, same thread count).
+
+    /work/venv/bin/python tools/llama_bench/bench_torch.py
+
+Config: 4 layers, hidden 512, 8 heads / 4 kv heads, intermediate 1408, vocab 8192, tied
+embeddings; LoRA r=16 (alpha 32) on all seven linears via peft; training sequence 512, batch 1
+(forward + backward of the masked LM loss, as the Rust bench); decode latency of one token with
+the KV cache at positions 64, 256 and 1024. Prints medians.
+"""
+
+import statistics
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicCache
+
+SEQ = 512
+
+
+def median_time(fn, n, warmup=2):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main():
+    torch.manual_seed(0)
+    print("torch", torch.__version__, "threads", torch.get_num_threads())
+    cfg = LlamaConfig(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=4, rms_norm_eps=1e-5,
+                      max_position_embeddings=4096, tie_word_embeddings=True,
+                      rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
+    base = LlamaForCausalLM(cfg).float()
+    ids = (torch.arange(SEQ) * 7919 % 8192).unsqueeze(0)
+    peft_model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                 "gate_proj", "up_proj", "down_proj"]))
+    peft_model.train()
+
+    def step():
+        out = peft_model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        peft_model.zero_grad(set_to_none=True)
+
+    t = median_time(step, 10)
+    print(f"train lora_step_seq512: median {t * 1e3:.1f} ms, {SEQ / t:.0f} tokens/s")
+
+    model = LlamaForCausalLM(cfg).float().eval()
+    with torch.no_grad():
+        for pos in (64, 256, 1024):
+            prefix = (torch.arange(pos) * 7919 % 8192).unsqueeze(0)
+            cache = DynamicCache(config=cfg)
+            model(input_ids=prefix, past_key_values=cache, use_cache=True)
+            nxt = torch.tensor([[1]])
+
+            def dec():
+                c = DynamicCache(config=cfg)
+                # Fresh copy of the prefix cache each time, as the Rust bench clones its cache.
+                for i, layer in enumerate(cache.layers):
+                    c.update(layer.keys.clone(), layer.values.clone(), i)
+                t0 = time.perf_counter()
+                model(input_ids=nxt, past_key_values=c, use_cache=True,
+                      position_ids=torch.tensor([[pos]]))
+                return time.perf_counter() - t0
+
+            for _ in range(3):
+                dec()
+            ts = [dec() for _ in range(30)]
+            m = statistics.median(ts)
+            print(f"decode token_at_pos_{pos}: median {m * 1e3:.2f} ms, {1 / m:.0f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()
