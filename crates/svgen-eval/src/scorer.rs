@@ -235,16 +235,7 @@ impl<B: Backend> ClipScorer<B> {
         }
         let i = self.image_embeds(images)?;
         let t = self.text_embeds(prompts)?;
-        (i * t)
-            .sum_dim(1)
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| EvalError::InvalidInput {
-                name: "similarity".into(),
-                expected: "f32 values".into(),
-                found: format!("{e:?}"),
-            })
+        to_f32_vec((i * t).sum_dim(1), "similarity")
     }
 
     /// Cosine of every image with every prompt, `[images][prompts]`.
@@ -258,16 +249,7 @@ impl<B: Backend> ClipScorer<B> {
         }
         let i = self.image_embeds(images)?;
         let t = self.text_embeds(prompts)?;
-        let m: Vec<f32> = i
-            .matmul(t.transpose())
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| EvalError::InvalidInput {
-                name: "similarity".into(),
-                expected: "f32 values".into(),
-                found: format!("{e:?}"),
-            })?;
+        let m = to_f32_vec(i.matmul(t.transpose()), "similarity")?;
         Ok(m.chunks(prompts.len()).map(<[f32]>::to_vec).collect())
     }
 
@@ -306,15 +288,7 @@ impl<B: Backend> ClipScorer<B> {
         head: &AestheticPredictor<B>,
         e: Tensor<B, 2>,
     ) -> Result<Vec<f32>> {
-        head.score(e)?
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|err| EvalError::InvalidInput {
-                name: "aesthetic".into(),
-                expected: "f32 values".into(),
-                found: format!("{err:?}"),
-            })
+        to_f32_vec(head.score(e)?, "aesthetic")
     }
 
     /// Similarity and (when a head is attached) aesthetic in one pass over the images.
@@ -335,20 +309,23 @@ impl<B: Backend> ClipScorer<B> {
         }
         let i = self.image_embeds(images)?;
         let t = self.text_embeds(prompts)?;
-        let sim: Vec<f32> = (i.clone() * t)
-            .sum_dim(1)
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| EvalError::InvalidInput {
-                name: "similarity".into(),
-                expected: "f32 values".into(),
-                found: format!("{e:?}"),
-            })?;
+        let sim = to_f32_vec((i.clone() * t).sum_dim(1), "similarity")?;
         let aes = match &self.aesthetic {
             Some(h) => Some(self.aesthetic_of_embeds(h, i)?),
             None => None,
         };
         Ok((sim, aes))
     }
+}
+
+/// Reads a score tensor back as `f32`s (a typed error names the tensor if that fails).
+fn to_f32_vec<B: Backend, const D: usize>(t: Tensor<B, D>, name: &str) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| EvalError::InvalidInput {
+            name: name.into(),
+            expected: "f32 values".into(),
+            found: format!("{e:?}"),
+        })
 }
