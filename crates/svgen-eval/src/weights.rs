@@ -170,27 +170,25 @@ impl Weights {
         })
     }
 
-    /// Values and shape of `name` as f32, whatever its shape (for reference files).
-    pub fn f32_any(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let shape = self
-            .shape(name)
+    /// The shape of `name`, or [`EvalError::MissingTensor`] when the file lacks it.
+    fn existing_shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.shape(name)
+            .map(<[usize]>::to_vec)
             .ok_or_else(|| EvalError::MissingTensor {
                 name: name.into(),
                 expected: vec![],
-            })?
-            .to_vec();
+            })
+    }
+
+    /// Values and shape of `name` as f32, whatever its shape (for reference files).
+    pub fn f32_any(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let shape = self.existing_shape(name)?;
         Ok((self.f32(name, &shape)?, shape))
     }
 
     /// Values and shape of an integer tensor, whatever its shape (for reference files).
     pub fn i64_any(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>)> {
-        let shape = self
-            .shape(name)
-            .ok_or_else(|| EvalError::MissingTensor {
-                name: name.into(),
-                expected: vec![],
-            })?
-            .to_vec();
+        let shape = self.existing_shape(name)?;
         Ok((self.i64(name, &shape)?, shape))
     }
 

@@ -69,6 +69,18 @@ struct Writer {
 }
 
 impl Writer {
+    /// An empty writer at the start of a line, current point at the origin.
+    fn new(unit: f64) -> Writer {
+        Writer {
+            out: String::new(),
+            column: 0,
+            fresh: true,
+            unit,
+            cur: (0, 0),
+            last_op: 0,
+        }
+    }
+
     fn raw(&mut self, s: &str) {
         self.out.push_str(s);
         match s.rfind('\n') {
@@ -303,14 +315,7 @@ impl PathList {
             (0.0, 0.0, w, h)
         };
         let (dw, dh) = (x1 - x0, y1 - y0);
-        let mut wr = Writer {
-            out: String::new(),
-            column: 0,
-            fresh: true,
-            unit,
-            cur: (0, 0),
-            last_op: 0,
-        };
+        let mut wr = Writer::new(unit);
         wr.raw(concat!(
             "<?xml version=\"1.0\" standalone=\"no\"?>\n",
             "<!DOCTYPE svg PUBLIC \"-//W3C//DTD SVG 20010904//EN\"\n",
@@ -341,14 +346,7 @@ impl PathList {
                 .paths()
                 .par_iter()
                 .map(|p| {
-                    let mut w = Writer {
-                        out: String::new(),
-                        column: 0,
-                        fresh: true,
-                        unit,
-                        cur: (0, 0),
-                        last_op: 0,
-                    };
+                    let mut w = Writer::new(unit);
                     w.tree(std::slice::from_ref(p), opts.grouping);
                     w.out
                 })
