@@ -81,6 +81,49 @@ pub enum TrainError {
         /// The last checkpoint written before the failure, if any.
         last_checkpoint: Option<PathBuf>,
     },
+    /// A model folder lacks a sub-folder (or file) the pipeline needs, e.g. `unet/` or `tokenizer/`.
+    #[error("missing sub-folder `{name}` in {path}")]
+    MissingFolder {
+        /// The sub-folder (or file) name, e.g. `vae`.
+        name: String,
+        /// The model folder that should contain it.
+        path: PathBuf,
+    },
+    /// A LoRA file holds a tensor we recognise but cannot load (text-encoder LoRA, DoRA, a
+    /// format mixed with another in one file, ...).
+    #[error("LoRA key `{key}`: {reason}")]
+    UnsupportedLora {
+        /// The key in the LoRA file.
+        key: String,
+        /// Why it cannot be loaded.
+        reason: String,
+    },
+    /// A `scheduler_config.json` names a scheduler class we do not implement.
+    #[error(
+        "unknown scheduler `{0}` (supported: DDIMScheduler, EulerDiscreteScheduler, \
+         EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler; other SD configs can be \
+         used with an explicit scheduler kind)"
+    )]
+    UnknownScheduler(String),
+    /// An error of svgen-eval (CLIP text encoder, tokenizer, scorer) used by the SD pipeline.
+    #[error(transparent)]
+    Eval(#[from] svgen_eval::EvalError),
+    /// A grid-search scorer could not score an image (tracing, token counting, CLIP).
+    #[error("scorer `{scorer}` failed: {message}")]
+    Scorer {
+        /// The scorer's name.
+        scorer: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A configuration key holds a value we do not support (e.g. `beta_schedule: "sigmoid"`).
+    #[error("unsupported value {value} for `{key}`")]
+    UnsupportedValue {
+        /// The configuration key, as spelled in the diffusers / HF file.
+        key: String,
+        /// The value found (JSON text).
+        value: String,
+    },
 }
 
 impl TrainError {

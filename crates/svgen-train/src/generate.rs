@@ -234,8 +234,7 @@ impl<'a, B: Backend> Generator<'a, B> {
             m.extend(std::iter::repeat_n(true, p.len()));
             mask.push(m);
         }
-        let mut cache =
-            KvCache::<B>::with_capacity(self.model.layers.len(), b, t + cfg.max_new_tokens);
+        let mut cache = KvCache::<B>::new(self.model.layers.len(), b);
         let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
         let h = self.model.forward_cached(input, &mask, &mut cache)?;
         let mut logits = host_f32(self.model.logits(h.narrow(1, t - 1, 1)));

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod llama;
 pub mod lora;
 pub mod plot;
+pub mod sd;
 pub mod sft;
 pub mod tokenizer;
 pub mod trainer;

@@ -102,90 +102,134 @@ pub struct DecoderLayer<B: Backend> {
     pub post_attention_layernorm: RmsNorm<B>,
 }
 
-/// The preallocated keys and values of one layer, `[B, kv_heads, capacity, head_dim]` each.
-/// Only the first [`KvCache::len`] positions are filled; new positions are written in place
-/// with `slice_assign`, so decoding never copies the cache (as long as nothing else holds a
-/// handle on the buffers, e.g. a clone of the [`KvCache`]: then the write copies on demand).
+/// Positions a layer's tail segment takes before it is merged into the main segment (see
+/// [`KvCache`]).
+pub const DEFAULT_KV_MERGE_INTERVAL: usize = 128;
+
+/// A run of cached keys and values, `[B, 1, kv_heads, S, head_dim]` each: the `groups` query
+/// heads that share a kv head broadcast over the singleton axis, so every single-token
+/// product is a matrix-vector product on the cache as it lies in memory. (The singleton is
+/// not next to the matrix axes on purpose: Burn folds a `[.., G, 1, k] × [.., 1, k, n]`
+/// product into one `[G, k] × [k, n]` product, which on Flex packs the whole cache.)
 #[derive(Debug, Clone)]
-struct LayerKv<B: Backend> {
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+struct KvSegment<B: Backend> {
+    k: Tensor<B, 5>,
+    v: Tensor<B, 5>,
 }
 
-impl<B: Backend> LayerKv<B> {
-    fn capacity(&self) -> usize {
-        self.k.dims()[2]
+impl<B: Backend> KvSegment<B> {
+    fn len(&self) -> usize {
+        self.k.dims()[3]
     }
 
-    /// Zeroed buffers shaped like `like` (`[B, kv_heads, _, head_dim]`) with `capacity` positions.
-    fn zeros(like: &Tensor<B, 4>, capacity: usize) -> Self {
-        let [b, nkv, _, hd] = like.dims();
-        let zeros =
-            || Tensor::<B, 4>::zeros([b, nkv, capacity, hd], (&like.device(), like.dtype()));
+    fn narrow(self, len: usize) -> Self {
         Self {
-            k: zeros(),
-            v: zeros(),
+            k: self.k.narrow(3, 0, len),
+            v: self.v.narrow(3, 0, len),
         }
     }
 
-    /// Writes `k`, `v` (`[B, kv_heads, T, head_dim]`) at positions `past..past + T`, growing
-    /// the buffers (at least doubling) when they are too short, and returns views of the
-    /// filled prefix `0..past + T`.
-    fn append(
-        slot: &mut Option<Self>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-        past: usize,
-        capacity_hint: usize,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let [b, nkv, t, hd] = k.dims();
-        let end = past + t;
-        let mut kv = match slot.take() {
-            Some(kv) if kv.capacity() >= end => kv,
-            Some(old) => {
-                let grown = Self::zeros(&k, end.max(2 * old.capacity()));
-                let keep = [0..b, 0..nkv, 0..past, 0..hd];
-                Self {
-                    k: grown.k.slice_assign(keep.clone(), old.k.narrow(2, 0, past)),
-                    v: grown.v.slice_assign(keep, old.v.narrow(2, 0, past)),
-                }
-            }
-            None => Self::zeros(&k, end.max(capacity_hint)),
-        };
-        let at = [0..b, 0..nkv, past..end, 0..hd];
-        kv.k = kv.k.slice_assign(at.clone(), k);
-        kv.v = kv.v.slice_assign(at, v);
-        let filled = (
-            kv.k.clone().narrow(2, 0, end),
-            kv.v.clone().narrow(2, 0, end),
-        );
-        *slot = Some(kv);
-        filled
+    fn cat(parts: Vec<Self>) -> Self {
+        let (k, v): (Vec<_>, Vec<_>) = parts.into_iter().map(|s| (s.k, s.v)).unzip();
+        Self {
+            k: Tensor::cat(k, 3),
+            v: Tensor::cat(v, 3),
+        }
     }
 }
 
-/// The per-layer cache slots of a [`KvCache`], the positions already cached and the capacity
-/// to preallocate.
-type CacheSlots<'a, B> = (&'a mut Vec<Option<LayerKv<B>>>, usize, usize);
+/// The cached keys and values of one layer in two segments: a long `main` one and a short
+/// `tail` that new positions are appended to. Appending copies only the tail; when it would
+/// outgrow the merge interval, `main`, `tail` and the new positions are concatenated once. A
+/// step thus costs O(interval) copies plus an amortised O(S / interval), instead of
+/// the O(S) per step of growing one buffer by concatenation, or of `slice_assign` into a
+/// preallocated buffer on backends (Flex among them) whose `slice_assign` copies the
+/// destination. Attention reads both segments where they lie.
+#[derive(Debug, Clone)]
+struct LayerKv<B: Backend> {
+    main: Option<KvSegment<B>>,
+    tail: Option<KvSegment<B>>,
+}
+
+impl<B: Backend> Default for LayerKv<B> {
+    fn default() -> Self {
+        Self {
+            main: None,
+            tail: None,
+        }
+    }
+}
+
+impl<B: Backend> LayerKv<B> {
+    fn main_len(&self) -> usize {
+        self.main.as_ref().map_or(0, KvSegment::len)
+    }
+
+    /// Appends `new` (`[B, 1, kv_heads, T, head_dim]`) and returns the segments to attend
+    /// over, oldest first.
+    fn append(&mut self, new: KvSegment<B>, merge_interval: usize) -> Vec<KvSegment<B>> {
+        let tail_len = self.tail.as_ref().map_or(0, KvSegment::len);
+        if self.main.is_none() && self.tail.is_none() {
+            self.main = Some(new);
+        } else if tail_len + new.len() <= merge_interval {
+            self.tail = Some(match self.tail.take() {
+                Some(tail) => KvSegment::cat(vec![tail, new]),
+                None => new,
+            });
+        } else {
+            let parts: Vec<_> = [self.main.take(), self.tail.take(), Some(new)]
+                .into_iter()
+                .flatten()
+                .collect();
+            self.main = Some(KvSegment::cat(parts));
+        }
+        [&self.main, &self.tail]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps the first `len` positions.
+    fn truncate(&mut self, len: usize) {
+        let main_len = self.main_len();
+        if len >= main_len {
+            let keep = len - main_len;
+            self.tail = self.tail.take().filter(|_| keep > 0).map(|t| {
+                if t.len() > keep {
+                    t.narrow(keep)
+                } else {
+                    t
+                }
+            });
+        } else {
+            self.tail = None;
+            self.main = self.main.take().filter(|_| len > 0).map(|m| m.narrow(len));
+        }
+    }
+}
 
 /// Per-call attention inputs built on the host: rotary tables and the attention mask.
 struct AttnInputs<B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
-    /// `true` where attention is forbidden, `[B, heads, T, S]`; `None` when nothing is masked.
+    /// `true` where attention is forbidden, `[B, 1, T, S]` (broadcast over heads); `None`
+    /// when nothing is masked.
     mask: Option<Tensor<B, 4, Bool>>,
-    /// Positions already in the KV cache (0 without a cache).
-    past: usize,
-    /// Capacity to preallocate when a layer's cache is first written.
-    capacity_hint: usize,
+    /// Positions a layer's cache tail takes before it is merged (cached calls only).
+    merge_interval: usize,
 }
 
 /// Key/value cache for incremental decoding, with per-row positions and key padding.
+///
+/// Each layer keeps its keys and values in a long segment and a short tail that new tokens
+/// are appended to; the tail is folded into the long segment every `merge_interval`
+/// positions. Per-token decode cost therefore stays flat as the context grows (no copy of
+/// the whole cache per step), on every backend.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<LayerKv<B>>>,
-    /// Positions preallocated on the first write (the buffers still grow past it).
-    capacity_hint: usize,
+    layers: Vec<LayerKv<B>>,
+    merge_interval: usize,
     /// Per row, whether each cached key is a real token (false: left padding).
     valid: Vec<Vec<bool>>,
     /// Per row, the position id the next real token gets.
@@ -193,48 +237,41 @@ pub struct KvCache<B: Backend> {
 }
 
 impl<B: Backend> KvCache<B> {
-    /// An empty cache for `batch` rows and a model with `num_layers` layers. Its buffers are
-    /// sized by the first call to [`Llama::forward_cached`] and doubled whenever they fill up;
-    /// prefer [`KvCache::with_capacity`] when the final length is known.
-    pub fn new(num_layers: usize, batch: usize) -> Self {
-        Self::with_capacity(num_layers, batch, 0)
-    }
-
-    /// An empty cache whose per-layer key/value buffers hold `capacity` positions (prompt
-    /// length plus `max_new_tokens` for generation) before they need to grow. The buffers
-    /// are allocated on the first [`Llama::forward_cached`] call and written in place.
+    /// An empty cache for `batch` rows and a model with `num_layers` layers, merging its
+    /// tails every [`DEFAULT_KV_MERGE_INTERVAL`] positions.
     ///
     /// ```
     /// use burn::backend::Flex;
     /// use svgen_train::KvCache;
     ///
-    /// let cache = KvCache::<Flex>::with_capacity(4, 2, 1024);
+    /// let cache = KvCache::<Flex>::new(4, 2);
     /// assert!(cache.is_empty());
     /// ```
-    pub fn with_capacity(num_layers: usize, batch: usize, capacity: usize) -> Self {
+    pub fn new(num_layers: usize, batch: usize) -> Self {
+        Self::with_merge_interval(num_layers, batch, DEFAULT_KV_MERGE_INTERVAL)
+    }
+
+    /// An empty cache whose tail segments are merged into the main ones once they would
+    /// hold more than `merge_interval` positions (at least 1). A step copies up to
+    /// `merge_interval` positions, a merge the whole cache.
+    pub fn with_merge_interval(num_layers: usize, batch: usize, merge_interval: usize) -> Self {
         Self {
-            layers: vec![None; num_layers],
-            capacity_hint: capacity,
+            layers: vec![LayerKv::default(); num_layers],
+            merge_interval: merge_interval.max(1),
             valid: vec![Vec::new(); batch],
             next_pos: vec![0; batch],
         }
     }
 
-    /// Positions the buffers hold before they have to grow (the requested capacity until
-    /// the first write).
-    pub fn capacity(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(LayerKv::capacity)
-            .next()
-            .unwrap_or(self.capacity_hint)
-    }
-
-    /// Forgets every position from `len` on (no-op when `len >= self.len()`), keeping the
-    /// buffers: e.g. to decode again from a shared prompt. The stale entries are overwritten
-    /// by the next [`Llama::forward_cached`] call.
+    /// Forgets every position from `len` on (no-op when `len >= self.len()`): e.g. to decode
+    /// again from a shared prompt. Nothing is copied.
     pub fn truncate(&mut self, len: usize) {
+        if len >= self.len() {
+            return;
+        }
+        for layer in &mut self.layers {
+            layer.truncate(len);
+        }
         for (valid, next) in self.valid.iter_mut().zip(&mut self.next_pos) {
             valid.truncate(len);
             *next = valid.iter().filter(|&&real| real).count() as i64;
@@ -257,7 +294,7 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         inputs: &AttnInputs<B>,
-        cache: Option<&mut Option<LayerKv<B>>>,
+        cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -278,14 +315,35 @@ impl<B: Backend> Attention<B> {
             .swap_dims(1, 2);
         let q = apply_rope(q, &inputs.cos, &inputs.sin);
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
-        let (k, v) = match cache {
-            Some(slot) => LayerKv::append(slot, k, v, inputs.past, inputs.capacity_hint),
-            None => (k, v),
+        let out = match cache {
+            Some(layer) => {
+                let new = KvSegment {
+                    k: k.reshape([b, 1, nkv, t, hd]),
+                    v: v.reshape([b, 1, nkv, t, hd]),
+                };
+                let segments = layer.append(new, inputs.merge_interval);
+                self.attend_segments(q, &segments, inputs.mask.as_ref())
+            }
+            None => self.attend(q, k, v, inputs.mask.as_ref()),
         };
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, nh * hd]))
+    }
+
+    /// Attention over fresh keys/values `[B, kv_heads, S, head_dim]` (training, parity):
+    /// the queries of the `groups` heads sharing a kv head are stacked along the row axis,
+    /// so K/V are never repeated in memory. Returns `[B, heads, T, head_dim]`.
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: Option<&Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 4> {
+        let [b, nh, t, hd] = q.dims();
+        let nkv = self.num_kv_heads;
         let s = k.dims()[2];
         let groups = nh / nkv;
-        // Queries of the `groups` heads sharing a kv head are stacked along the row axis, so
-        // K/V are never repeated in memory.
         let q = q.reshape([b, nkv, groups * t, hd]);
         let scores = q
             .matmul(k.swap_dims(2, 3))
@@ -295,23 +353,86 @@ impl<B: Backend> Attention<B> {
         if dtype != DType::F32 {
             scores = scores.cast(DType::F32);
         }
-        if let Some(mask) = &inputs.mask {
-            scores = scores.mask_fill(mask.clone(), f32::MIN);
+        if let Some(mask) = mask {
+            scores = scores.mask_fill(mask.clone().expand([b, nh, t, s]), f32::MIN);
         }
         let mut probs = softmax(scores, 3);
         if dtype != DType::F32 {
             probs = probs.cast(dtype);
         }
-        let out = probs
+        probs
             .reshape([b, nkv, groups * t, s])
             .matmul(v)
             .reshape([b, nh, t, hd])
-            .swap_dims(1, 2)
-            .reshape([b, t, nh * hd]);
-        self.o_proj.forward(out)
+    }
+
+    /// Attention over cached segments (decoding): scores of every segment side by side,
+    /// one softmax, then the probabilities of each segment times its values, summed. Each
+    /// query row is its own product (the kv head broadcast over its `groups` query heads),
+    /// which makes single-token decoding matrix-vector products over the cache in place.
+    /// Returns `[B, heads, T, head_dim]`.
+    fn attend_segments(
+        &self,
+        q: Tensor<B, 4>,
+        segments: &[KvSegment<B>],
+        mask: Option<&Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 4> {
+        let [b, nh, t, hd] = q.dims();
+        let nkv = self.num_kv_heads;
+        let groups = nh / nkv;
+        // Scaling the queries is cheaper than scaling [T, S] scores. Query head
+        // `kv * groups + j` goes to [b, j, kv].
+        let q = q
+            .mul_scalar(1.0 / (hd as f64).sqrt())
+            .reshape([b, nkv, groups, t, hd])
+            .swap_dims(1, 2);
+        let lens: Vec<usize> = segments.iter().map(KvSegment::len).collect();
+        let s: usize = lens.iter().sum();
+        let mut parts: Vec<Tensor<B, 5>> = segments
+            .iter()
+            .map(|seg| q.clone().matmul(seg.k.clone().swap_dims(3, 4)))
+            .collect();
+        let mut scores = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Tensor::cat(parts, 4)
+        };
+        let dtype = scores.dtype();
+        if dtype != DType::F32 {
+            scores = scores.cast(DType::F32);
+        }
+        if let Some(mask) = mask {
+            let mask = mask
+                .clone()
+                .reshape([b, 1, 1, t, s])
+                .expand([b, groups, nkv, t, s]);
+            scores = scores.mask_fill(mask, f32::MIN);
+        }
+        let mut probs = softmax(scores, 4);
+        if dtype != DType::F32 {
+            probs = probs.cast(dtype);
+        }
+        let mut out: Option<Tensor<B, 5>> = None;
+        let mut start = 0;
+        for (seg, &len) in segments.iter().zip(&lens) {
+            let p = if len == s {
+                probs.clone()
+            } else {
+                probs.clone().narrow(4, start, len)
+            };
+            let o = p.matmul(seg.v.clone());
+            out = Some(match out {
+                Some(acc) => acc + o,
+                None => o,
+            });
+            start += len;
+        }
+        out.map_or_else(
+            || Tensor::zeros([b, nh, t, hd], (&q.device(), q.dtype())),
+            |o| o.swap_dims(1, 2).reshape([b, nh, t, hd]),
+        )
     }
 }
-
 fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
@@ -335,7 +456,7 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         inputs: &AttnInputs<B>,
-        cache: Option<&mut Option<LayerKv<B>>>,
+        cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
             + self
@@ -623,7 +744,7 @@ impl<B: Backend> Llama<B> {
             input_ids,
             &positions,
             mask,
-            Some((&mut cache.layers, past, cache.capacity_hint)),
+            Some((&mut cache.layers, cache.merge_interval)),
         );
         Ok(h)
     }
@@ -633,7 +754,7 @@ impl<B: Backend> Llama<B> {
         input_ids: Tensor<B, 2, Int>,
         positions: &[i64],
         mask: Option<Vec<bool>>,
-        cache: Option<CacheSlots<'_, B>>,
+        cache: Option<(&mut [LayerKv<B>], usize)>,
     ) -> Tensor<B, 3> {
         let [b, t] = input_ids.dims();
         let cfg = self.config();
@@ -649,18 +770,16 @@ impl<B: Backend> Llama<B> {
         let s_total = mask.as_ref().map(|m| m.len() / (b * t)).unwrap_or(0);
         let mask = mask.map(|m| {
             Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [b, 1, t, s_total]), &device)
-                .expand([b, cfg.num_attention_heads, t, s_total])
         });
-        let (mut slots, past, capacity_hint) = match cache {
-            Some((slots, past, hint)) => (Some(slots), past, hint),
-            None => (None, 0, 0),
+        let (mut slots, merge_interval) = match cache {
+            Some((slots, interval)) => (Some(slots), interval),
+            None => (None, 0),
         };
         let inputs = AttnInputs {
             cos,
             sin,
             mask,
-            past,
-            capacity_hint,
+            merge_interval,
         };
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {

@@ -258,20 +258,32 @@ pub struct LoraAdapter<B: Backend> {
     pub dropout: f64,
 }
 
-/// A bias-free linear layer with an optional LoRA adapter.
+/// A linear layer (bias optional) with an optional LoRA adapter.
 #[derive(Module, Debug)]
 pub struct LoraLinear<B: Backend> {
     /// Base weight, stored `[in, out]` (HF `weight` transposed); frozen.
     pub weight: Param<Tensor<B, 2>>,
+    /// Base bias `[out]` (e.g. diffusers' `to_out.0`); `None` for bias-free layers; frozen.
+    pub bias: Option<Param<Tensor<B, 1>>>,
     /// The adapter, if this module is targeted.
     pub adapter: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> LoraLinear<B> {
-    /// A plain linear from a `[in, out]` weight.
+    /// A plain bias-free linear from a `[in, out]` weight.
     pub fn new(weight: Param<Tensor<B, 2>>) -> Self {
         Self {
             weight,
+            bias: None,
+            adapter: None,
+        }
+    }
+
+    /// A plain linear from a `[in, out]` weight and an `[out]` bias.
+    pub fn with_bias(weight: Param<Tensor<B, 2>>, bias: Param<Tensor<B, 1>>) -> Self {
+        Self {
+            weight,
+            bias: Some(bias),
             adapter: None,
         }
     }
@@ -291,6 +303,9 @@ impl<B: Backend> LoraLinear<B> {
         let [b, t, i] = x.dims();
         let x = x.reshape([b * t, i]);
         let mut y = x.clone().matmul(self.weight.val());
+        if let Some(bias) = &self.bias {
+            y = y + bias.val().unsqueeze_dim(0);
+        }
         if let Some(a) = &self.adapter {
             let low = lora_dropout(x, a.dropout)
                 .matmul(a.lora_a.val())
@@ -308,7 +323,11 @@ impl<B: Backend> LoraLinear<B> {
             Some(a) => {
                 let delta = a.lora_a.val().matmul(a.lora_b.val()).mul_scalar(a.scale);
                 let w = (self.weight.val() + delta).detach();
-                Self::new(Param::from_tensor(w).set_require_grad(false))
+                Self {
+                    weight: Param::from_tensor(w).set_require_grad(false),
+                    bias: self.bias,
+                    adapter: None,
+                }
             }
         }
     }

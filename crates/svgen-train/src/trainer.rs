@@ -164,12 +164,57 @@ impl Default for SftConfig {
 impl SftConfig {
     /// HF `get_cosine_schedule_with_warmup` learning rate at (0-based) `step`.
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup_steps {
-            return self.lr * step as f64 / self.warmup_steps.max(1) as f64;
-        }
-        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1);
-        let progress = (step - self.warmup_steps) as f64 / span as f64;
-        self.lr * (0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())).max(0.0)
+        warmup_cosine_lr(self.lr, self.warmup_steps, self.total_steps, step)
+    }
+}
+
+/// HF `get_cosine_schedule_with_warmup`: the learning rate at (0-based) `step` for peak `lr`
+/// (shared by the Llama and Stable Diffusion trainers).
+pub(crate) fn warmup_cosine_lr(
+    lr: f64,
+    warmup_steps: usize,
+    total_steps: usize,
+    step: usize,
+) -> f64 {
+    if step < warmup_steps {
+        return lr * step as f64 / warmup_steps.max(1) as f64;
+    }
+    let span = total_steps.saturating_sub(warmup_steps).max(1);
+    let progress = (step - warmup_steps) as f64 / span as f64;
+    lr * (0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())).max(0.0)
+}
+
+/// AdamW hyper-parameters (PyTorch `torch.optim.AdamW` semantics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdamW {
+    pub(crate) betas: (f64, f64),
+    pub(crate) eps: f64,
+    pub(crate) weight_decay: f64,
+}
+
+impl AdamW {
+    /// One update of `w` with gradient `g` (already clipped) at 1-based `step`; `moments` are
+    /// the previous `(exp_avg, exp_avg_sq)` (zeros when `None`). Returns the new weight and
+    /// moments.
+    pub(crate) fn update<B: Backend>(
+        &self,
+        w: Tensor<B, 2>,
+        g: Tensor<B, 2>,
+        moments: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+        lr: f64,
+        step: usize,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+        let (b1, b2) = self.betas;
+        let t = step as i32;
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        let (m, v) = moments.unwrap_or_else(|| (g.zeros_like(), g.zeros_like()));
+        let m = m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+        let v = v.mul_scalar(b2) + g.powi_scalar(2).mul_scalar(1.0 - b2);
+        let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(self.eps);
+        let w = w.mul_scalar(1.0 - lr * self.weight_decay)
+            - m.clone().div_scalar(bc1).div(denom).mul_scalar(lr);
+        (w, m, v)
     }
 }
 
@@ -571,11 +616,12 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         clip: f64,
         lr: f64,
     ) {
-        let (b1, b2) = self.cfg.betas;
-        let t = (self.state.step + 1) as i32;
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2 = 1.0 - b2.powi(t);
-        let (wd, eps) = (self.cfg.weight_decay, self.cfg.eps);
+        let adamw = AdamW {
+            betas: self.cfg.betas,
+            eps: self.cfg.eps,
+            weight_decay: self.cfg.weight_decay,
+        };
+        let step = self.state.step + 1;
         let moments = &mut self.moments;
         // Cloning a module only clones tensor handles.
         let model = self.model.clone();
@@ -583,28 +629,29 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             let Some(g) = grads.get(&key) else { return p };
             let g = g.clone().mul_scalar(clip);
             let w = p.val().inner();
-            let mom = moments.remove(&key).unwrap_or_else(|| Moments {
-                m: g.zeros_like(),
-                v: g.zeros_like(),
-            });
-            let m = mom.m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
-            let v = mom.v.mul_scalar(b2) + g.powi_scalar(2).mul_scalar(1.0 - b2);
-            let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(eps);
-            let w =
-                w.mul_scalar(1.0 - lr * wd) - m.clone().div_scalar(bc1).div(denom).mul_scalar(lr);
+            let prev = moments.remove(&key).map(|mom| (mom.m, mom.v));
+            let (w, m, v) = adamw.update(w, g, prev, lr, step);
             moments.insert(key, Moments { m, v });
             Param::from_tensor(Tensor::from_inner(w).require_grad())
         };
         let mut update = update;
         let model = model
             .try_map_linears(|path, lin| {
-                let LoraLinear { weight, adapter } = lin;
+                let LoraLinear {
+                    weight,
+                    bias,
+                    adapter,
+                } = lin;
                 let adapter = adapter.map(|mut a| {
                     a.lora_a = update(format!("{path}.lora_A"), a.lora_a);
                     a.lora_b = update(format!("{path}.lora_B"), a.lora_b);
                     a
                 });
-                Ok(LoraLinear { weight, adapter })
+                Ok(LoraLinear {
+                    weight,
+                    bias,
+                    adapter,
+                })
             })
             .unwrap_or_else(|_| unreachable!("the update closure cannot fail"));
         self.model = model;

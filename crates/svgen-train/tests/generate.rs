@@ -108,10 +108,11 @@ fn stops_on_stop_token_and_validates_arguments() {
         .is_err());
 }
 
-/// The preallocated cache: an unsized cache grows (doubling) while decoding, a rewound cache
-/// decodes the same token again to the same logits, and every step matches the full forward.
+/// The segmented cache: decoding token by token across several tail merges matches the
+/// full forward at every step, and a cache rewound into the main segment, into the tail, or
+/// to the prompt decodes the same token again to the same logits (up to summation order).
 #[test]
-fn kv_cache_grows_and_rewinds_matching_the_full_forward() {
+fn kv_cache_merges_and_rewinds_matching_the_full_forward() {
     use burn::tensor::{Int, Tensor, TensorData};
     use svgen_train::KvCache;
 
@@ -125,37 +126,54 @@ fn kv_cache_grows_and_rewinds_matching_the_full_forward() {
     };
     let host = |t: Tensor<B, 3>| t.into_data().to_vec::<f32>().unwrap();
     let full = host(model.forward(tensor(&ids)));
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
 
-    let mut cache = KvCache::<B>::new(model.layers.len(), 1);
-    assert_eq!(cache.capacity(), 0);
+    // A merge interval of 4 folds the tail into the main segment every few tokens.
+    let mut cache = KvCache::<B>::with_merge_interval(model.layers.len(), 1, 4);
+    assert!(cache.is_empty());
     let prompt = 5;
     model
         .forward_cached(tensor(&ids[..prompt]), &[vec![true; prompt]], &mut cache)
         .unwrap();
-    assert_eq!(cache.capacity(), prompt, "sized by the first call");
     let mut steps = Vec::new();
     for i in prompt..n {
         let h = model
             .forward_cached(tensor(&ids[i..=i]), &[vec![true]], &mut cache)
             .unwrap();
         let logits = host(model.logits(h));
-        let expected = &full[i * vocab..(i + 1) * vocab];
-        let diff = logits
-            .iter()
-            .zip(expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_diff(&logits, &full[i * vocab..(i + 1) * vocab]);
         assert!(diff < 1e-4, "position {i}: max abs diff {diff}");
         steps.push(logits);
     }
     assert_eq!(cache.len(), n);
-    assert_eq!(cache.capacity(), 20, "grown by doubling: 5, 10, 20");
 
-    cache.truncate(12);
-    assert_eq!(cache.len(), 12);
+    // Rewind to positions inside the tail, inside the main segment and to the prompt; a
+    // multi-token chunk after a rewind also matches.
+    for back in [18, 12, 7, prompt] {
+        cache.truncate(back);
+        assert_eq!(cache.len(), back);
+        let h = model
+            .forward_cached(tensor(&ids[back..=back]), &[vec![true]], &mut cache)
+            .unwrap();
+        // The segments may be split elsewhere than on the first pass, which only changes
+        // the summation order.
+        let diff = max_diff(&host(model.logits(h)), &steps[back - prompt]);
+        assert!(diff < 1e-5, "rewound to {back}: max abs diff {diff}");
+    }
     let h = model
-        .forward_cached(tensor(&ids[12..13]), &[vec![true]], &mut cache)
+        .forward_cached(
+            tensor(&ids[prompt + 1..n]),
+            &[vec![true; n - prompt - 1]],
+            &mut cache,
+        )
         .unwrap();
-    assert_eq!(host(model.logits(h)), steps[12 - prompt], "rewound decode");
-    assert_eq!(cache.capacity(), 20, "rewinding keeps the buffers");
+    let logits = host(model.logits(h));
+    let diff = max_diff(&logits, &full[(prompt + 1) * vocab..]);
+    assert!(diff < 1e-4, "chunk after rewind: max abs diff {diff}");
+    assert_eq!(cache.len(), n);
 }

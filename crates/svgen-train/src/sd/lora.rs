@@ -1,0 +1,1027 @@
+//! LoRA for the Stable Diffusion UNet: attaching fresh adapters to the attention projections,
+//! loading LoRA files in the three formats found in the wild, saving in diffusers' format and as a
+//! PEFT adapter folder, and fusing adapters into the base weights.
+//!
+//! # Formats read (auto-detected)
+//! | format | keys | scale |
+//! |---|---|---|
+//! | diffusers / PEFT | `unet.<path>.lora_A.weight` `[r, in]`, `….lora_B.weight` `[out, r]`; also bare `<path>.…` (`get_peft_model_state_dict`) and `base_model.model.<path>.…` (PEFT adapter folder) | `lora_alpha/r` (or `/√r` with rsLoRA) from `adapter_config.json` or the `lora_adapter_metadata` header; `1` without either |
+//! | diffusers (older) | `unet.<path>.lora.down.weight` `[r, in]`, `….lora.up.weight` `[out, r]` | `1`, or the metadata's alpha |
+//! | kohya (sd-scripts) | `lora_unet_<path with . → _>.lora_down.weight`, `.lora_up.weight`, scalar `.alpha` | `alpha/r` per module, `1` without `.alpha` |
+//!
+//! `<path>` is the diffusers module path, e.g.
+//! `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`. Kohya names are mapped back by
+//! matching them against the paths the model actually has, never by guessing which `_` was a `.`.
+//!
+//! Keys that match no attention projection, tensors of the wrong shape, unpaired halves and
+//! text-encoder keys (`lora_te_…`, `text_encoder.…`) are typed errors naming the key: nothing is
+//! dropped silently.
+//!
+//! # Format written
+//! [`save_lora_weights`] writes `pytorch_lora_weights.safetensors` exactly as diffusers 0.42's
+//! `StableDiffusionPipeline.save_lora_weights(unet_lora_layers=get_peft_model_state_dict(unet), …)`
+//! does: `unet.<path>.lora_A.weight` / `lora_B.weight` in f32, `{"format": "pt"}` and the PEFT
+//! configuration under `lora_adapter_metadata` (keys prefixed `unet.`), so diffusers'
+//! `load_lora_weights` reproduces the scale. [`save_peft_adapter`] writes a PEFT adapter folder
+//! (`adapter_config.json`, `adapter_model.safetensors` with `base_model.model.<path>` keys).
+//!
+//! The functions work on the list of `(diffusers path, &mut LoraLinear)` pairs that
+//! `UNet2DConditionModel::attention_linears_mut` returns; [`UNet2DConditionModel`] has
+//! convenience methods ([`UNet2DConditionModel::add_lora`], [`UNet2DConditionModel::load_lora`],
+//! …) that call them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::error::{Result, TrainError};
+use crate::lora::{host_f32, LoraAdapter, LoraLinear};
+use crate::sd::unet::UNet2DConditionModel;
+use crate::weights::{read_safetensors, write_safetensors, HostData, HostTensor, StoreDtype};
+
+/// Prefix of UNet keys in diffusers' pipeline LoRA files.
+pub const UNET_PREFIX: &str = "unet.";
+/// Prefix of keys in PEFT adapter folders.
+pub const PEFT_MODEL_PREFIX: &str = "base_model.model.";
+/// Prefix of UNet keys in kohya files.
+pub const KOHYA_UNET_PREFIX: &str = "lora_unet_";
+/// The file diffusers' `save_lora_weights` writes.
+pub const LORA_WEIGHT_NAME: &str = "pytorch_lora_weights.safetensors";
+/// The safetensors metadata entry holding diffusers' PEFT configuration.
+pub const LORA_METADATA_KEY: &str = "lora_adapter_metadata";
+
+/// The attention projections LoRA may target (diffusers `Attention` module names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AttnProjection {
+    /// `to_q`.
+    ToQ,
+    /// `to_k`.
+    ToK,
+    /// `to_v`.
+    ToV,
+    /// `to_out.0` (the output linear; `to_out.1` is dropout).
+    ToOut0,
+}
+
+impl AttnProjection {
+    /// All four, in PEFT's usual order.
+    pub const ALL: [AttnProjection; 4] = [Self::ToQ, Self::ToK, Self::ToV, Self::ToOut0];
+
+    /// The PEFT `target_modules` name.
+    pub fn module_name(self) -> &'static str {
+        match self {
+            Self::ToQ => "to_q",
+            Self::ToK => "to_k",
+            Self::ToV => "to_v",
+            Self::ToOut0 => "to_out.0",
+        }
+    }
+
+    /// Parses a PEFT `target_modules` name.
+    pub fn from_module_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.module_name() == name)
+    }
+
+    /// The projection a diffusers module path ends with.
+    ///
+    /// ```
+    /// use svgen_train::sd::lora::AttnProjection;
+    /// let p = "mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0";
+    /// assert_eq!(AttnProjection::of_path(p), Some(AttnProjection::ToOut0));
+    /// assert_eq!(AttnProjection::of_path("conv_in"), None);
+    /// ```
+    pub fn of_path(path: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| path.ends_with(&format!(".{}", t.module_name())) || path == t.module_name())
+    }
+}
+
+/// How fresh adapters are initialised (PEFT `init_lora_weights`). `B` is zero in both, so the
+/// model's output is unchanged until training moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoraInit {
+    /// PEFT's default (`true`): `A` Kaiming-uniform (bound `1/√in`).
+    #[default]
+    KaimingUniform,
+    /// PEFT's `"gaussian"`: `A ~ N(0, 1/r²)`.
+    Gaussian,
+}
+
+/// LoRA hyper-parameters for the UNet (PEFT `LoraConfig` names).
+///
+/// ```
+/// use svgen_train::sd::lora::UNetLoraConfig;
+/// let cfg = UNetLoraConfig { r: 4, lora_alpha: 8.0, ..UNetLoraConfig::default() };
+/// assert_eq!(cfg.scale(), 2.0);
+/// assert!(cfg.targets("up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0"));
+/// let cross_only = UNetLoraConfig { module_filter: vec!["attn2".into()], ..cfg };
+/// assert!(!cross_only.targets("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNetLoraConfig {
+    /// Rank `r`.
+    pub r: usize,
+    /// `lora_alpha`.
+    pub lora_alpha: f64,
+    /// `lora_dropout` on the adapter input while training.
+    pub lora_dropout: f64,
+    /// rsLoRA: scale `α/√r` instead of `α/r`.
+    pub use_rslora: bool,
+    /// The projections to adapt.
+    pub target_modules: BTreeSet<AttnProjection>,
+    /// Only paths containing at least one of these substrings (e.g. `"attn2"`, `"up_blocks"`);
+    /// empty: every path.
+    pub module_filter: Vec<String>,
+    /// Initialisation of fresh adapters.
+    pub init: LoraInit,
+}
+
+impl Default for UNetLoraConfig {
+    fn default() -> Self {
+        Self {
+            r: 4,
+            lora_alpha: 4.0,
+            lora_dropout: 0.0,
+            use_rslora: false,
+            target_modules: AttnProjection::ALL.into_iter().collect(),
+            module_filter: Vec::new(),
+            init: LoraInit::KaimingUniform,
+        }
+    }
+}
+
+impl UNetLoraConfig {
+    /// The scale applied to `A·B`.
+    pub fn scale(&self) -> f64 {
+        scale_of(self.lora_alpha, self.r, self.use_rslora)
+    }
+
+    /// Rejects a zero rank, dropout outside `[0, 1)`, a non-finite alpha or no targets.
+    pub fn validate(&self) -> Result<()> {
+        if self.r == 0 {
+            return Err(TrainError::Config("LoRA rank r must be positive".into()));
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return Err(TrainError::Config(format!(
+                "lora_dropout {} must be in [0, 1)",
+                self.lora_dropout
+            )));
+        }
+        if !self.lora_alpha.is_finite() {
+            return Err(TrainError::Config(format!(
+                "lora_alpha {} must be finite",
+                self.lora_alpha
+            )));
+        }
+        if self.target_modules.is_empty() {
+            return Err(TrainError::Config("no LoRA target modules".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether the module at diffusers path `path` gets an adapter.
+    pub fn targets(&self, path: &str) -> bool {
+        AttnProjection::of_path(path).is_some_and(|t| self.target_modules.contains(&t))
+            && (self.module_filter.is_empty()
+                || self.module_filter.iter().any(|f| path.contains(f.as_str())))
+    }
+
+    /// The PEFT `LoraConfig` dictionary (what `peft_config["default"].to_dict()` gives for the
+    /// settings we support), used for `adapter_config.json` and diffusers' metadata header.
+    pub fn to_peft_json(&self) -> Value {
+        let targets: Vec<&str> = self
+            .target_modules
+            .iter()
+            .map(|t| t.module_name())
+            .collect();
+        json!({
+            "peft_type": "LORA",
+            "task_type": null,
+            "base_model_name_or_path": null,
+            "revision": null,
+            "inference_mode": false,
+            "r": self.r,
+            "lora_alpha": self.lora_alpha,
+            "lora_dropout": self.lora_dropout,
+            "target_modules": targets,
+            "exclude_modules": null,
+            "fan_in_fan_out": false,
+            "bias": "none",
+            "use_rslora": self.use_rslora,
+            "use_dora": false,
+            "lora_bias": false,
+            "modules_to_save": null,
+            "init_lora_weights": match self.init {
+                LoraInit::KaimingUniform => json!(true),
+                LoraInit::Gaussian => json!("gaussian"),
+            },
+            "layers_to_transform": null,
+            "layers_pattern": null,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+        })
+    }
+}
+
+fn scale_of(alpha: f64, r: usize, rslora: bool) -> f64 {
+    if rslora {
+        alpha / (r as f64).sqrt()
+    } else {
+        alpha / r as f64
+    }
+}
+
+/// The key family of a LoRA file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraFormat {
+    /// `lora_A` / `lora_B` (diffusers' current files and PEFT; prefixed `unet.`,
+    /// `base_model.model.` or bare).
+    Peft,
+    /// `lora.down` / `lora.up` (older diffusers files).
+    Diffusers,
+    /// `lora_unet_…` with `lora_down` / `lora_up` / `alpha` (kohya sd-scripts, A1111, ComfyUI).
+    Kohya,
+}
+
+/// PEFT scaling read from `adapter_config.json` or the metadata header.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeftScaling {
+    /// `r`.
+    pub r: usize,
+    /// `lora_alpha`.
+    pub lora_alpha: f64,
+    /// `use_rslora`.
+    pub use_rslora: bool,
+    /// `lora_dropout` (used only when training continues).
+    pub lora_dropout: f64,
+}
+
+impl PeftScaling {
+    /// Reads the fields of a PEFT `LoraConfig` dictionary; options we do not implement (DoRA,
+    /// bias training, per-module patterns, `fan_in_fan_out`) are typed errors. `origin` names the
+    /// file in messages.
+    pub fn from_json(v: &Value, origin: &str) -> Result<Self> {
+        let bad = |m: String| TrainError::Config(format!("{origin}: {m}"));
+        if let Some(t) = v.get("peft_type").and_then(Value::as_str) {
+            if t != "LORA" {
+                return Err(bad(format!("peft_type `{t}` is not LORA")));
+            }
+        }
+        for flag in ["use_dora", "fan_in_fan_out", "lora_bias"] {
+            if v.get(flag).and_then(Value::as_bool) == Some(true) {
+                return Err(bad(format!("`{flag}` is not supported")));
+            }
+        }
+        if let Some(b) = v.get("bias").and_then(Value::as_str) {
+            if b != "none" {
+                return Err(bad(format!("bias `{b}` is not supported")));
+            }
+        }
+        for key in ["rank_pattern", "alpha_pattern"] {
+            if v.get(key)
+                .and_then(Value::as_object)
+                .is_some_and(|o| !o.is_empty())
+            {
+                return Err(bad(format!("`{key}` is not supported")));
+            }
+        }
+        let r = v
+            .get("r")
+            .and_then(Value::as_u64)
+            .filter(|&r| r > 0)
+            .ok_or_else(|| bad("missing or zero `r`".into()))? as usize;
+        let lora_alpha = v
+            .get("lora_alpha")
+            .and_then(Value::as_f64)
+            .filter(|a| a.is_finite())
+            .ok_or_else(|| bad("missing `lora_alpha`".into()))?;
+        Ok(Self {
+            r,
+            lora_alpha,
+            use_rslora: v
+                .get("use_rslora")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            lora_dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
+        })
+    }
+
+    /// `α/r` or `α/√r`.
+    pub fn scale(&self) -> f64 {
+        scale_of(self.lora_alpha, self.r, self.use_rslora)
+    }
+}
+
+/// The two matrices (and optional alpha) of one module in a LoRA file, PEFT layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraModuleWeights {
+    /// `lora_A` / `lora.down` / `lora_down`, `[r, in]`, row-major.
+    pub down: HostTensor,
+    /// The key it was stored under.
+    pub down_key: String,
+    /// `lora_B` / `lora.up` / `lora_up`, `[out, r]`, row-major.
+    pub up: HostTensor,
+    /// The key it was stored under.
+    pub up_key: String,
+    /// A per-module `alpha` scalar (kohya), if present.
+    pub alpha: Option<f64>,
+}
+
+/// A parsed LoRA file (or PEFT adapter folder), not yet bound to a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraFile {
+    /// The file read.
+    pub path: PathBuf,
+    /// Its key family.
+    pub format: LoraFormat,
+    /// Module name as written (diffusers path for PEFT/diffusers, kohya name without suffix for
+    /// kohya) → weights.
+    pub modules: BTreeMap<String, LoraModuleWeights>,
+    /// Text-encoder keys found in the file (`lora_te_…`, `text_encoder.…`).
+    pub text_encoder_keys: Vec<String>,
+    /// Scaling from `adapter_config.json` or the `lora_adapter_metadata` header.
+    pub scaling: Option<PeftScaling>,
+}
+
+/// What [`apply_lora`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraLoadReport {
+    /// The format detected.
+    pub format: LoraFormat,
+    /// Diffusers paths that received an adapter.
+    pub modules: Vec<String>,
+    /// Ranks seen (usually one).
+    pub ranks: BTreeSet<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Half {
+    Down,
+    Up,
+    Alpha,
+}
+
+/// Splits a key into (module, half, format) from its suffix.
+fn split_suffix(key: &str) -> Option<(&str, Half, LoraFormat)> {
+    const SUFFIXES: [(&str, Half, LoraFormat); 6] = [
+        (".lora_A.weight", Half::Down, LoraFormat::Peft),
+        (".lora_B.weight", Half::Up, LoraFormat::Peft),
+        (".lora.down.weight", Half::Down, LoraFormat::Diffusers),
+        (".lora.up.weight", Half::Up, LoraFormat::Diffusers),
+        (".lora_down.weight", Half::Down, LoraFormat::Kohya),
+        (".lora_up.weight", Half::Up, LoraFormat::Kohya),
+    ];
+    for (suffix, half, format) in SUFFIXES {
+        if let Some(m) = key.strip_suffix(suffix) {
+            return Some((m, half, format));
+        }
+    }
+    None
+}
+
+fn is_text_encoder_key(key: &str) -> bool {
+    [
+        "lora_te_",
+        "lora_te1_",
+        "lora_te2_",
+        "text_encoder.",
+        "text_encoder_2.",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+}
+
+/// Reads the `__metadata__` map of a safetensors header (without reading the tensors).
+pub fn read_safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
+    let bad = |m: &str| TrainError::Safetensors {
+        path: path.to_path_buf(),
+        message: m.to_string(),
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| TrainError::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| TrainError::io(path, e))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 || n + 8 > file_len {
+        return Err(bad("header length out of range"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| TrainError::io(path, e))?;
+    let v: Value = serde_json::from_slice(&header).map_err(|e| bad(&e.to_string()))?;
+    let mut out = HashMap::new();
+    if let Some(m) = v.get("__metadata__").and_then(Value::as_object) {
+        for (k, val) in m {
+            if let Some(s) = val.as_str() {
+                out.insert(k.clone(), s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The UNet part of diffusers' `lora_adapter_metadata` (keys `unet.r`, … in pipeline files;
+/// unprefixed in `save_lora_adapter` files).
+fn scaling_from_metadata(text: &str, path: &Path) -> Result<Option<PeftScaling>> {
+    let v: Value = serde_json::from_str(text).map_err(|e| TrainError::json(path, e))?;
+    let Some(obj) = v.as_object() else {
+        return Err(TrainError::json(
+            path,
+            format!("`{LORA_METADATA_KEY}` is not an object"),
+        ));
+    };
+    let prefixed: serde_json::Map<String, Value> = obj
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(UNET_PREFIX)
+                .map(|k| (k.to_string(), v.clone()))
+        })
+        .collect();
+    let cfg = if !prefixed.is_empty() {
+        Value::Object(prefixed)
+    } else if obj.contains_key("r") {
+        v.clone()
+    } else {
+        return Ok(None);
+    };
+    let origin = format!("{} ({LORA_METADATA_KEY})", path.display());
+    PeftScaling::from_json(&cfg, &origin).map(Some)
+}
+
+impl LoraFile {
+    /// Reads a LoRA file, or a folder holding `pytorch_lora_weights.safetensors` (diffusers) or
+    /// `adapter_model.safetensors` + `adapter_config.json` (PEFT), and detects its format.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut scaling = None;
+        let file = if path.is_dir() {
+            let diffusers = path.join(LORA_WEIGHT_NAME);
+            let peft = path.join("adapter_model.safetensors");
+            if diffusers.is_file() {
+                diffusers
+            } else if peft.is_file() {
+                let cfg_path = path.join("adapter_config.json");
+                if cfg_path.is_file() {
+                    let text = std::fs::read_to_string(&cfg_path)
+                        .map_err(|e| TrainError::io(&cfg_path, e))?;
+                    let v: Value =
+                        serde_json::from_str(&text).map_err(|e| TrainError::json(&cfg_path, e))?;
+                    scaling = Some(PeftScaling::from_json(&v, &cfg_path.display().to_string())?);
+                }
+                peft
+            } else {
+                return Err(TrainError::MissingFolder {
+                    name: format!("{LORA_WEIGHT_NAME} or adapter_model.safetensors"),
+                    path: path.to_path_buf(),
+                });
+            }
+        } else {
+            path.to_path_buf()
+        };
+        if scaling.is_none() {
+            let meta = read_safetensors_metadata(&file)?;
+            if let Some(text) = meta.get(LORA_METADATA_KEY) {
+                scaling = scaling_from_metadata(text, &file)?;
+            }
+        }
+        let tensors = read_safetensors(&file)?;
+        Self::from_tensors(file, tensors, scaling)
+    }
+
+    /// Classifies the tensors of a LoRA file (see [`LoraFile::read`]).
+    pub fn from_tensors(
+        path: PathBuf,
+        tensors: BTreeMap<String, HostTensor>,
+        scaling: Option<PeftScaling>,
+    ) -> Result<Self> {
+        let mut format: Option<(LoraFormat, String)> = None;
+        let mut text_encoder_keys = Vec::new();
+        let mut downs: BTreeMap<String, (String, HostTensor)> = BTreeMap::new();
+        let mut ups: BTreeMap<String, (String, HostTensor)> = BTreeMap::new();
+        let mut alphas: BTreeMap<String, (String, HostTensor)> = BTreeMap::new();
+        for (key, t) in tensors {
+            if is_text_encoder_key(&key) {
+                text_encoder_keys.push(key);
+                continue;
+            }
+            if key.contains("dora_scale") || key.contains("lora_magnitude_vector") {
+                return Err(TrainError::UnsupportedLora {
+                    key,
+                    reason: "DoRA is not supported".into(),
+                });
+            }
+            let (module, half, fmt) = match split_suffix(&key) {
+                Some(x) => x,
+                None => match key.strip_suffix(".alpha") {
+                    Some(m) => (m, Half::Alpha, LoraFormat::Kohya),
+                    None => return Err(TrainError::UnexpectedAdapterKey { key }),
+                },
+            };
+            let module = module.to_string();
+            if half != Half::Alpha {
+                match &format {
+                    None => format = Some((fmt, key.clone())),
+                    Some((f, first)) if *f != fmt => {
+                        return Err(TrainError::UnsupportedLora {
+                            key,
+                            reason: format!(
+                                "{fmt:?} key in a file whose first key `{first}` is {f:?}; mixed \
+                                 formats are not supported"
+                            ),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+            let slot = match half {
+                Half::Down => &mut downs,
+                Half::Up => &mut ups,
+                Half::Alpha => &mut alphas,
+            };
+            slot.insert(module, (key, t));
+        }
+        let Some((format, _)) = format else {
+            if let Some(k) = text_encoder_keys.first() {
+                return Err(text_encoder_error(k));
+            }
+            return Err(TrainError::InvalidArgument(format!(
+                "{} holds no LoRA tensors",
+                path.display()
+            )));
+        };
+        let mut modules = BTreeMap::new();
+        for (module, (down_key, down)) in downs {
+            let Some((up_key, up)) = ups.remove(&module) else {
+                let up = match format {
+                    LoraFormat::Peft => "lora_B.weight",
+                    LoraFormat::Diffusers => "lora.up.weight",
+                    LoraFormat::Kohya => "lora_up.weight",
+                };
+                return Err(TrainError::MissingTensor {
+                    key: format!("{module}.{up}"),
+                    path: path.clone(),
+                });
+            };
+            let alpha = match alphas.remove(&module) {
+                None => None,
+                Some((key, t)) => Some(scalar(&key, t)?),
+            };
+            modules.insert(
+                module,
+                LoraModuleWeights {
+                    down,
+                    down_key,
+                    up,
+                    up_key,
+                    alpha,
+                },
+            );
+        }
+        if let Some((module, (key, _))) = ups.into_iter().next() {
+            let down = match format {
+                LoraFormat::Peft => "lora_A.weight",
+                LoraFormat::Diffusers => "lora.down.weight",
+                LoraFormat::Kohya => "lora_down.weight",
+            };
+            let _ = key;
+            return Err(TrainError::MissingTensor {
+                key: format!("{module}.{down}"),
+                path,
+            });
+        }
+        if let Some((_, (key, _))) = alphas.into_iter().next() {
+            return Err(TrainError::UnexpectedAdapterKey { key });
+        }
+        Ok(Self {
+            path,
+            format,
+            modules,
+            text_encoder_keys,
+            scaling,
+        })
+    }
+
+    /// Binds every module to a diffusers path among `known` (the model's attention projection
+    /// paths). Unknown modules are typed errors naming their `down` key.
+    fn resolve(&self, known: &[String]) -> Result<BTreeMap<String, &LoraModuleWeights>> {
+        let set: BTreeSet<&str> = known.iter().map(String::as_str).collect();
+        let kohya: HashMap<String, &str> = known
+            .iter()
+            .map(|p| {
+                (
+                    format!("{KOHYA_UNET_PREFIX}{}", p.replace('.', "_")),
+                    p.as_str(),
+                )
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for (module, w) in &self.modules {
+            let path = match self.format {
+                LoraFormat::Kohya => kohya.get(module.as_str()).map(|p| p.to_string()),
+                LoraFormat::Peft | LoraFormat::Diffusers => [UNET_PREFIX, PEFT_MODEL_PREFIX, ""]
+                    .iter()
+                    .find_map(|p| module.strip_prefix(p).filter(|m| set.contains(m)))
+                    .map(str::to_string),
+            };
+            let Some(path) = path else {
+                return Err(TrainError::UnexpectedAdapterKey {
+                    key: w.down_key.clone(),
+                });
+            };
+            if out.insert(path, w).is_some() {
+                return Err(TrainError::UnsupportedLora {
+                    key: w.down_key.clone(),
+                    reason: "a second adapter for the same module".into(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn text_encoder_error(key: &str) -> TrainError {
+    TrainError::UnsupportedLora {
+        key: key.to_string(),
+        reason: "text-encoder LoRA is not supported (only the UNet's attention projections can \
+                 carry adapters); remove the text-encoder tensors from the file"
+            .into(),
+    }
+}
+
+fn scalar(key: &str, t: HostTensor) -> Result<f64> {
+    if t.shape.iter().product::<usize>() != 1 {
+        return Err(TrainError::ShapeMismatch {
+            key: key.to_string(),
+            expected: vec![],
+            found: t.shape,
+        });
+    }
+    let v = match t.data {
+        HostData::F32(v) => v.first().map(|&x| x as f64),
+        HostData::I64(v) => v.first().map(|&x| x as f64),
+    };
+    v.filter(|a| a.is_finite())
+        .ok_or_else(|| TrainError::UnsupportedLora {
+            key: key.to_string(),
+            reason: "alpha is not a finite number".into(),
+        })
+}
+
+/// Row-major `[rows, cols]` → `[cols, rows]`.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+fn param<B: Backend>(
+    data: Vec<f32>,
+    shape: [usize; 2],
+    like: &Tensor<B, 2>,
+    trainable: bool,
+) -> Param<Tensor<B, 2>> {
+    let t = Tensor::from_data(TensorData::new(data, shape), (&like.device(), like.dtype()));
+    Param::from_tensor(t).set_require_grad(trainable)
+}
+
+/// Standard normal draws (Box–Muller) from a host RNG.
+pub(crate) fn normal(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1: f64 = 1.0 - rng.random::<f64>();
+        let u2: f64 = rng.random::<f64>();
+        let rad = (-2.0 * u1.ln()).sqrt();
+        let th = std::f64::consts::TAU * u2;
+        out.push((rad * th.cos()) as f32);
+        out.push((rad * th.sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}
+
+/// Adds fresh adapters to the targeted linears of `linears` (from
+/// `UNet2DConditionModel::attention_linears_mut`); `B` is zero, so outputs are unchanged.
+/// Returns the number of modules adapted. `seed` makes `A` reproducible; an existing adapter is
+/// replaced.
+pub fn add_lora<B: Backend>(
+    linears: Vec<(String, &mut LoraLinear<B>)>,
+    cfg: &UNetLoraConfig,
+    seed: u64,
+) -> Result<usize> {
+    cfg.validate()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut n = 0;
+    for (path, lin) in linears {
+        if !cfg.targets(&path) {
+            continue;
+        }
+        let (i, o) = (lin.in_features(), lin.out_features());
+        // Drawn in PEFT's [r, in] order, stored [in, r].
+        let a: Vec<f32> = match cfg.init {
+            LoraInit::KaimingUniform => {
+                let bound = 1.0 / (i as f32).sqrt();
+                (0..cfg.r * i)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect()
+            }
+            LoraInit::Gaussian => normal(&mut rng, cfg.r * i)
+                .into_iter()
+                .map(|x| x / cfg.r as f32)
+                .collect(),
+        };
+        let w = lin.weight.val();
+        lin.adapter = Some(LoraAdapter {
+            lora_a: param(transpose(&a, cfg.r, i), [i, cfg.r], &w, true),
+            lora_b: param(vec![0.0; cfg.r * o], [cfg.r, o], &w, true),
+            scale: cfg.scale(),
+            dropout: cfg.lora_dropout,
+        });
+        n += 1;
+    }
+    if n == 0 {
+        return Err(TrainError::Config(
+            "the LoRA configuration targets no module of this UNet".into(),
+        ));
+    }
+    Ok(n)
+}
+
+/// Loads `file` into `linears`. Every module of the file must name one of them, with shapes
+/// `[r, in]` / `[out, r]` matching the base linear (and `r` matching the PEFT config when there
+/// is one); otherwise nothing is changed and a typed error names the key. Adapters are loaded
+/// trainable (so training can continue from them) with dropout 0 unless the config says
+/// otherwise.
+pub fn apply_lora<B: Backend>(
+    linears: Vec<(String, &mut LoraLinear<B>)>,
+    file: &LoraFile,
+) -> Result<LoraLoadReport> {
+    if let Some(k) = file.text_encoder_keys.first() {
+        return Err(text_encoder_error(k));
+    }
+    let known: Vec<String> = linears.iter().map(|(p, _)| p.clone()).collect();
+    let bound = file.resolve(&known)?;
+    // Validate everything before touching the model.
+    let mut plan: BTreeMap<String, (Vec<f32>, Vec<f32>, usize, f64)> = BTreeMap::new();
+    let mut ranks = BTreeSet::new();
+    for (path, lin) in &linears {
+        let Some(w) = bound.get(path) else { continue };
+        let (i, o) = (lin.in_features(), lin.out_features());
+        let r = match (&w.down.shape[..], file.scaling) {
+            (&[r, _], None) => r,
+            (_, Some(s)) => s.r,
+            _ => w.down.shape.first().copied().unwrap_or(0),
+        };
+        if w.down.shape != [r, i] || r == 0 {
+            return Err(TrainError::ShapeMismatch {
+                key: w.down_key.clone(),
+                expected: vec![r.max(1), i],
+                found: w.down.shape.clone(),
+            });
+        }
+        if w.up.shape != [o, r] {
+            return Err(TrainError::ShapeMismatch {
+                key: w.up_key.clone(),
+                expected: vec![o, r],
+                found: w.up.shape.clone(),
+            });
+        }
+        let scale = match (w.alpha, file.scaling) {
+            (Some(alpha), _) => alpha / r as f64,
+            (None, Some(s)) => s.scale(),
+            (None, None) => 1.0,
+        };
+        let down = w.down.clone().into_f32(&w.down_key)?;
+        let up = w.up.clone().into_f32(&w.up_key)?;
+        ranks.insert(r);
+        plan.insert(path.clone(), (down, up, r, scale));
+    }
+    let dropout = file.scaling.map_or(0.0, |s| s.lora_dropout);
+    let mut modules = Vec::with_capacity(plan.len());
+    for (path, lin) in linears {
+        let Some((down, up, r, scale)) = plan.remove(&path) else {
+            continue;
+        };
+        let (i, o) = (lin.in_features(), lin.out_features());
+        let w = lin.weight.val();
+        lin.adapter = Some(LoraAdapter {
+            lora_a: param(transpose(&down, r, i), [i, r], &w, true),
+            lora_b: param(transpose(&up, o, r), [r, o], &w, true),
+            scale,
+            dropout,
+        });
+        modules.push(path);
+    }
+    Ok(LoraLoadReport {
+        format: file.format,
+        modules,
+        ranks,
+    })
+}
+
+/// The adapters of `linears` under diffusers' saved key names (`unet.<path>.lora_A.weight`
+/// `[r, in]`, `….lora_B.weight` `[out, r]`), each `lora_B` multiplied by
+/// `adapter scale / target_scale` (1 when the adapter was made with the saved configuration).
+pub fn lora_state<B: Backend>(
+    linears: &[(String, &mut LoraLinear<B>)],
+    prefix: &str,
+    target_scale: Option<f64>,
+) -> BTreeMap<String, HostTensor> {
+    let mut out = BTreeMap::new();
+    for (path, lin) in linears {
+        let Some(a) = &lin.adapter else { continue };
+        let [i, r] = a.lora_a.val().dims();
+        let o = a.lora_b.val().dims()[1];
+        let av = host_f32(a.lora_a.val());
+        let mut bv = host_f32(a.lora_b.val());
+        if let Some(t) = target_scale {
+            let k = a.scale / t;
+            if k != 1.0 {
+                bv.iter_mut().for_each(|x| *x = (*x as f64 * k) as f32);
+            }
+        }
+        out.insert(
+            format!("{prefix}{path}.lora_A.weight"),
+            HostTensor::f32(vec![r, i], transpose(&av, i, r)),
+        );
+        out.insert(
+            format!("{prefix}{path}.lora_B.weight"),
+            HostTensor::f32(vec![o, r], transpose(&bv, r, o)),
+        );
+    }
+    out
+}
+
+fn check_savable<B: Backend>(
+    linears: &[(String, &mut LoraLinear<B>)],
+    cfg: &UNetLoraConfig,
+) -> Result<()> {
+    cfg.validate()?;
+    let mut any = false;
+    for (path, lin) in linears {
+        if let Some(a) = &lin.adapter {
+            any = true;
+            let r = a.lora_a.val().dims()[1];
+            if r != cfg.r {
+                return Err(TrainError::InvalidArgument(format!(
+                    "adapter of `{path}` has rank {r}, the configuration to save has r = {}",
+                    cfg.r
+                )));
+            }
+            if !cfg.targets(path) {
+                return Err(TrainError::InvalidArgument(format!(
+                    "`{path}` carries an adapter but the configuration to save does not target it"
+                )));
+            }
+        }
+    }
+    if !any {
+        return Err(TrainError::InvalidArgument(
+            "the UNet has no LoRA adapters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `dir/pytorch_lora_weights.safetensors` as diffusers' `save_lora_weights` does (see
+/// the module docs). Adapters whose scale differs from `cfg.scale()` (e.g. loaded from a kohya
+/// file with per-module alphas) have the ratio folded into `lora_B`, so the file reproduces the
+/// model under `cfg`. Returns the file written.
+pub fn save_lora_weights<B: Backend>(
+    linears: &[(String, &mut LoraLinear<B>)],
+    cfg: &UNetLoraConfig,
+    dir: impl AsRef<Path>,
+) -> Result<PathBuf> {
+    check_savable(linears, cfg)?;
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let state = lora_state(linears, UNET_PREFIX, Some(cfg.scale()));
+    let mut meta = serde_json::Map::new();
+    if let Value::Object(o) = cfg.to_peft_json() {
+        for (k, v) in o {
+            meta.insert(format!("{UNET_PREFIX}{k}"), v);
+        }
+    }
+    let path = dir.join(LORA_WEIGHT_NAME);
+    let meta_text = serde_json::to_string_pretty(&Value::Object(meta))
+        .map_err(|e| TrainError::json(&path, e))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (LORA_METADATA_KEY.to_string(), meta_text),
+    ]);
+    write_safetensors(&path, &state, StoreDtype::F32, Some(metadata))?;
+    Ok(path)
+}
+
+/// Writes a PEFT adapter folder: `adapter_config.json` and `adapter_model.safetensors` with
+/// `base_model.model.<path>.lora_A.weight` keys (what `PeftModel.save_pretrained` writes for a
+/// UNet wrapped with `get_peft_model`). `base_model_name_or_path` goes into the config.
+pub fn save_peft_adapter<B: Backend>(
+    linears: &[(String, &mut LoraLinear<B>)],
+    cfg: &UNetLoraConfig,
+    dir: impl AsRef<Path>,
+    base_model_name_or_path: Option<&str>,
+) -> Result<()> {
+    check_savable(linears, cfg)?;
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let state = lora_state(linears, PEFT_MODEL_PREFIX, Some(cfg.scale()));
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(
+        dir.join("adapter_model.safetensors"),
+        &state,
+        StoreDtype::F32,
+        Some(meta),
+    )?;
+    let mut config = cfg.to_peft_json();
+    config["base_model_name_or_path"] = base_model_name_or_path.map_or(Value::Null, Value::from);
+    config["inference_mode"] = Value::Bool(true);
+    let path = dir.join("adapter_config.json");
+    let text = serde_json::to_string_pretty(&config).map_err(|e| TrainError::json(&path, e))?;
+    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
+}
+
+/// Folds every adapter into its base weight (`W + s·A·B`, diffusers' `fuse_lora` followed by
+/// `unload_lora`); the linears end up adapter-free. Returns the number fused.
+pub fn fuse_lora<B: Backend>(linears: Vec<(String, &mut LoraLinear<B>)>) -> usize {
+    let mut n = 0;
+    for (_, lin) in linears {
+        if let Some(a) = lin.adapter.take() {
+            let delta = a.lora_a.val().matmul(a.lora_b.val()).mul_scalar(a.scale);
+            let w = (lin.weight.val() + delta).detach();
+            lin.weight = Param::from_tensor(w).set_require_grad(false);
+            n += 1;
+        }
+    }
+    n
+}
+
+impl<B: Backend> UNet2DConditionModel<B> {
+    /// Adds fresh adapters to the attention projections `cfg` targets (see [`add_lora`]).
+    pub fn add_lora(&mut self, cfg: &UNetLoraConfig, seed: u64) -> Result<usize> {
+        add_lora(self.attention_linears_mut(), cfg, seed)
+    }
+
+    /// Loads a LoRA file or folder in any supported format (see the [module docs](self)).
+    pub fn load_lora(&mut self, path: impl AsRef<Path>) -> Result<LoraLoadReport> {
+        let file = LoraFile::read(path)?;
+        apply_lora(self.attention_linears_mut(), &file)
+    }
+
+    /// The adapters under diffusers' key names (`unet.<path>.lora_A.weight`, …), unscaled.
+    pub fn lora_state(&self) -> BTreeMap<String, HostTensor> {
+        // Cloning a module clones tensor handles only.
+        let mut m = self.clone();
+        let linears = m.attention_linears_mut();
+        lora_state(&linears, UNET_PREFIX, None)
+    }
+
+    /// Saves the adapters as `dir/pytorch_lora_weights.safetensors` (see [`save_lora_weights`]).
+    pub fn save_lora_weights(
+        &self,
+        cfg: &UNetLoraConfig,
+        dir: impl AsRef<Path>,
+    ) -> Result<PathBuf> {
+        let mut m = self.clone();
+        let linears = m.attention_linears_mut();
+        save_lora_weights(&linears, cfg, dir)
+    }
+
+    /// Saves the adapters as a PEFT adapter folder (see [`save_peft_adapter`]).
+    pub fn save_peft_adapter(
+        &self,
+        cfg: &UNetLoraConfig,
+        dir: impl AsRef<Path>,
+        base_model_name_or_path: Option<&str>,
+    ) -> Result<()> {
+        let mut m = self.clone();
+        let linears = m.attention_linears_mut();
+        save_peft_adapter(&linears, cfg, dir, base_model_name_or_path)
+    }
+
+    /// Folds the adapters into the base weights (see [`fuse_lora`]).
+    pub fn fuse_lora(&mut self) -> usize {
+        fuse_lora(self.attention_linears_mut())
+    }
+
+    /// Number of LoRA parameters.
+    pub fn num_lora_params(&self) -> usize {
+        let mut m = self.clone();
+        m.attention_linears_mut()
+            .iter()
+            .filter_map(|(_, l)| l.adapter.as_ref())
+            .map(|a| a.lora_a.shape().num_elements() + a.lora_b.shape().num_elements())
+            .sum()
+    }
+}

@@ -1,0 +1,20 @@
+//! Stable Diffusion 1.5 in Burn: UNet2DConditionModel, AutoencoderKL, schedulers, the text-to-image
+//! pipeline with classifier-free guidance, LoRA training and loading (diffusers, PEFT, kohya), and the
+//! prompt × steps × seed × guidance grid search used to pick "SVG-friendly" settings.
+//!
+//! The text encoder is svgen-eval's CLIP text model.
+
+pub mod blocks;
+pub mod config;
+pub mod grid;
+pub mod lora;
+pub mod pipeline;
+pub mod scheduler;
+pub mod tokenizer;
+pub mod train;
+pub mod unet;
+pub mod vae;
+
+pub use config::{AutoencoderKLConfig, UNet2DConditionConfig};
+pub use unet::UNet2DConditionModel;
+pub use vae::{AutoencoderKL, DiagonalGaussian};

@@ -1,0 +1,946 @@
+//! LoRA fine-tuning of the Stable Diffusion UNet on (image, caption) pairs.
+//!
+//! Each micro-batch: images resized (shorter side to the resolution) and center-cropped,
+//! mapped to `[-1, 1]`; the frozen VAE encodes them and a latent is sampled and multiplied by
+//! `scaling_factor`; per sample a random timestep and Gaussian noise are drawn; the latents are
+//! noised with the DDPM forward process ([`add_noise`]); the frozen CLIP text encoder embeds the
+//! captions; the UNet (with trainable LoRA adapters on its attention projections) predicts the
+//! noise (or `v` for `prediction_type: v_prediction`) and the loss is the mean squared error.
+//! Gradients are accumulated over micro-batches, clipped by global norm, and AdamW (shared with
+//! the Llama trainer) with warmup + cosine updates the adapters.
+//!
+//! All randomness (batch order, VAE sampling noise, timesteps, diffusion noise, LoRA dropout)
+//! is drawn from host RNGs seeded by `seed` and the data position, so a run resumed from a
+//! checkpoint (`checkpoint-N/`: adapter in diffusers format, AdamW moments, position and log)
+//! continues bit for bit as if it had never stopped.
+//!
+//! Data: a folder of images with same-named `.txt` captions ([`ImageCaption::from_folder`]) or
+//! `svgen-data` shards, whose positive rows store the PNG and the caption
+//! ([`ImageCaption::from_shards`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use svgen_eval::clip::ClipTextModel;
+use svgen_eval::{ClipTextConfig, ClipTokenizer, Weights};
+
+use crate::error::{Result, TrainError};
+use crate::lora::host_f32;
+use crate::sd::lora::{normal, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME};
+use crate::sd::scheduler::{add_noise, velocity, PredictionType, SchedulerConfig};
+use crate::sd::unet::UNet2DConditionModel;
+use crate::sd::vae::AutoencoderKL;
+use crate::trainer::{warmup_cosine_lr, AdamW};
+use crate::weights::{read_safetensors, write_safetensors, HostTensor, StoreDtype};
+
+/// One training example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageCaption {
+    /// Where it came from (file stem or shard row id).
+    pub id: String,
+    /// The image.
+    pub image: image::RgbImage,
+    /// Its caption (the prompt the model learns to associate with it).
+    pub caption: String,
+}
+
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "webp", "bmp"];
+
+fn decode_image(bytes: &[u8], what: &Path) -> Result<image::RgbImage> {
+    image::load_from_memory(bytes)
+        .map(|i| i.to_rgb8())
+        .map_err(|e| TrainError::InvalidArgument(format!("{}: {e}", what.display())))
+}
+
+impl ImageCaption {
+    /// Every image in `dir` (png, jpg, webp, bmp; sorted by name) with the caption in the
+    /// same-named `.txt` file. An image without caption file is a typed error naming it.
+    pub fn from_folder(dir: impl AsRef<Path>) -> Result<Vec<Self>> {
+        let dir = dir.as_ref();
+        let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for entry in rd {
+            let p = entry.map_err(|e| TrainError::io(dir, e))?.path();
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if p.is_file() && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
+                files.push(p);
+            }
+        }
+        files.sort();
+        let mut out = Vec::with_capacity(files.len());
+        for p in files {
+            let txt = p.with_extension("txt");
+            let caption = std::fs::read_to_string(&txt).map_err(|e| TrainError::io(&txt, e))?;
+            let bytes = std::fs::read(&p).map_err(|e| TrainError::io(&p, e))?;
+            out.push(Self {
+                id: p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                image: decode_image(&bytes, &p)?,
+                caption: caption.trim().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The positive rows of every `svgen-data` shard in `dir`: the stored PNG and the caption
+    /// (the simplified caption when the shard has one, as `svgen_data::pairs` does).
+    pub fn from_shards(dir: impl AsRef<Path>) -> Result<Vec<Self>> {
+        let dir = dir.as_ref();
+        let data_err = |e: svgen_data::DataError| TrainError::InvalidArgument(e.to_string());
+        let mut out = Vec::new();
+        for shard in svgen_data::storage::list_shards(dir).map_err(data_err)? {
+            let mut err = None;
+            svgen_data::storage::for_each_triplet(&shard, |t| {
+                if t.label != svgen_data::Label::Positive {
+                    return Ok(());
+                }
+                match decode_image(&t.image, &shard.join(&t.id)) {
+                    Ok(image) => out.push(Self {
+                        id: t.id,
+                        image,
+                        caption: t.simplified.unwrap_or(t.caption),
+                    }),
+                    Err(e) => {
+                        if err.is_none() {
+                            err = Some(e);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(data_err)?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Shards when `path` holds `*.parquet` shards, else a folder of images and captions.
+    pub fn load(path: impl AsRef<Path>) -> Result<Vec<Self>> {
+        let path = path.as_ref();
+        let has_shards = svgen_data::storage::list_shards(path).is_ok_and(|s| !s.is_empty());
+        if has_shards {
+            Self::from_shards(path)
+        } else {
+            Self::from_folder(path)
+        }
+    }
+}
+
+/// Resizes `img` so its shorter side is `resolution` (bilinear, like torchvision's `Resize`),
+/// center-crops it to `resolution²` and returns `[3, resolution, resolution]` values in
+/// `[-1, 1]`, row-major.
+pub fn preprocess(img: &image::RgbImage, resolution: usize) -> Vec<f32> {
+    let (w, h) = img.dimensions();
+    let res = resolution as u32;
+    let scale = res as f64 / w.min(h).max(1) as f64;
+    let (nw, nh) = (
+        ((w as f64 * scale).round() as u32).max(res),
+        ((h as f64 * scale).round() as u32).max(res),
+    );
+    let resized = if (nw, nh) == (w, h) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, nw, nh, image::imageops::FilterType::Triangle)
+    };
+    let (x0, y0) = ((nw - res) / 2, (nh - res) / 2);
+    let n = resolution * resolution;
+    let mut out = vec![0f32; 3 * n];
+    for y in 0..res {
+        for x in 0..res {
+            let p = resized.get_pixel(x0 + x, y0 + y);
+            let i = (y * res + x) as usize;
+            for c in 0..3 {
+                out[c * n + i] = p[c] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// Trainer settings (diffusers' `train_text_to_image_lora.py` names where they exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SdLoraTrainConfig {
+    /// Image side in pixels (a multiple of the VAE's downscale factor).
+    pub resolution: usize,
+    /// Images per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// AdamW betas.
+    pub betas: (f64, f64),
+    /// AdamW epsilon.
+    pub eps: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// Total optimiser steps (the cosine reaches 0 here).
+    pub total_steps: usize,
+    /// Global gradient-norm clip (`0`: off).
+    pub max_grad_norm: f64,
+    /// Checkpoint every N steps (`0`: only at the end).
+    pub checkpoint_every: usize,
+    /// Seed of batch order, timesteps, noise and dropout.
+    pub seed: u64,
+    /// Encode every image and caption once up front (VAE mean/log-variance, text embeddings)
+    /// instead of per step; the results are identical, the memory use is not.
+    pub cache: bool,
+    /// Override of the scheduler's `prediction_type` (the training target).
+    pub prediction_type: Option<PredictionKind>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Training target (serialisable mirror of [`PredictionType`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PredictionKind {
+    /// The added noise.
+    Epsilon,
+    /// The velocity `√ᾱ·ε − √(1−ᾱ)·x₀`.
+    VPrediction,
+}
+
+impl Default for SdLoraTrainConfig {
+    fn default() -> Self {
+        Self {
+            resolution: 512,
+            batch_size: 1,
+            grad_accum: 1,
+            lr: 1e-4,
+            weight_decay: 1e-2,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            warmup_steps: 0,
+            total_steps: 100,
+            max_grad_norm: 1.0,
+            checkpoint_every: 0,
+            seed: 0,
+            cache: true,
+            prediction_type: None,
+            progress: false,
+        }
+    }
+}
+
+/// One logged optimiser step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SdLogEntry {
+    /// 1-based optimiser step.
+    pub step: usize,
+    /// Mean loss over the step's micro-batches.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Training throughput.
+    pub images_per_s: f64,
+}
+
+/// The resumable position of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SdTrainerState {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Micro-batches consumed (the data and RNG position).
+    pub micro_batches: usize,
+    /// The log so far.
+    pub log: Vec<SdLogEntry>,
+}
+
+/// The noise-prediction loss of one batch: `noisy = add_noise(latents, noise, t)`, target
+/// `noise` (epsilon) or `velocity(latents, noise, t)` (v-prediction), MSE (mean over every
+/// element) against the UNet's prediction. `latents` are already multiplied by the VAE's
+/// `scaling_factor`.
+pub fn diffusion_loss<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+    scheduler: &SchedulerConfig,
+    prediction: PredictionType,
+    latents: Tensor<B, 4>,
+    noise: Tensor<B, 4>,
+    timesteps: &[usize],
+    encoder_hidden_states: Tensor<B, 3>,
+) -> Result<Tensor<B, 1>> {
+    let device = latents.device();
+    let target = match prediction {
+        PredictionType::Epsilon => noise.clone(),
+        PredictionType::VPrediction => {
+            velocity(scheduler, latents.clone(), noise.clone(), timesteps)?
+        }
+        PredictionType::Sample => {
+            return Err(TrainError::UnsupportedValue {
+                key: "prediction_type".into(),
+                value: "\"sample\"".into(),
+            })
+        }
+    };
+    let noisy = add_noise(scheduler, latents, noise, timesteps)?;
+    let t: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
+    let t = Tensor::<B, 1>::from_data(TensorData::new(t, [timesteps.len()]), &device);
+    let pred = unet.forward(noisy, t, encoder_hidden_states);
+    Ok((pred - target).powi_scalar(2).mean())
+}
+
+/// The gradients of every LoRA matrix, keyed `<path>.lora_A` / `<path>.lora_B`, in our layout
+/// (`lora_A` `[in, r]`, `lora_B` `[r, out]`).
+pub fn lora_gradients<B: AutodiffBackend>(
+    unet: &UNet2DConditionModel<B>,
+    grads: &B::Gradients,
+) -> BTreeMap<String, Tensor<B::InnerBackend, 2>> {
+    let mut out = BTreeMap::new();
+    let mut m = unet.clone();
+    for (path, lin) in m.attention_linears_mut() {
+        let Some(a) = &lin.adapter else { continue };
+        for (half, p) in [("lora_A", &a.lora_a), ("lora_B", &a.lora_b)] {
+            if let Some(g) = p.grad(grads) {
+                out.insert(format!("{path}.{half}"), g);
+            }
+        }
+    }
+    out
+}
+
+/// AdamW over the UNet's LoRA matrices, with its moments (the Llama trainer's update rule).
+#[derive(Debug, Clone)]
+pub struct LoraAdamW<B: Backend> {
+    adamw: AdamW,
+    moments: BTreeMap<String, (Tensor<B, 2>, Tensor<B, 2>)>,
+}
+
+impl<B: Backend> LoraAdamW<B> {
+    /// Fresh moments.
+    pub fn new(betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
+        Self {
+            adamw: AdamW {
+                betas,
+                eps,
+                weight_decay,
+            },
+            moments: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one update (1-based `step`) with gradients scaled by `clip` to every adapter
+    /// matrix that has a gradient in `grads` (keys as [`lora_gradients`]).
+    pub fn step<AB: AutodiffBackend<InnerBackend = B>>(
+        &mut self,
+        unet: &mut UNet2DConditionModel<AB>,
+        grads: &BTreeMap<String, Tensor<B, 2>>,
+        lr: f64,
+        clip: f64,
+        step: usize,
+    ) {
+        for (path, lin) in unet.attention_linears_mut() {
+            let Some(a) = &mut lin.adapter else { continue };
+            for (half, p) in [("lora_A", &mut a.lora_a), ("lora_B", &mut a.lora_b)] {
+                let key = format!("{path}.{half}");
+                let Some(g) = grads.get(&key) else { continue };
+                let g = if clip == 1.0 {
+                    g.clone()
+                } else {
+                    g.clone().mul_scalar(clip)
+                };
+                let prev = self.moments.remove(&key);
+                let (w, m, v) = self.adamw.update(p.val().inner(), g, prev, lr, step);
+                self.moments.insert(key, (m, v));
+                *p = Param::from_tensor(Tensor::from_inner(w).require_grad());
+            }
+        }
+    }
+
+    /// The moments as `exp_avg.<key>` / `exp_avg_sq.<key>` host tensors.
+    pub fn state(&self) -> BTreeMap<String, HostTensor> {
+        let mut out = BTreeMap::new();
+        for (key, (m, v)) in &self.moments {
+            let shape = m.dims().to_vec();
+            out.insert(
+                format!("exp_avg.{key}"),
+                HostTensor::f32(shape.clone(), host_f32(m.clone())),
+            );
+            out.insert(
+                format!("exp_avg_sq.{key}"),
+                HostTensor::f32(shape, host_f32(v.clone())),
+            );
+        }
+        out
+    }
+
+    /// Restores moments written by [`LoraAdamW::state`]; every adapter matrix of `unet` must
+    /// have both, with its shape.
+    pub fn load_state<AB: AutodiffBackend<InnerBackend = B>>(
+        &mut self,
+        unet: &UNet2DConditionModel<AB>,
+        state: &BTreeMap<String, HostTensor>,
+        origin: &Path,
+    ) -> Result<()> {
+        let mut m = unet.clone();
+        let mut moments = BTreeMap::new();
+        for (path, lin) in m.attention_linears_mut() {
+            let Some(a) = &lin.adapter else { continue };
+            for (half, p) in [("lora_A", &a.lora_a), ("lora_B", &a.lora_b)] {
+                let key = format!("{path}.{half}");
+                let w = p.val().inner();
+                let shape: [usize; 2] = w.dims();
+                let (device, dtype) = (w.device(), w.dtype());
+                let get = |which: &str| -> Result<Tensor<B, 2>> {
+                    let k = format!("{which}.{key}");
+                    let t = state.get(&k).ok_or_else(|| TrainError::MissingTensor {
+                        key: k.clone(),
+                        path: origin.to_path_buf(),
+                    })?;
+                    if t.shape != shape {
+                        return Err(TrainError::ShapeMismatch {
+                            key: k,
+                            expected: shape.to_vec(),
+                            found: t.shape.clone(),
+                        });
+                    }
+                    let data = t.clone().into_f32(&k)?;
+                    Ok(Tensor::from_data(
+                        TensorData::new(data, shape),
+                        (&device, dtype),
+                    ))
+                };
+                moments.insert(key.clone(), (get("exp_avg")?, get("exp_avg_sq")?));
+            }
+        }
+        self.moments = moments;
+        Ok(())
+    }
+}
+
+fn mix(seed: u64, a: u64, salt: u64) -> u64 {
+    // SplitMix64 finaliser over the combined words.
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(salt.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The frozen parts of the pipeline the trainer needs.
+pub struct SdTrainingModels<B: AutodiffBackend> {
+    /// The UNet (adapters are added or loaded by the trainer).
+    pub unet: UNet2DConditionModel<B>,
+    /// The VAE (encoder used), on the inner backend: no graph is recorded through it.
+    pub vae: AutoencoderKL<B::InnerBackend>,
+    /// The CLIP text encoder, on the inner backend.
+    pub text_encoder: ClipTextModel<B::InnerBackend>,
+    /// Its tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// `scheduler/scheduler_config.json` (the DDPM forward process and `prediction_type`).
+    pub scheduler: SchedulerConfig,
+}
+
+impl<B: AutodiffBackend> SdTrainingModels<B> {
+    /// Loads `unet/`, `vae/`, `text_encoder/`, `tokenizer/` and `scheduler/` from a diffusers
+    /// pipeline folder; a missing sub-folder is a typed error naming it.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        for name in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+            if !dir.join(name).is_dir() {
+                return Err(TrainError::MissingFolder {
+                    name: name.into(),
+                    path: dir.to_path_buf(),
+                });
+            }
+        }
+        Ok(Self {
+            unet: UNet2DConditionModel::from_pretrained(dir.join("unet"), device)?,
+            vae: AutoencoderKL::from_pretrained(dir.join("vae"), device)?,
+            text_encoder: load_text_encoder(&dir.join("text_encoder"), device)?,
+            tokenizer: ClipTokenizer::from_dir(dir.join("tokenizer"))?,
+            scheduler: SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))?,
+        })
+    }
+}
+
+/// `text_encoder/` (`config.json` + `model.safetensors`); keys with the `text_model.` prefix
+/// (transformers ≤ 4) or without it (transformers 5) are both accepted.
+fn load_text_encoder<B: Backend>(dir: &Path, device: &B::Device) -> Result<ClipTextModel<B>> {
+    let cfg = ClipTextConfig::from_file(dir.join("config.json"))?;
+    let tensors = read_safetensors(dir.join("model.safetensors"))?;
+    let prefixed = tensors.keys().any(|k| k.starts_with("text_model."));
+    let mut list = Vec::with_capacity(tensors.len());
+    for (key, t) in tensors {
+        let name = if prefixed {
+            key.clone()
+        } else {
+            format!("text_model.{key}")
+        };
+        list.push((name, t.clone().into_f32(&key)?, t.shape));
+    }
+    let weights = Weights::from_f32_tensors(list)?;
+    Ok(ClipTextModel::load(&cfg, &weights, "text_model", device)?)
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdTrainSummary {
+    /// Optimiser steps done in total.
+    pub steps: usize,
+    /// The last checkpoint written.
+    pub last_checkpoint: Option<PathBuf>,
+    /// The last logged loss.
+    pub final_loss: Option<f64>,
+}
+
+/// LoRA fine-tuning of the UNet (see the [module docs](self)).
+pub struct SdLoraTrainer<B: AutodiffBackend> {
+    models: SdTrainingModels<B>,
+    lora: UNetLoraConfig,
+    cfg: SdLoraTrainConfig,
+    prediction: PredictionType,
+    out_dir: PathBuf,
+    optim: LoraAdamW<B::InnerBackend>,
+    state: SdTrainerState,
+    last_checkpoint: Option<PathBuf>,
+    /// Per sample: latent mean, log-variance (`[C, h, w]` each) and text embedding.
+    cache: Option<Vec<CachedSample<B::InnerBackend>>>,
+}
+
+#[derive(Clone)]
+struct CachedSample<B: Backend> {
+    mean: Tensor<B, 3>,
+    logvar: Tensor<B, 3>,
+    text: Tensor<B, 2>,
+}
+
+impl<B: AutodiffBackend> SdLoraTrainer<B> {
+    /// A fresh run: freezes the base weights and adds adapters per `lora` (seeded with
+    /// `cfg.seed`).
+    pub fn new(
+        mut models: SdTrainingModels<B>,
+        lora: UNetLoraConfig,
+        cfg: SdLoraTrainConfig,
+        out_dir: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        models.unet = models.unet.no_grad();
+        models.unet.add_lora(&lora, cfg.seed)?;
+        Self::with_adapters(models, lora, cfg, out_dir.into())
+    }
+
+    fn with_adapters(
+        models: SdTrainingModels<B>,
+        lora: UNetLoraConfig,
+        cfg: SdLoraTrainConfig,
+        out_dir: PathBuf,
+    ) -> Result<Self> {
+        if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.total_steps == 0 {
+            return Err(TrainError::InvalidArgument(
+                "batch_size, grad_accum and total_steps must be positive".into(),
+            ));
+        }
+        let factor = models.vae_scale_factor();
+        if cfg.resolution == 0 || !cfg.resolution.is_multiple_of(factor) {
+            return Err(TrainError::InvalidArgument(format!(
+                "resolution {} must be a positive multiple of the VAE's downscale factor {factor}",
+                cfg.resolution
+            )));
+        }
+        let prediction = match cfg.prediction_type {
+            Some(PredictionKind::Epsilon) => PredictionType::Epsilon,
+            Some(PredictionKind::VPrediction) => PredictionType::VPrediction,
+            None => models.scheduler.prediction_type,
+        };
+        let optim = LoraAdamW::new(cfg.betas, cfg.eps, cfg.weight_decay);
+        Ok(Self {
+            models,
+            lora,
+            cfg,
+            prediction,
+            out_dir,
+            optim,
+            state: SdTrainerState::default(),
+            last_checkpoint: None,
+            cache: None,
+        })
+    }
+
+    /// Resumes from a `checkpoint-N/` folder written by this trainer: loads its adapter into the
+    /// adapter-free `models`, the AdamW moments and the position. `lora` must be the run's
+    /// configuration (its `r` and `lora_alpha` are checked against the checkpoint).
+    pub fn resume(
+        mut models: SdTrainingModels<B>,
+        lora: UNetLoraConfig,
+        checkpoint: impl AsRef<Path>,
+        cfg: SdLoraTrainConfig,
+        out_dir: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        let ck = checkpoint.as_ref();
+        let file = LoraFile::read(ck.join(LORA_WEIGHT_NAME))?;
+        if let Some(s) = file.scaling {
+            if s.r != lora.r || s.scale() != lora.scale() {
+                return Err(TrainError::Config(format!(
+                    "checkpoint {} has r = {}, lora_alpha = {}; the run's configuration has r = \
+                     {}, lora_alpha = {}",
+                    ck.display(),
+                    s.r,
+                    s.lora_alpha,
+                    lora.r,
+                    lora.lora_alpha
+                )));
+            }
+        }
+        models.unet = models.unet.no_grad();
+        crate::sd::lora::apply_lora(models.unet.attention_linears_mut(), &file)?;
+        // The dropout of the run, not the one recorded in the file.
+        for (_, lin) in models.unet.attention_linears_mut() {
+            if let Some(a) = &mut lin.adapter {
+                a.dropout = lora.lora_dropout;
+            }
+        }
+        let mut t = Self::with_adapters(models, lora, cfg, out_dir.into())?;
+        let state_path = ck.join("trainer_state.json");
+        let text =
+            std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+        t.state = serde_json::from_str(&text).map_err(|e| TrainError::json(&state_path, e))?;
+        let opt_path = ck.join("optimizer.safetensors");
+        let opt = read_safetensors(&opt_path)?;
+        t.optim.load_state(&t.models.unet, &opt, &opt_path)?;
+        t.last_checkpoint = Some(ck.to_path_buf());
+        Ok(t)
+    }
+
+    /// The UNet being trained.
+    pub fn unet(&self) -> &UNet2DConditionModel<B> {
+        &self.models.unet
+    }
+
+    /// The LoRA configuration.
+    pub fn lora_config(&self) -> &UNetLoraConfig {
+        &self.lora
+    }
+
+    /// The position and log.
+    pub fn state(&self) -> &SdTrainerState {
+        &self.state
+    }
+
+    /// Writes `checkpoint-{step}/` (adapter as `pytorch_lora_weights.safetensors`, AdamW
+    /// moments, position and log) and returns it.
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        let dir = self.out_dir.join(format!("checkpoint-{}", self.state.step));
+        self.models.unet.save_lora_weights(&self.lora, &dir)?;
+        write_safetensors(
+            dir.join("optimizer.safetensors"),
+            &self.optim.state(),
+            StoreDtype::F32,
+            None,
+        )?;
+        let p = dir.join("trainer_state.json");
+        let text =
+            serde_json::to_string_pretty(&self.state).map_err(|e| TrainError::json(&p, e))?;
+        std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))?;
+        self.last_checkpoint = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Pixels `[n, 3, res, res]` of the given samples.
+    fn pixels(&self, data: &[ImageCaption], idx: &[usize]) -> Tensor<B::InnerBackend, 4> {
+        let res = self.cfg.resolution;
+        let mut v = Vec::with_capacity(idx.len() * 3 * res * res);
+        for &i in idx {
+            v.extend(preprocess(&data[i].image, res));
+        }
+        let device = self.models.unet.devices()[0].clone();
+        Tensor::from_data(TensorData::new(v, [idx.len(), 3, res, res]), &device)
+    }
+
+    fn encode_text(&self, captions: &[&str]) -> Result<Tensor<B::InnerBackend, 3>> {
+        let tok = self.models.tokenizer.encode_batch(captions)?;
+        let device = self.models.unet.devices()[0].clone();
+        let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(
+            TensorData::new(tok.input_ids, [tok.batch, tok.context_length]),
+            &device,
+        );
+        let out = self.models.text_encoder.forward(ids, None)?;
+        Ok(out.last_hidden_state)
+    }
+
+    fn build_cache(&mut self, data: &[ImageCaption]) -> Result<()> {
+        let mut cache = Vec::with_capacity(data.len());
+        for chunk in (0..data.len())
+            .collect::<Vec<_>>()
+            .chunks(self.cfg.batch_size)
+        {
+            let dist = self.models.vae.encode(self.pixels(data, chunk));
+            let caps: Vec<&str> = chunk.iter().map(|&i| data[i].caption.as_str()).collect();
+            let text = self.encode_text(&caps)?;
+            for k in 0..chunk.len() {
+                let one = |t: Tensor<B::InnerBackend, 4>| {
+                    let [_, c, h, w] = t.dims();
+                    t.slice(k..k + 1).reshape([c, h, w])
+                };
+                let [_, tl, td] = text.dims();
+                cache.push(CachedSample {
+                    mean: one(dist.mean.clone()),
+                    logvar: one(dist.logvar.clone()),
+                    text: text.clone().slice(k..k + 1).reshape([tl, td]),
+                });
+            }
+        }
+        self.cache = Some(cache);
+        Ok(())
+    }
+
+    /// The micro-batch at data position `pos`: per-epoch shuffles seeded by `seed + epoch`.
+    fn micro_batch(&self, n: usize, pos: usize) -> Vec<usize> {
+        let bs = self.cfg.batch_size.min(n);
+        let per_epoch = n.div_ceil(bs);
+        let (epoch, i) = (pos / per_epoch, pos % per_epoch);
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(self.cfg.seed, epoch as u64, 1));
+        order.shuffle(&mut rng);
+        order[i * bs..((i + 1) * bs).min(n)].to_vec()
+    }
+
+    /// Latents (scaled), noise, timesteps and text embeddings of micro-batch `pos`.
+    #[allow(clippy::type_complexity)]
+    fn batch_inputs(
+        &self,
+        data: &[ImageCaption],
+        idx: &[usize],
+        pos: usize,
+    ) -> Result<(
+        Tensor<B::InnerBackend, 4>,
+        Tensor<B::InnerBackend, 4>,
+        Vec<usize>,
+        Tensor<B::InnerBackend, 3>,
+    )> {
+        let (mean, logvar, text) = match &self.cache {
+            Some(c) => {
+                let pick =
+                    |f: &dyn Fn(&CachedSample<B::InnerBackend>) -> Tensor<B::InnerBackend, 3>| {
+                        Tensor::stack(idx.iter().map(|&i| f(&c[i])).collect(), 0)
+                    };
+                let text: Tensor<B::InnerBackend, 3> = Tensor::stack(
+                    idx.iter().map(|&i| c[i].text.clone()).collect::<Vec<_>>(),
+                    0,
+                );
+                (pick(&|s| s.mean.clone()), pick(&|s| s.logvar.clone()), text)
+            }
+            None => {
+                let dist = self.models.vae.encode(self.pixels(data, idx));
+                let caps: Vec<&str> = idx.iter().map(|&i| data[i].caption.as_str()).collect();
+                (dist.mean, dist.logvar, self.encode_text(&caps)?)
+            }
+        };
+        let dims = mean.dims();
+        let n: usize = dims.iter().product();
+        let device = mean.device();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(self.cfg.seed, pos as u64, 2));
+        let sample_noise = normal(&mut rng, n);
+        let noise = normal(&mut rng, n);
+        let t_max = self.models.scheduler.num_train_timesteps;
+        let timesteps: Vec<usize> = (0..idx.len()).map(|_| rng.random_range(0..t_max)).collect();
+        let eps =
+            Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(sample_noise, dims), &device);
+        let latents = (mean + logvar.mul_scalar(0.5).exp() * eps)
+            .mul_scalar(self.models.vae.config().scaling_factor);
+        let noise = Tensor::from_data(TensorData::new(noise, dims), &device);
+        Ok((latents, noise, timesteps, text))
+    }
+
+    /// Trains until `total_steps`, or until `stop_after` steps in total when given (used to
+    /// simulate an interrupted run). A non-finite loss or gradient stops with
+    /// [`TrainError::NonFiniteLoss`], leaving the last good checkpoint untouched.
+    pub fn train(
+        &mut self,
+        data: &[ImageCaption],
+        stop_after: Option<usize>,
+    ) -> Result<SdTrainSummary> {
+        if data.is_empty() {
+            return Err(TrainError::InvalidArgument("no training images".into()));
+        }
+        std::fs::create_dir_all(&self.out_dir).map_err(|e| TrainError::io(&self.out_dir, e))?;
+        if self.cfg.cache && self.cache.is_none() {
+            self.build_cache(data)?;
+        }
+        let end = stop_after
+            .unwrap_or(self.cfg.total_steps)
+            .min(self.cfg.total_steps);
+        let bar = self.cfg.progress.then(|| {
+            let pb = indicatif::ProgressBar::new(self.cfg.total_steps as u64);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_position(self.state.step as u64);
+            pb
+        });
+        while self.state.step < end {
+            let started = Instant::now();
+            let mut acc: BTreeMap<String, Tensor<B::InnerBackend, 2>> = BTreeMap::new();
+            let mut loss_sum = 0.0;
+            let mut images = 0;
+            for k in 0..self.cfg.grad_accum {
+                let pos = self.state.micro_batches + k;
+                let idx = self.micro_batch(data.len(), pos);
+                images += idx.len();
+                crate::lora::seed_lora_dropout(mix(self.cfg.seed, pos as u64, 3));
+                let (latents, noise, timesteps, text) = self.batch_inputs(data, &idx, pos)?;
+                let loss = diffusion_loss(
+                    &self.models.unet,
+                    &self.models.scheduler,
+                    self.prediction,
+                    Tensor::from_inner(latents),
+                    Tensor::from_inner(noise),
+                    &timesteps,
+                    Tensor::from_inner(text),
+                )?
+                .div_scalar(self.cfg.grad_accum as f64);
+                let value: f64 = loss.clone().into_scalar().elem_f64();
+                if !value.is_finite() {
+                    if let Some(pb) = &bar {
+                        pb.abandon();
+                    }
+                    return Err(TrainError::NonFiniteLoss {
+                        step: self.state.step + 1,
+                        loss: value as f32,
+                        last_checkpoint: self.last_checkpoint.clone(),
+                    });
+                }
+                loss_sum += value;
+                let grads = loss.backward();
+                for (key, g) in lora_gradients(&self.models.unet, &grads) {
+                    let g = match acc.remove(&key) {
+                        Some(prev) => prev + g,
+                        None => g,
+                    };
+                    acc.insert(key, g);
+                }
+            }
+            let sq: f64 = acc
+                .values()
+                .map(|g| g.clone().powi_scalar(2).sum().into_scalar().elem_f64())
+                .sum();
+            let grad_norm = sq.sqrt();
+            if !grad_norm.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    step: self.state.step + 1,
+                    loss: loss_sum as f32,
+                    last_checkpoint: self.last_checkpoint.clone(),
+                });
+            }
+            // torch.nn.utils.clip_grad_norm_
+            let clip = if self.cfg.max_grad_norm > 0.0 && grad_norm > self.cfg.max_grad_norm {
+                self.cfg.max_grad_norm / (grad_norm + 1e-6)
+            } else {
+                1.0
+            };
+            let lr = warmup_cosine_lr(
+                self.cfg.lr,
+                self.cfg.warmup_steps,
+                self.cfg.total_steps,
+                self.state.step,
+            );
+            self.optim
+                .step(&mut self.models.unet, &acc, lr, clip, self.state.step + 1);
+            self.state.step += 1;
+            self.state.micro_batches += self.cfg.grad_accum;
+            let entry = SdLogEntry {
+                step: self.state.step,
+                loss: loss_sum,
+                lr,
+                grad_norm,
+                images_per_s: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            };
+            if let Some(pb) = &bar {
+                pb.set_position(self.state.step as u64);
+                pb.set_message(format!("loss {:.4}", entry.loss));
+            }
+            self.state.log.push(entry);
+            if self.cfg.checkpoint_every > 0
+                && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
+            {
+                self.save_checkpoint()?;
+            }
+        }
+        if let Some(pb) = &bar {
+            pb.finish();
+        }
+        if self.state.step == self.cfg.total_steps
+            && self
+                .last_checkpoint
+                .as_ref()
+                .is_none_or(|p| !p.ends_with(format!("checkpoint-{}", self.state.step)))
+        {
+            self.save_checkpoint()?;
+        }
+        self.write_logs()?;
+        Ok(SdTrainSummary {
+            steps: self.state.step,
+            last_checkpoint: self.last_checkpoint.clone(),
+            final_loss: self.state.log.last().map(|e| e.loss),
+        })
+    }
+
+    /// Writes `loss_log.csv`, `loss_log.json` and `loss_curve.png` into the output folder.
+    pub fn write_logs(&self) -> Result<()> {
+        let csv = self.out_dir.join("loss_log.csv");
+        let mut text = String::from("step,loss,lr,grad_norm,images_per_s\n");
+        for e in &self.state.log {
+            text.push_str(&format!(
+                "{},{},{},{},{:.3}\n",
+                e.step, e.loss, e.lr, e.grad_norm, e.images_per_s
+            ));
+        }
+        let mut f = std::fs::File::create(&csv).map_err(|e| TrainError::io(&csv, e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| TrainError::io(&csv, e))?;
+        let json = self.out_dir.join("loss_log.json");
+        let s = serde_json::to_string_pretty(&self.state.log)
+            .map_err(|e| TrainError::json(&json, e))?;
+        std::fs::write(&json, s).map_err(|e| TrainError::io(&json, e))?;
+        let train: Vec<(f64, f64)> = self
+            .state
+            .log
+            .iter()
+            .map(|e| (e.step as f64, e.loss))
+            .collect();
+        crate::plot::loss_curve_png(self.out_dir.join("loss_curve.png"), &train, &[])
+    }
+
+    /// The trained UNet without autodiff (for inference).
+    pub fn into_inference_unet(self) -> UNet2DConditionModel<B::InnerBackend> {
+        self.models.unet.valid()
+    }
+}
+
+impl<B: AutodiffBackend> SdTrainingModels<B> {
+    /// `2^(len(vae.block_out_channels) − 1)`: pixels per latent.
+    pub fn vae_scale_factor(&self) -> usize {
+        1 << self.vae.config().block_out_channels.len().saturating_sub(1)
+    }
+}
+
+trait ElemF64 {
+    fn elem_f64(self) -> f64;
+}
+
+impl<E: burn::tensor::ElementConversion> ElemF64 for E {
+    fn elem_f64(self) -> f64 {
+        self.elem::<f64>()
+    }
+}
