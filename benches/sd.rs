@@ -8,7 +8,9 @@
 //! cross-attention, 32 GroupNorm groups) at one fifth of SD1.5's widths (64, 128, 256, 256), 32×32
 //! latents (256 px images), batch 2 (a classifier-free-guidance pair), 77 text tokens; random
 //! weights (timing does not depend on them). Keep in sync with `tools/sd_bench/bench_torch.py`.
-//! VAE: the tiny test fixture's decoder on 8×8 latents (64 px), batch 2.
+//! Also the tiny test fixture's UNet (`tests/fixtures/sd/tiny-sd`, widths 16/32/32, 4 heads) on
+//! 64×64 latents, batch 2, 77 tokens (an overhead-bound shape: many small ops), and its VAE decoder
+//! on 8×8 latents (64 px), batch 2.
 
 use std::path::PathBuf;
 
@@ -56,14 +58,45 @@ fn unet_step(c: &mut Criterion) {
             out.into_data()
         })
     });
+    let mut unet = unet;
+    // query-sliced attention (bounded memory), 256 queries per chunk
+    unet.set_attention_slice(Some(256));
+    g.bench_function("unet_step_b2_32x32_sd15_fifth_width_slice256", |b| {
+        b.iter(|| {
+            unet.forward(sample.clone(), t.clone(), ehs.clone())
+                .into_data()
+        })
+    });
     g.finish();
+}
+
+fn unet_step_tiny(c: &mut Criterion) {
+    let device = Default::default();
+    let unet = UNet2DConditionModel::<B>::from_pretrained(fixture().join("unet"), &device)
+        .expect("fixture UNet");
+    let sample =
+        Tensor::<B, 4>::random([BATCH, 4, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let ehs = Tensor::<B, 3>::random([BATCH, TOKENS, 32], Distribution::Normal(0.0, 1.0), &device);
+    let t = Tensor::<B, 1>::from_floats([999.0, 999.0], &device);
+    let mut g = c.benchmark_group("sd");
+    g.sample_size(10);
+    g.bench_function("unet_step_b2_64x64_tiny_sd_fixture", |b| {
+        b.iter(|| {
+            unet.forward(sample.clone(), t.clone(), ehs.clone())
+                .into_data()
+        })
+    });
+    g.finish();
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/svgen-train/tests/fixtures/sd/tiny-sd")
 }
 
 fn vae_decode(c: &mut Criterion) {
     let device = Default::default();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("crates/svgen-train/tests/fixtures/sd/tiny-sd/vae");
-    let vae = AutoencoderKL::<B>::from_pretrained(dir, &device).expect("fixture VAE");
+    let vae =
+        AutoencoderKL::<B>::from_pretrained(fixture().join("vae"), &device).expect("fixture VAE");
     let z = Tensor::<B, 4>::random([BATCH, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
     let mut g = c.benchmark_group("sd");
     g.sample_size(20);
@@ -73,5 +106,5 @@ fn vae_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, unet_step, vae_decode);
+criterion_group!(benches, unet_step, unet_step_tiny, vae_decode);
 criterion_main!(benches);

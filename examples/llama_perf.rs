@@ -211,6 +211,10 @@ fn train_memory(
         cfg.vocab_size * cfg.hidden_size + cfg.hidden_size + cfg.num_hidden_layers * per_layer
     };
     let lora_params = model.num_lora_params();
+    let loaded = rss();
+    // Reset the peak to the current RSS (Linux >= 4.0), so the training peak is not the
+    // loader's transient one.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let out = tempfile::tempdir()?;
     let cfg = SftConfig {
         batch_size: 1,
@@ -267,21 +271,23 @@ fn train_memory(
         "  (a dense ΔW per adapted linear would add {} more)",
         mib(dense as f64 * f)
     );
-    match (before, after) {
-        (Some((_, rss_before)), Some((peak, _))) => {
+    match (before, loaded, after) {
+        (Some((_, rss_before)), Some((load_peak, rss_loaded)), Some((peak, _))) => {
+            let line = |what: &str, bytes: f64| println!("  {what:<40}{}", mib(bytes));
             println!("measured:");
-            println!(
-                "  RSS before loading                      {}",
-                mib(rss_before as f64)
+            line("RSS before loading", rss_before as f64);
+            line("peak RSS while loading", load_peak as f64);
+            line("RSS after loading (+ adapters)", rss_loaded as f64);
+            if reset {
+                line("peak RSS while training", peak as f64);
+            } else {
+                line("peak RSS (loading or training)", peak as f64);
+            }
+            line(
+                "training peak - RSS after loading",
+                peak.saturating_sub(rss_loaded) as f64,
             );
-            println!(
-                "  peak RSS (VmHWM)                        {}",
-                mib(peak as f64)
-            );
-            println!(
-                "  peak - before                           {}",
-                mib(peak.saturating_sub(rss_before) as f64)
-            );
+            line("estimate without base weights", adapters + acts);
         }
         _ => println!("measured: /proc/self/status unavailable (not Linux)"),
     }

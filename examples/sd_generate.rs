@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example sd_generate -- --model DIR --prompt "a cat, black silhouette" \
 //!     [--negative "photo, text"] [--steps 25] [--guidance 7.5] [--seed 0] \
-//!     [--scheduler ddim|euler|euler-a|dpmpp-2m] [--width 512 --height 512] [--batch 1] \
+//!     [--scheduler ddim|euler|euler-a|dpmpp-2m] [--karras] [--width 512 --height 512] [--batch 1] \
 //!     [--attention-slice N] [--clip-skip N] [--out sd.png]
 //! ```
 //!
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use svgen::train::sd::pipeline::{GenerateParams, StableDiffusion};
+use svgen::train::sd::pipeline::{to_rgb_images, GenerateParams, StableDiffusion};
 use svgen::train::sd::scheduler::SchedulerKind;
 
 #[cfg(not(feature = "cuda"))]
@@ -48,6 +48,9 @@ struct Args {
     /// ddim, euler, euler-a or dpmpp-2m.
     #[arg(long, default_value = "dpmpp-2m")]
     scheduler: SchedulerKind,
+    /// Karras noise levels (Euler, DPM-Solver): `--scheduler dpmpp-2m --karras` is "DPM++ 2M Karras".
+    #[arg(long)]
+    karras: bool,
     /// Width in pixels (default: the UNet's sample_size × 8).
     #[arg(long)]
     width: Option<usize>,
@@ -89,12 +92,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         width: args.width.unwrap_or(side),
         height: args.height.unwrap_or(side),
         scheduler: args.scheduler,
+        karras_sigmas: args.karras,
         latents: None,
         batch: args.batch,
         clip_skip: args.clip_skip,
     };
     let t1 = Instant::now();
-    let images = sd.generate(&params)?;
+    let latents = sd.denoise_with_progress(&params, &mut |done, total| {
+        eprint!("\rstep {done}/{total} ({:.1}s)", t1.elapsed().as_secs_f64());
+    })?;
+    eprintln!();
+    let images = to_rgb_images(sd.decode_latents(latents))?;
     let secs = t1.elapsed().as_secs_f64();
     eprintln!(
         "{} image(s) {}x{}, {} {} steps, guidance {}: {:.2}s ({:.3}s/step)",

@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --example sd_grid_search -- --model DIR \
 //!     (--prompts FILE | --prompt "..." [--prompt "..."]) [--subject "a cat"] [--negative "..."] \
-//!     --steps 10,20 --seeds 1,2 --guidance 5,7.5 [--schedulers dpmpp-2m,euler-a] \
+//!     --steps 10,20 --seeds 1,2 --guidance 5,7.5 [--schedulers dpmpp-2m,euler-a] [--karras] \
 //!     [--width 512 --height 512] [--clip CLIP_DIR] [--clip-weight 10] [--token-budget 8000] --out DIR
 //! ```
 //!
@@ -58,6 +58,9 @@ struct Args {
     /// Schedulers (ddim, euler, euler-a, dpmpp-2m).
     #[arg(long, value_delimiter = ',', default_value = "dpmpp-2m")]
     schedulers: Vec<SchedulerKind>,
+    /// Karras noise levels for Euler and DPM-Solver.
+    #[arg(long)]
+    karras: bool,
     /// Width in pixels (default: the UNet's sample_size × 8).
     #[arg(long)]
     width: Option<usize>,
@@ -105,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seeds: args.seeds,
         guidance_scales: args.guidance,
         schedulers: args.schedulers,
+        karras_sigmas: args.karras,
         width: args.width.unwrap_or(side),
         height: args.height.unwrap_or(side),
         ..GridSpec::default()

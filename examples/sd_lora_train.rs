@@ -13,7 +13,8 @@
 //! folders (adapter, AdamW moments, position), `loss_log.{csv,json}`, `loss_curve.png`, the final
 //! adapter as `pytorch_lora_weights.safetensors` (diffusers' format: load it with
 //! `pipe.load_lora_weights(out)`) and a PEFT adapter folder `peft/`.
-//! `--resume OUT/checkpoint-N` continues an interrupted run exactly.
+//! `--resume OUT/checkpoint-N` continues an interrupted run exactly; `--init-lora FILE` starts
+//! from an existing LoRA in any supported format.
 //!
 //! For SD1.5 (512 px) use `--features cuda`; on CPU it works but takes minutes per step.
 
@@ -88,6 +89,10 @@ struct Args {
     /// Continue from OUT/checkpoint-N.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start from an existing LoRA (diffusers, PEFT or kohya file) instead of fresh adapters;
+    /// --rank must match its rank.
+    #[arg(long, conflicts_with = "resume")]
+    init_lora: Option<PathBuf>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -146,10 +151,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         data.len(),
         args.data.display()
     );
-    let models = SdTrainingModels::<Backend>::from_pretrained(&args.model, &device)?;
-    let mut trainer = match &args.resume {
-        Some(ck) => SdLoraTrainer::resume(models, lora.clone(), ck, cfg, &args.out)?,
-        None => SdLoraTrainer::new(models, lora.clone(), cfg, &args.out)?,
+    let mut models = SdTrainingModels::<Backend>::from_pretrained(&args.model, &device)?;
+    let mut trainer = match (&args.resume, &args.init_lora) {
+        (Some(ck), _) => SdLoraTrainer::resume(models, lora.clone(), ck, cfg, &args.out)?,
+        (None, Some(init)) => {
+            let report = models.unet.load_lora(init)?;
+            eprintln!(
+                "starting from {} ({:?}, {} modules)",
+                init.display(),
+                report.format,
+                report.modules.len()
+            );
+            SdLoraTrainer::continue_adapters(models, lora.clone(), cfg, &args.out)?
+        }
+        (None, None) => SdLoraTrainer::new(models, lora.clone(), cfg, &args.out)?,
     };
     eprintln!(
         "{} LoRA parameters in {} modules",

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch CPU counterpart of `cargo bench --bench llama` (same config, same thread count).
+"""PyTorch CPU counterpart of `cargo bench --bench llama` and of
+`cargo run --release --example llama_perf -- decode` (same config, same thread count).
 
-    /work/venv/bin/python tools/llama_bench/bench_torch.py
+    /work/venv/bin/python tools/llama_bench/bench_torch.py            # criterion-style figures
+    /work/venv/bin/python tools/llama_bench/bench_torch.py --decode-only --rounds 200 --run 128
 
 Config: 4 layers, hidden 512, 8 heads / 4 kv heads, intermediate 1408, vocab 8192, tied
 embeddings; LoRA r=16 (alpha 32) on all seven linears via peft; training sequence 512, batch 1
@@ -9,6 +11,7 @@ embeddings; LoRA r=16 (alpha 32) on all seven linears via peft; training sequenc
 the KV cache at positions 64, 256 and 1024. Prints medians.
 """
 
+import argparse
 import statistics
 import time
 
@@ -31,13 +34,90 @@ def median_time(fn, n, warmup=2):
     return statistics.median(ts)
 
 
+def decode_interleaved(model, cfg, positions, rounds, run):
+    """As `llama_perf decode`: one token at each position, positions in turn, round after
+    round; then the mean per token of `run` consecutive tokens from each position."""
+    caches = {}
+    with torch.no_grad():
+        for pos in positions:
+            prefix = (torch.arange(pos) * 7919 % 8192).unsqueeze(0)
+            cache = DynamicCache(config=cfg)
+            model(input_ids=prefix, past_key_values=cache, use_cache=True)
+            caches[pos] = cache
+
+        def fresh(pos):
+            c = DynamicCache(config=cfg)
+            for i, layer in enumerate(caches[pos].layers):
+                c.update(layer.keys.clone(), layer.values.clone(), i)
+            return c
+
+        def one(pos):
+            c = fresh(pos)
+            t0 = time.perf_counter()
+            model(input_ids=torch.tensor([[1]]), past_key_values=c, use_cache=True,
+                  position_ids=torch.tensor([[pos]]))
+            return time.perf_counter() - t0
+
+        def many(pos):
+            c = fresh(pos)
+            t0 = time.perf_counter()
+            for i in range(run):
+                tok = (pos + i) * 7919 % 8192
+                model(input_ids=torch.tensor([[tok]]), past_key_values=c, use_cache=True,
+                      position_ids=torch.tensor([[pos + i]]))
+            return (time.perf_counter() - t0) / run
+
+        for pos in positions:
+            for _ in range(3):
+                one(pos)
+        single = {p: [] for p in positions}
+        for _ in range(rounds):
+            for pos in positions:
+                single[pos].append(one(pos))
+        run_rounds = max(rounds // 20, 3)
+        amortised = {p: [] for p in positions}
+        if run > 0:
+            for _ in range(run_rounds):
+                for pos in positions:
+                    amortised[pos].append(many(pos))
+    print(f"decode, 1 token at each position ({rounds} rounds, positions in turn); "
+          f"then mean per token over {run} tokens ({run_rounds} rounds)")
+    print("position  median ms  p10 ms  p90 ms  vs first  | run median ms/token  vs first")
+    first = first_run = None
+    for pos in positions:
+        ts = sorted(single[pos])
+        m = ts[len(ts) // 2]
+        first = first or m
+        p10, p90 = ts[round((len(ts) - 1) * 0.1)], ts[round((len(ts) - 1) * 0.9)]
+        if amortised[pos]:
+            r = statistics.median(amortised[pos])
+            first_run = first_run or r
+            run_col = f"{r * 1e3:.3f}  {(r / first_run - 1) * 100:+.1f}%"
+        else:
+            run_col = "-"
+        print(f"{pos:8}  {m * 1e3:9.3f}  {p10 * 1e3:6.3f}  {p90 * 1e3:6.3f}  "
+              f"{(m / first - 1) * 100:+7.1f}%  | {run_col}")
+
+
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--decode-only", action="store_true",
+                    help="only the interleaved decode measurement of `llama_perf decode`")
+    ap.add_argument("--positions", default="64,256,1024")
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--run", type=int, default=128)
+    args = ap.parse_args()
     torch.manual_seed(0)
     print("torch", torch.__version__, "threads", torch.get_num_threads())
     cfg = LlamaConfig(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
                       num_attention_heads=8, num_key_value_heads=4, rms_norm_eps=1e-5,
                       max_position_embeddings=4096, tie_word_embeddings=True,
                       rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
+    if args.decode_only:
+        model = LlamaForCausalLM(cfg).float().eval()
+        positions = [int(p) for p in args.positions.split(",")]
+        decode_interleaved(model, cfg, positions, args.rounds, args.run)
+        return
     base = LlamaForCausalLM(cfg).float()
     ids = (torch.arange(SEQ) * 7919 % 8192).unsqueeze(0)
     peft_model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,

@@ -106,34 +106,35 @@ pub struct DecoderLayer<B: Backend> {
 /// [`KvCache`]).
 pub const DEFAULT_KV_MERGE_INTERVAL: usize = 128;
 
-/// A run of cached keys and values, `[B, 1, kv_heads, S, head_dim]` each: the `groups` query
-/// heads that share a kv head broadcast over the singleton axis, so every single-token
-/// product is a matrix-vector product on the cache as it lies in memory. (The singleton is
-/// not next to the matrix axes on purpose: Burn folds a `[.., G, 1, k] × [.., 1, k, n]`
-/// product into one `[G, k] × [k, n]` product, which on Flex packs the whole cache.)
+/// A run of cached keys and values, `[B, kv_heads, 1, 1, S, head_dim]` each. The `groups`
+/// query heads sharing a kv head broadcast over the first singleton axis, so every
+/// single-token product is a matrix-vector product on the cache as it lies in memory, and the
+/// products of one kv head run back to back (its keys are still in cache for the second).
+/// The second singleton keeps Burn from folding `[.., G, 1, k] × [.., 1, k, n]` into one
+/// `[G, k] × [k, n]` product, which Flex computes by packing (copying) the whole cache.
 #[derive(Debug, Clone)]
 struct KvSegment<B: Backend> {
-    k: Tensor<B, 5>,
-    v: Tensor<B, 5>,
+    k: Tensor<B, 6>,
+    v: Tensor<B, 6>,
 }
 
 impl<B: Backend> KvSegment<B> {
     fn len(&self) -> usize {
-        self.k.dims()[3]
+        self.k.dims()[4]
     }
 
     fn narrow(self, len: usize) -> Self {
         Self {
-            k: self.k.narrow(3, 0, len),
-            v: self.v.narrow(3, 0, len),
+            k: self.k.narrow(4, 0, len),
+            v: self.v.narrow(4, 0, len),
         }
     }
 
     fn cat(parts: Vec<Self>) -> Self {
         let (k, v): (Vec<_>, Vec<_>) = parts.into_iter().map(|s| (s.k, s.v)).unzip();
         Self {
-            k: Tensor::cat(k, 3),
-            v: Tensor::cat(v, 3),
+            k: Tensor::cat(k, 4),
+            v: Tensor::cat(v, 4),
         }
     }
 }
@@ -165,7 +166,7 @@ impl<B: Backend> LayerKv<B> {
         self.main.as_ref().map_or(0, KvSegment::len)
     }
 
-    /// Appends `new` (`[B, 1, kv_heads, T, head_dim]`) and returns the segments to attend
+    /// Appends `new` (`[B, kv_heads, 1, 1, T, head_dim]`) and returns the segments to attend
     /// over, oldest first.
     fn append(&mut self, new: KvSegment<B>, merge_interval: usize) -> Vec<KvSegment<B>> {
         let tail_len = self.tail.as_ref().map_or(0, KvSegment::len);
@@ -318,8 +319,8 @@ impl<B: Backend> Attention<B> {
         let out = match cache {
             Some(layer) => {
                 let new = KvSegment {
-                    k: k.reshape([b, 1, nkv, t, hd]),
-                    v: v.reshape([b, 1, nkv, t, hd]),
+                    k: k.reshape([b, nkv, 1, 1, t, hd]),
+                    v: v.reshape([b, nkv, 1, 1, t, hd]),
                 };
                 let segments = layer.append(new, inputs.merge_interval);
                 self.attend_segments(q, &segments, inputs.mask.as_ref())
@@ -381,21 +382,20 @@ impl<B: Backend> Attention<B> {
         let nkv = self.num_kv_heads;
         let groups = nh / nkv;
         // Scaling the queries is cheaper than scaling [T, S] scores. Query head
-        // `kv * groups + j` goes to [b, j, kv].
+        // `kv * groups + j` is [b, kv, j].
         let q = q
             .mul_scalar(1.0 / (hd as f64).sqrt())
-            .reshape([b, nkv, groups, t, hd])
-            .swap_dims(1, 2);
+            .reshape([b, nkv, groups, 1, t, hd]);
         let lens: Vec<usize> = segments.iter().map(KvSegment::len).collect();
         let s: usize = lens.iter().sum();
-        let mut parts: Vec<Tensor<B, 5>> = segments
+        let mut parts: Vec<Tensor<B, 6>> = segments
             .iter()
-            .map(|seg| q.clone().matmul(seg.k.clone().swap_dims(3, 4)))
+            .map(|seg| q.clone().matmul(seg.k.clone().swap_dims(4, 5)))
             .collect();
         let mut scores = if parts.len() == 1 {
             parts.remove(0)
         } else {
-            Tensor::cat(parts, 4)
+            Tensor::cat(parts, 5)
         };
         let dtype = scores.dtype();
         if dtype != DType::F32 {
@@ -404,21 +404,21 @@ impl<B: Backend> Attention<B> {
         if let Some(mask) = mask {
             let mask = mask
                 .clone()
-                .reshape([b, 1, 1, t, s])
-                .expand([b, groups, nkv, t, s]);
+                .reshape([b, 1, 1, 1, t, s])
+                .expand([b, nkv, groups, 1, t, s]);
             scores = scores.mask_fill(mask, f32::MIN);
         }
-        let mut probs = softmax(scores, 4);
+        let mut probs = softmax(scores, 5);
         if dtype != DType::F32 {
             probs = probs.cast(dtype);
         }
-        let mut out: Option<Tensor<B, 5>> = None;
+        let mut out: Option<Tensor<B, 6>> = None;
         let mut start = 0;
         for (seg, &len) in segments.iter().zip(&lens) {
             let p = if len == s {
                 probs.clone()
             } else {
-                probs.clone().narrow(4, start, len)
+                probs.clone().narrow(5, start, len)
             };
             let o = p.matmul(seg.v.clone());
             out = Some(match out {
@@ -429,7 +429,7 @@ impl<B: Backend> Attention<B> {
         }
         out.map_or_else(
             || Tensor::zeros([b, nh, t, hd], (&q.device(), q.dtype())),
-            |o| o.swap_dims(1, 2).reshape([b, nh, t, hd]),
+            |o| o.reshape([b, nh, t, hd]),
         )
     }
 }

@@ -106,6 +106,28 @@ fn every_format_gives_the_same_adapters() {
 }
 
 #[test]
+fn attention_processor_form_is_read() {
+    // diffusers < 0.17 wrote `<attn>.processor.to_q_lora.down.weight`.
+    let fx = fixtures();
+    let old = read_safetensors(fx.join("lora_diffusers_old.safetensors")).unwrap();
+    let mut renamed = BTreeMap::new();
+    for (k, t) in old {
+        let k = k.strip_prefix("unet.").unwrap();
+        let (module, half) = k.rsplit_once(".lora.").unwrap();
+        let (attn, proj) = module.rsplit_once(".to_").unwrap();
+        let proj = if proj == "out.0" { "out" } else { proj };
+        renamed.insert(format!("{attn}.processor.to_{proj}_lora.{half}"), t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("attn_procs.safetensors");
+    write_safetensors(&p, &renamed, StoreDtype::F32, None).unwrap();
+    let (reference, _) = load(fx.join("lora_diffusers_old.safetensors"));
+    let (d, fmt) = load(&p);
+    assert_eq!(fmt, LoraFormat::Diffusers);
+    assert!(max_diff(&reference, &d) == 0.0);
+}
+
+#[test]
 fn scale_comes_from_metadata_and_alpha() {
     let fx = fixtures();
     let f = LoraFile::read(fx.join("lora_diffusers")).unwrap();
@@ -351,10 +373,23 @@ fn missing_half_mixed_formats_and_text_encoder_are_typed_errors() {
     let te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight";
     let err = load_modified(|t| {
         t.insert(te.into(), HostTensor::f32(vec![4, 32], vec![0.0; 128]));
+        t.insert(
+            te.replace("lora_down", "lora_up"),
+            HostTensor::f32(vec![32, 4], vec![0.0; 128]),
+        );
     })
     .unwrap_err();
     assert!(
         matches!(&err, TrainError::UnsupportedLora { key, reason } if key == te && reason.contains("text-encoder")),
+        "{err}"
+    );
+    let sdxl = "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight";
+    let err = load_modified(|t| {
+        t.insert(sdxl.into(), HostTensor::f32(vec![4, 32], vec![0.0; 128]));
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, TrainError::UnsupportedLora { key, .. } if key == sdxl),
         "{err}"
     );
     let mixed = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight";
@@ -429,6 +464,7 @@ mod unet {
             assert_eq!(report.modules.len(), unet.attention_linears_mut().len());
             let out = unet.forward(r.sample.clone(), r.timestep.clone(), r.ehs.clone());
             let err = max_abs(out, r.lora.clone());
+            eprintln!("{name}: UNet output max abs diff {err:.3e}");
             assert!(err <= 1e-4, "{name}: {err}");
         }
         // Fused: same output, no adapters left.
@@ -437,6 +473,56 @@ mod unet {
         let out = unet.forward(r.sample, r.timestep, r.ehs);
         let err = max_abs(out, r.lora);
         assert!(err <= 1e-4, "fused: {err}");
+    }
+
+    #[test]
+    fn text_encoder_lora_is_fused_into_clip() {
+        use burn::tensor::Int;
+        use svgen_train::sd::lora::load_lora_with_text_encoder;
+        use svgen_train::sd::train::load_text_encoder;
+        let rf = read_safetensors(fixtures().join("lora_reference.safetensors")).unwrap();
+        let r = reference();
+        let (ids, shape) = match rf["te_input_ids"].clone() {
+            HostTensor {
+                shape,
+                data: svgen_train::HostData::I64(v),
+            } => (v, shape),
+            other => panic!("{other:?}"),
+        };
+        let ids = || {
+            Tensor::<B, 2, Int>::from_data(
+                TensorData::new(ids.clone(), [shape[0], shape[1]]),
+                &Default::default(),
+            )
+        };
+        let te_dir = fixtures().join("tiny-sd/text_encoder");
+        let (te, _) = load_text_encoder::<B>(&te_dir, &Default::default()).unwrap();
+        let out = te.forward(ids(), None).unwrap().last_hidden_state;
+        let base = tensor::<3>(&rf, "te_out_base");
+        let want = tensor::<3>(&rf, "te_out_lora");
+        assert!((out - base).abs().max().into_scalar() <= 1e-4);
+        for name in ["lora_te_diffusers", "lora_te_kohya.safetensors"] {
+            let (mut te, te_cfg) = load_text_encoder::<B>(&te_dir, &Default::default()).unwrap();
+            let mut unet = base_unet();
+            // The UNet alone refuses the file, naming a text-encoder key.
+            let err = unet.load_lora(fixtures().join(name)).unwrap_err();
+            assert!(
+                matches!(&err, TrainError::UnsupportedLora { key, .. } if key.contains("te") || key.starts_with("text_encoder.")),
+                "{err}"
+            );
+            let (report, n) =
+                load_lora_with_text_encoder(&mut unet, &mut te, &te_cfg, fixtures().join(name))
+                    .unwrap();
+            assert_eq!(n, 12, "{name}");
+            assert_eq!(report.modules.len(), 56);
+            let out = te.forward(ids(), None).unwrap().last_hidden_state;
+            let err = (out - want.clone()).abs().max().into_scalar();
+            eprintln!("{name}: text encoder max abs diff {err:.3e}");
+            assert!(err <= 1e-4, "{name}: text encoder {err}");
+            let out = unet.forward(r.sample.clone(), r.timestep.clone(), r.ehs.clone());
+            let err = max_abs(out, r.lora.clone());
+            assert!(err <= 1e-4, "{name}: unet {err}");
+        }
     }
 
     #[test]

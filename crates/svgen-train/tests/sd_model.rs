@@ -110,6 +110,21 @@ fn unet_fractional_timesteps_and_other_latent_sizes_match_diffusers() {
 }
 
 #[test]
+fn unet_with_linear_projections_and_per_block_lists_matches_diffusers() {
+    // SD2-style options: linear proj_in/proj_out, per-block heads / layers / transformer depths,
+    // [sin, cos] timestep embedding with freq_shift 1, mid_block_scale_factor 1.5
+    let dir = sd_fixture().join("unet-linear");
+    let model = UNet2DConditionModel::<B>::from_pretrained(&dir, &Default::default())
+        .expect("unet-linear loads");
+    assert!(model.config().use_linear_projection);
+    assert_eq!(model.config().heads_per_block().unwrap(), vec![2, 4]);
+    let r = Reference(read_safetensors(dir.join("reference.safetensors")).unwrap());
+    let d = check_unet(&model, &r, "", "timestep");
+    println!("unet-linear max abs diff {d:e}");
+    assert!(d <= TOL, "unet-linear: {d}");
+}
+
+#[test]
 fn sliced_attention_equals_full_attention() {
     let r = Reference::load();
     let mut model = unet();
@@ -228,8 +243,7 @@ fn edited_unet(
 
 fn load_err(dir: &Path) -> TrainError {
     UNet2DConditionModel::<B>::from_pretrained(dir, &Default::default())
-        .err()
-        .expect("load must fail")
+        .expect_err("load must fail")
 }
 
 #[test]
@@ -350,5 +364,45 @@ fn unsupported_config_values_name_key_and_value() {
     assert!(
         e.to_string().contains("act_fn") && e.to_string().contains("gelu"),
         "{e}"
+    );
+}
+
+#[test]
+fn inconsistent_input_shapes_are_typed_errors() {
+    let model = unet();
+    let d = Default::default();
+    let ok = model.try_forward(
+        Tensor::zeros([2, 4, 8, 8], &d),
+        Tensor::from_floats([10.0], &d),
+        Tensor::zeros([2, 3, 32], &d),
+    );
+    assert_eq!(ok.unwrap().dims(), [2, 4, 8, 8]);
+    let cases: [([usize; 4], usize, [usize; 3], &str); 4] = [
+        ([2, 3, 8, 8], 2, [2, 7, 32], "`sample`"),
+        ([2, 4, 8, 8], 3, [2, 7, 32], "`timestep`"),
+        ([2, 4, 8, 8], 2, [2, 7, 16], "`encoder_hidden_states`"),
+        ([2, 4, 8, 8], 2, [1, 7, 32], "`encoder_hidden_states`"),
+    ];
+    for (s, t, c, what) in cases {
+        let e = model
+            .try_forward(
+                Tensor::zeros(s, &d),
+                Tensor::zeros([t], &d),
+                Tensor::zeros(c, &d),
+            )
+            .expect_err("inconsistent shapes");
+        assert!(
+            matches!(&e, TrainError::InvalidArgument(m) if m.contains(what)),
+            "{what}: {e}"
+        );
+    }
+    let vae = AutoencoderKL::<B>::from_pretrained(tiny().join("vae"), &d).expect("vae loads");
+    assert!(vae.try_decode(Tensor::zeros([1, 3, 8, 8], &d)).is_err());
+    assert!(vae.try_encode(Tensor::zeros([1, 4, 64, 64], &d)).is_err());
+    assert_eq!(
+        vae.try_decode(Tensor::zeros([1, 4, 2, 3], &d))
+            .unwrap()
+            .dims(),
+        [1, 3, 16, 24]
     );
 }

@@ -73,6 +73,7 @@ impl Case {
             height: self.num("height"),
             batch: self.num("batch"),
             scheduler: self.get("scheduler").parse().unwrap(),
+            karras_sigmas: self.num("karras_sigmas"),
             latents: Some(self.floats("latents").1),
             ..GenerateParams::default()
         }
@@ -102,6 +103,13 @@ fn prompt_embeddings_match_diffusers() {
         let err = max_abs(&values(got), &want);
         println!("{name}: prompt embeddings max abs diff {err:.2e}");
         assert!(err <= 1e-4, "{name}: prompt embeddings differ by {err}");
+        let (_, want) = c.floats("prompt_embeds_clip_skip_1");
+        let got = values(sd.encode_prompt_skip(&[c.get("prompt")], 1).unwrap());
+        let err = max_abs(&got, &want);
+        assert!(
+            err <= 1e-4,
+            "{name}: clip_skip 1 embeddings differ by {err}"
+        );
         let (_, want) = c.floats("negative_prompt_embeds");
         let got = values(sd.encode_prompt(&[c.get("negative_prompt")]).unwrap());
         let err = max_abs(&got, &want);
@@ -115,7 +123,7 @@ fn prompt_embeddings_match_diffusers() {
 #[test]
 fn images_match_diffusers() {
     let sd = model();
-    for name in ["ddim", "dpmpp_2m", "euler"] {
+    for name in ["ddim", "dpmpp_2m", "euler", "dpmpp_2m_karras"] {
         let c = case(name);
         let p = c.params();
         let got = sd.generate_float(&p).unwrap();
@@ -177,6 +185,21 @@ fn seeds_are_deterministic_and_batches_are_per_image_seeds() {
     let x = values(randn::<B, 2>(9, [3, 5], &Default::default()));
     let y = values(randn::<B, 2>(9, [3, 5], &Default::default()));
     assert_eq!(x, y);
+}
+
+#[test]
+fn progress_is_reported_per_step_and_decode_matches_generate() {
+    let sd = model();
+    let p = small(4, SchedulerKind::Euler);
+    let mut seen = Vec::new();
+    let latents = sd
+        .denoise_with_progress(&p, &mut |done, total| seen.push((done, total)))
+        .unwrap();
+    assert_eq!(seen, vec![(1, 3), (2, 3), (3, 3)]);
+    let decoded = values(sd.decode_latents(latents));
+    assert_eq!(decoded, values(sd.generate_float(&p).unwrap()));
+    let empty = sd.decode_latents(Tensor::zeros([0, 4, 4, 4], &Default::default()));
+    assert_eq!(empty.dims(), [0, 3, 32, 32]);
 }
 
 #[test]

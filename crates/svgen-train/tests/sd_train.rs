@@ -112,6 +112,7 @@ fn one_step_matches_pytorch() {
             let torch = host(&r, &format!("grad_{kind}.unet.{path}.{half}.weight"));
             worst = worst.max(compare(ours.clone(), &torch));
         }
+        eprintln!("{kind}: loss {value} (torch {want}), LoRA gradient max abs diff {worst:.3e}");
         assert!(worst <= 1e-4, "{kind}: LoRA gradient max abs diff {worst}");
         if kind == "epsilon" {
             // One AdamW step as torch.optim.AdamW(lr=1e-3, weight_decay=1e-2).
@@ -125,6 +126,7 @@ fn one_step_matches_pytorch() {
                     worst = worst.max(compare(p.val().inner(), &torch));
                 }
             }
+            eprintln!("after one AdamW step: max abs diff {worst:.3e}");
             assert!(worst <= 1e-4, "after AdamW: {worst}");
         }
     }
@@ -220,13 +222,59 @@ fn resume_is_bit_identical() {
         assert_eq!((x.step, x.lr, x.grad_norm), (y.step, y.lr, y.grad_norm));
         assert!((x.loss - y.loss).abs() < 1e-12);
     }
-    // The adapters moved, and the files of both runs agree byte for byte.
+    // The adapters moved, and the checkpoints of both runs agree (tensors, metadata, moments).
     let fresh = SdLoraTrainer::new(models(), lora(), train_cfg(), split.path()).unwrap();
     assert_ne!(fresh.unet().lora_state(), sa_state);
-    let file =
-        |d: &Path| std::fs::read(d.join("checkpoint-4/pytorch_lora_weights.safetensors")).unwrap();
-    assert_eq!(file(straight.path()), file(split.path()));
+    let file = |d: &Path| d.join("checkpoint-4/pytorch_lora_weights.safetensors");
+    let (fa, fc) = (file(straight.path()), file(split.path()));
+    assert!(read_safetensors(&fa).unwrap() == read_safetensors(&fc).unwrap());
+    assert_eq!(
+        svgen_train::sd::lora::read_safetensors_metadata(&fa).unwrap(),
+        svgen_train::sd::lora::read_safetensors_metadata(&fc).unwrap()
+    );
+    let opt = |d: &Path| read_safetensors(d.join("checkpoint-4/optimizer.safetensors")).unwrap();
+    assert!(opt(straight.path()) == opt(split.path()));
     assert!(split.path().join("loss_curve.png").is_file());
+}
+
+#[test]
+fn training_continues_from_a_loaded_lora() {
+    let data = ImageCaption::load(fixtures().join("lora_train_data")).unwrap();
+    assert_eq!(data.len(), 8);
+    let mut models = models();
+    models
+        .unet
+        .load_lora(fixtures().join("lora_kohya.safetensors"))
+        .unwrap();
+    let before = models.unet.lora_state();
+    let lora = UNetLoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        ..UNetLoraConfig::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let cfg = SdLoraTrainConfig {
+        total_steps: 2,
+        checkpoint_every: 0,
+        ..train_cfg()
+    };
+    let mut t = SdLoraTrainer::continue_adapters(models, lora.clone(), cfg, out.path()).unwrap();
+    let summary = t.train(&data, None).unwrap();
+    assert_eq!(summary.steps, 2);
+    let after = t.unet().lora_state();
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    assert_ne!(before, after, "the loaded adapters must be trained");
+    // A rank the adapters do not have is refused up front.
+    let mut models = self::models();
+    models
+        .unet
+        .load_lora(fixtures().join("lora_kohya.safetensors"))
+        .unwrap();
+    let wrong = UNetLoraConfig { r: 8, ..lora };
+    assert!(SdLoraTrainer::continue_adapters(models, wrong, train_cfg(), out.path()).is_err());
 }
 
 #[test]
@@ -280,6 +328,11 @@ fn bad_data_and_settings_are_typed_errors() {
         matches!(&err, TrainError::Io { path, .. } if path.ends_with("img0.txt")),
         "{err}"
     );
+    std::fs::write(dir.path().join("img0.txt"), "a caption").unwrap();
+    std::fs::write(dir.path().join("broken.png"), b"not a png").unwrap();
+    std::fs::write(dir.path().join("broken.txt"), "x").unwrap();
+    let err = ImageCaption::from_folder(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("broken.png"), "{err}");
     let bad = SdLoraTrainConfig {
         resolution: 60,
         ..train_cfg()
@@ -315,4 +368,50 @@ fn preprocess_resizes_and_center_crops() {
     for c in 0..3 {
         assert!(v[c * 4] < v[c * 4 + 1]);
     }
+}
+
+#[test]
+fn shards_yield_positive_rows_with_their_png() {
+    use svgen_data::storage::{ShardOptions, ShardWriter};
+    use svgen_data::{Label, Triplet};
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_fn(40, 24, |x, _| image::Rgb([(x * 6) as u8, 0, 0]));
+    let png = svgen_data::sample::encode_png(&image::DynamicImage::ImageRgb8(img.clone())).unwrap();
+    let row = |id: &str, label: Label, simplified: Option<&str>| Triplet {
+        id: id.into(),
+        source: "test".into(),
+        caption: format!("caption of {id}"),
+        simplified: simplified.map(str::to_string),
+        prompt: "p".into(),
+        negative_prompt: None,
+        generator: "g".into(),
+        seed: Some(1),
+        image: png.clone(),
+        width: 40,
+        height: 24,
+        svg: "<svg/>".into(),
+        n_tokens: 3,
+        tokenizer: "cl100k_base".into(),
+        label,
+        clip_similarity: None,
+        aesthetic: None,
+        created_at: 0,
+    };
+    let mut w = ShardWriter::create(
+        dir.path().join("shard-00000.parquet"),
+        &ShardOptions::default(),
+    )
+    .unwrap();
+    w.write(row("a", Label::Positive, Some("a red ramp")))
+        .unwrap();
+    w.write(row("b", Label::Negative, None)).unwrap();
+    w.write(row("c", Label::Positive, None)).unwrap();
+    w.finish().unwrap();
+    let data = ImageCaption::load(dir.path()).unwrap();
+    let got: Vec<(&str, &str)> = data
+        .iter()
+        .map(|d| (d.id.as_str(), d.caption.as_str()))
+        .collect();
+    assert_eq!(got, [("a", "a red ramp"), ("c", "caption of c")]);
+    assert_eq!(data[0].image().unwrap(), img);
 }

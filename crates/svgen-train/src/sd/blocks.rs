@@ -318,12 +318,18 @@ impl<B: Backend> GroupNorm<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let g = self.groups;
-        let x = x.reshape([b, g, (c / g) * h * w]);
-        let mean = x.clone().mean_dim(2);
-        let xc = x - mean;
+        // Two-pass statistics per (sample, group); the affine transform is folded into one
+        // per-(sample, channel) scale so the big tensor is touched by one multiply-add.
+        let xg = x.reshape([b, g, (c / g) * h * w]);
+        let mean = xg.clone().mean_dim(2);
+        let xc = xg - mean;
         let var = xc.clone().square().mean_dim(2);
-        let y = (xc * var.add_scalar(self.eps).sqrt().recip()).reshape([b, c, h, w]);
-        y * self.gamma.val().reshape([1, c, 1, 1]) + self.beta.val().reshape([1, c, 1, 1])
+        let rstd = var.add_scalar(self.eps).sqrt().recip(); // [b, g, 1]
+        let rstd = rstd.expand([b, g, c / g]).reshape([b, c]);
+        let scale = rstd * self.gamma.val().reshape([1, c]);
+        let y = xc.reshape([b, c, h * w]) * scale.reshape([b, c, 1])
+            + self.beta.val().reshape([1, c, 1]);
+        y.reshape([b, c, h, w])
     }
 }
 
@@ -719,10 +725,15 @@ impl<B: Backend> Attention<B> {
 }
 
 /// diffusers `FeedForward` with GEGLU: `net.2(h · gelu(g))` where `[h | g] = net.0.proj(x)`.
+///
+/// `net.0.proj` is held as two linears (its first and second halves of output rows), so `h` and
+/// `g` come out as separate contiguous tensors instead of strided halves of one.
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
-    /// `net.0.proj`, `dim -> 2·inner`.
-    pub proj: Linear<B>,
+    /// `net.0.proj`, output rows `0..inner` (the value half), `dim -> inner`.
+    pub proj_hidden: Linear<B>,
+    /// `net.0.proj`, output rows `inner..2·inner` (the gate half), `dim -> inner`.
+    pub proj_gate: Linear<B>,
     /// `net.2`, `inner -> dim`.
     pub out: Linear<B>,
 }
@@ -735,26 +746,38 @@ impl<B: Backend> FeedForward<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let inner = 4 * dim;
-        Ok(Self {
-            proj: load_linear(
-                src,
-                &format!("{prefix}.net.0.proj"),
-                dim,
-                2 * inner,
-                false,
+        let key = format!("{prefix}.net.0.proj");
+        let w = src.take(&format!("{key}.weight"), &[2 * inner, dim])?;
+        let b = src.take(&format!("{key}.bias"), &[2 * inner])?;
+        let half = |i: usize| Linear {
+            weight: frozen_param(
+                transpose(&w[i * inner * dim..(i + 1) * inner * dim], inner, dim),
+                [dim, inner],
+                DType::F32,
                 device,
-            )?,
+            ),
+            bias: Some(frozen_param(
+                b[i * inner..(i + 1) * inner].to_vec(),
+                [inner],
+                DType::F32,
+                device,
+            )),
+        };
+        Ok(Self {
+            proj_hidden: half(0),
+            proj_gate: half(1),
             out: load_linear(src, &format!("{prefix}.net.2"), inner, dim, false, device)?,
         })
     }
 
     /// `[B, N, dim]` -> `[B, N, dim]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let y = linear3(&self.proj, x);
-        let inner = y.dims()[2] / 2;
-        let hidden = y.clone().slice(s![.., .., 0..inner]);
-        let gate = y.slice(s![.., .., inner..]);
-        linear3(&self.out, hidden * activation::gelu(gate))
+        let [b, n, c] = x.dims();
+        let x = x.reshape([b * n, c]);
+        let hidden = self.proj_hidden.forward(x.clone());
+        let gate = activation::gelu(self.proj_gate.forward(x));
+        let y = self.out.forward(hidden * gate);
+        y.reshape([b, n, c])
     }
 }
 

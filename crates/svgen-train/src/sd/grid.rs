@@ -71,6 +71,8 @@ pub struct GridSpec {
     pub guidance_scales: Vec<f64>,
     /// Schedulers (one by default: DPM-Solver++ 2M).
     pub schedulers: Vec<SchedulerKind>,
+    /// Karras noise levels for Euler and DPM-Solver (see [`GenerateParams::karras_sigmas`]).
+    pub karras_sigmas: bool,
     /// Image width.
     pub width: usize,
     /// Image height.
@@ -91,6 +93,7 @@ impl Default for GridSpec {
             seeds: vec![0],
             guidance_scales: vec![7.5],
             schedulers: vec![SchedulerKind::DpmSolverMultistep],
+            karras_sigmas: false,
             width: 512,
             height: 512,
             clip_skip: None,
@@ -187,6 +190,7 @@ impl GridSpec {
             width: self.width,
             height: self.height,
             scheduler: p.scheduler,
+            karras_sigmas: self.karras_sigmas,
             latents: None,
             batch: 1,
             clip_skip: self.clip_skip,

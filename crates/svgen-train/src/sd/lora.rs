@@ -6,16 +6,19 @@
 //! | format | keys | scale |
 //! |---|---|---|
 //! | diffusers / PEFT | `unet.<path>.lora_A.weight` `[r, in]`, `….lora_B.weight` `[out, r]`; also bare `<path>.…` (`get_peft_model_state_dict`) and `base_model.model.<path>.…` (PEFT adapter folder) | `lora_alpha/r` (or `/√r` with rsLoRA) from `adapter_config.json` or the `lora_adapter_metadata` header; `1` without either |
-//! | diffusers (older) | `unet.<path>.lora.down.weight` `[r, in]`, `….lora.up.weight` `[out, r]` | `1`, or the metadata's alpha |
+//! | diffusers (older) | `unet.<path>.lora.down.weight` `[r, in]`, `….lora.up.weight` `[out, r]`; also the attention-processor form of diffusers < 0.17 (`<attn>.processor.to_q_lora.down.weight`, `to_out_lora` = `to_out.0`) | `1`, or the metadata's alpha |
 //! | kohya (sd-scripts) | `lora_unet_<path with . → _>.lora_down.weight`, `.lora_up.weight`, scalar `.alpha` | `alpha/r` per module, `1` without `.alpha` |
 //!
 //! `<path>` is the diffusers module path, e.g.
 //! `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`. Kohya names are mapped back by
 //! matching them against the paths the model actually has, never by guessing which `_` was a `.`.
 //!
-//! Keys that match no attention projection, tensors of the wrong shape, unpaired halves and
-//! text-encoder keys (`lora_te_…`, `text_encoder.…`) are typed errors naming the key: nothing is
-//! dropped silently.
+//! Text-encoder tensors (`lora_te_…`, `text_encoder.…`) are fused into svgen-eval's CLIP text
+//! model by [`load_lora_with_text_encoder`] / [`fuse_text_encoder_lora`] (`q/k/v/out_proj`,
+//! `fc1`, `fc2`); loading such a file into the UNet alone is a typed error naming the first
+//! text-encoder key, never a silent drop. SDXL's second text encoder and DoRA are typed errors.
+//! Keys that match no module, tensors of the wrong shape and unpaired halves are typed errors
+//! naming the key; the model is left unchanged then.
 //!
 //! # Format written
 //! [`save_lora_weights`] writes `pytorch_lora_weights.safetensors` exactly as diffusers 0.42's
@@ -24,6 +27,21 @@
 //! configuration under `lora_adapter_metadata` (keys prefixed `unet.`), so diffusers'
 //! `load_lora_weights` reproduces the scale. [`save_peft_adapter`] writes a PEFT adapter folder
 //! (`adapter_config.json`, `adapter_model.safetensors` with `base_model.model.<path>` keys).
+//!
+//! ```no_run
+//! use svgen_train::sd::lora::UNetLoraConfig;
+//! use svgen_train::sd::unet::UNet2DConditionModel;
+//! # fn main() -> svgen_train::Result<()> {
+//! type B = svgen_train::CpuBackend;
+//! let mut unet = UNet2DConditionModel::<B>::from_pretrained("sd15/unet", &Default::default())?;
+//! let report = unet.load_lora("downloads/style_lora.safetensors")?; // any of the 3 formats
+//! println!("{:?}: {} modules", report.format, report.modules.len());
+//! let cfg = UNetLoraConfig { r: 8, lora_alpha: 8.0, ..UNetLoraConfig::default() };
+//! unet.save_lora_weights(&cfg, "converted")?; // diffusers' pytorch_lora_weights.safetensors
+//! unet.fuse_lora(); // plain UNet with W + s·B·A
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! The functions work on the list of `(diffusers path, &mut LoraLinear)` pairs that
 //! `UNet2DConditionModel::attention_linears_mut` returns; [`UNet2DConditionModel`] has
@@ -44,6 +62,8 @@ use crate::error::{Result, TrainError};
 use crate::lora::{host_f32, LoraAdapter, LoraLinear};
 use crate::sd::unet::UNet2DConditionModel;
 use crate::weights::{read_safetensors, write_safetensors, HostData, HostTensor, StoreDtype};
+use svgen_eval::clip::ClipTextModel;
+use svgen_eval::ClipTextConfig;
 
 /// Prefix of UNet keys in diffusers' pipeline LoRA files.
 pub const UNET_PREFIX: &str = "unet.";
@@ -344,10 +364,12 @@ pub struct LoraFile {
     /// Module name as written (diffusers path for PEFT/diffusers, kohya name without suffix for
     /// kohya) → weights.
     pub modules: BTreeMap<String, LoraModuleWeights>,
-    /// Text-encoder keys found in the file (`lora_te_…`, `text_encoder.…`).
-    pub text_encoder_keys: Vec<String>,
-    /// Scaling from `adapter_config.json` or the `lora_adapter_metadata` header.
+    /// Text-encoder modules (`lora_te_…` kohya names, or the path after `text_encoder.`).
+    pub text_encoder_modules: BTreeMap<String, LoraModuleWeights>,
+    /// UNet scaling from `adapter_config.json` or the `lora_adapter_metadata` header.
     pub scaling: Option<PeftScaling>,
+    /// Text-encoder scaling from the `lora_adapter_metadata` header (`text_encoder.r`, …).
+    pub text_encoder_scaling: Option<PeftScaling>,
 }
 
 /// What [`apply_lora`] did.
@@ -369,7 +391,7 @@ enum Half {
 }
 
 /// Splits a key into (module, half, format) from its suffix.
-fn split_suffix(key: &str) -> Option<(&str, Half, LoraFormat)> {
+fn split_suffix(key: &str) -> Option<(String, Half, LoraFormat)> {
     const SUFFIXES: [(&str, Half, LoraFormat); 6] = [
         (".lora_A.weight", Half::Down, LoraFormat::Peft),
         (".lora_B.weight", Half::Up, LoraFormat::Peft),
@@ -380,22 +402,101 @@ fn split_suffix(key: &str) -> Option<(&str, Half, LoraFormat)> {
     ];
     for (suffix, half, format) in SUFFIXES {
         if let Some(m) = key.strip_suffix(suffix) {
-            return Some((m, half, format));
+            return Some((m.to_string(), half, format));
         }
+    }
+    // diffusers < 0.17 attention-processor form:
+    // `<attn>.processor.to_q_lora.down.weight` (`to_out_lora` is `to_out.0`).
+    for (suffix, half) in [
+        ("_lora.down.weight", Half::Down),
+        ("_lora.up.weight", Half::Up),
+    ] {
+        let Some(m) = key.strip_suffix(suffix) else {
+            continue;
+        };
+        let Some((attn, proj)) = m.rsplit_once(".processor.") else {
+            continue;
+        };
+        let proj = match proj {
+            "to_q" | "to_k" | "to_v" => proj,
+            "to_out" => "to_out.0",
+            _ => continue,
+        };
+        return Some((format!("{attn}.{proj}"), half, LoraFormat::Diffusers));
     }
     None
 }
 
-fn is_text_encoder_key(key: &str) -> bool {
-    [
-        "lora_te_",
-        "lora_te1_",
-        "lora_te2_",
-        "text_encoder.",
-        "text_encoder_2.",
-    ]
-    .iter()
-    .any(|p| key.starts_with(p))
+/// `text_encoder.` in diffusers' pipeline files.
+pub const TEXT_ENCODER_PREFIX: &str = "text_encoder.";
+/// Prefix of text-encoder keys in kohya files.
+pub const KOHYA_TE_PREFIX: &str = "lora_te_";
+
+fn is_sdxl_text_encoder_key(key: &str) -> bool {
+    ["lora_te1_", "lora_te2_", "text_encoder_2."]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+/// The keys of one model (UNet or text encoder) of a file, by half.
+#[derive(Default)]
+struct Group {
+    downs: BTreeMap<String, (String, HostTensor)>,
+    ups: BTreeMap<String, (String, HostTensor)>,
+    alphas: BTreeMap<String, (String, HostTensor)>,
+}
+
+impl Group {
+    /// Pairs `down` with `up` (and `alpha`); an unpaired half is a typed error naming the
+    /// missing key.
+    fn pair_up(
+        mut self,
+        format: LoraFormat,
+        path: &Path,
+    ) -> Result<BTreeMap<String, LoraModuleWeights>> {
+        let (down_suffix, up_suffix) = match format {
+            LoraFormat::Peft => ("lora_A.weight", "lora_B.weight"),
+            LoraFormat::Diffusers => ("lora.down.weight", "lora.up.weight"),
+            LoraFormat::Kohya => ("lora_down.weight", "lora_up.weight"),
+        };
+        let mut modules = BTreeMap::new();
+        for (module, (down_key, down)) in self.downs {
+            let Some((up_key, up)) = self.ups.remove(&module) else {
+                let stem = down_key
+                    .strip_suffix(down_suffix)
+                    .unwrap_or(down_key.as_str());
+                return Err(TrainError::MissingTensor {
+                    key: format!("{stem}{up_suffix}"),
+                    path: path.to_path_buf(),
+                });
+            };
+            let alpha = match self.alphas.remove(&module) {
+                None => None,
+                Some((key, t)) => Some(scalar(&key, t)?),
+            };
+            modules.insert(
+                module,
+                LoraModuleWeights {
+                    down,
+                    down_key,
+                    up,
+                    up_key,
+                    alpha,
+                },
+            );
+        }
+        if let Some((_, (key, _))) = self.ups.into_iter().next() {
+            let stem = key.strip_suffix(up_suffix).unwrap_or(key.as_str());
+            return Err(TrainError::MissingTensor {
+                key: format!("{stem}{down_suffix}"),
+                path: path.to_path_buf(),
+            });
+        }
+        if let Some((_, (key, _))) = self.alphas.into_iter().next() {
+            return Err(TrainError::UnexpectedAdapterKey { key });
+        }
+        Ok(modules)
+    }
 }
 
 /// Reads the `__metadata__` map of a safetensors header (without reading the tensors).
@@ -428,9 +529,15 @@ pub fn read_safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<Strin
     Ok(out)
 }
 
-/// The UNet part of diffusers' `lora_adapter_metadata` (keys `unet.r`, … in pipeline files;
-/// unprefixed in `save_lora_adapter` files).
-fn scaling_from_metadata(text: &str, path: &Path) -> Result<Option<PeftScaling>> {
+/// The part of diffusers' `lora_adapter_metadata` for the model whose keys start with `prefix`
+/// (`unet.r`, … / `text_encoder.r`, … in pipeline files); with `bare`, unprefixed keys
+/// (`save_lora_adapter` files) count too.
+fn scaling_from_metadata(
+    text: &str,
+    path: &Path,
+    prefix: &str,
+    bare: bool,
+) -> Result<Option<PeftScaling>> {
     let v: Value = serde_json::from_str(text).map_err(|e| TrainError::json(path, e))?;
     let Some(obj) = v.as_object() else {
         return Err(TrainError::json(
@@ -440,14 +547,11 @@ fn scaling_from_metadata(text: &str, path: &Path) -> Result<Option<PeftScaling>>
     };
     let prefixed: serde_json::Map<String, Value> = obj
         .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix(UNET_PREFIX)
-                .map(|k| (k.to_string(), v.clone()))
-        })
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
         .collect();
     let cfg = if !prefixed.is_empty() {
         Value::Object(prefixed)
-    } else if obj.contains_key("r") {
+    } else if bare && obj.contains_key("r") {
         v.clone()
     } else {
         return Ok(None);
@@ -486,14 +590,16 @@ impl LoraFile {
         } else {
             path.to_path_buf()
         };
-        if scaling.is_none() {
-            let meta = read_safetensors_metadata(&file)?;
-            if let Some(text) = meta.get(LORA_METADATA_KEY) {
-                scaling = scaling_from_metadata(text, &file)?;
+        let meta = read_safetensors_metadata(&file)?;
+        let mut te_scaling = None;
+        if let Some(text) = meta.get(LORA_METADATA_KEY) {
+            if scaling.is_none() {
+                scaling = scaling_from_metadata(text, &file, UNET_PREFIX, true)?;
             }
+            te_scaling = scaling_from_metadata(text, &file, TEXT_ENCODER_PREFIX, false)?;
         }
         let tensors = read_safetensors(&file)?;
-        Self::from_tensors(file, tensors, scaling)
+        Self::from_parts(file, tensors, scaling, te_scaling)
     }
 
     /// Classifies the tensors of a LoRA file (see [`LoraFile::read`]).
@@ -502,15 +608,25 @@ impl LoraFile {
         tensors: BTreeMap<String, HostTensor>,
         scaling: Option<PeftScaling>,
     ) -> Result<Self> {
+        Self::from_parts(path, tensors, scaling, None)
+    }
+
+    fn from_parts(
+        path: PathBuf,
+        tensors: BTreeMap<String, HostTensor>,
+        scaling: Option<PeftScaling>,
+        text_encoder_scaling: Option<PeftScaling>,
+    ) -> Result<Self> {
         let mut format: Option<(LoraFormat, String)> = None;
-        let mut text_encoder_keys = Vec::new();
-        let mut downs: BTreeMap<String, (String, HostTensor)> = BTreeMap::new();
-        let mut ups: BTreeMap<String, (String, HostTensor)> = BTreeMap::new();
-        let mut alphas: BTreeMap<String, (String, HostTensor)> = BTreeMap::new();
+        let mut unet = Group::default();
+        let mut te = Group::default();
         for (key, t) in tensors {
-            if is_text_encoder_key(&key) {
-                text_encoder_keys.push(key);
-                continue;
+            if is_sdxl_text_encoder_key(&key) {
+                return Err(TrainError::UnsupportedLora {
+                    key,
+                    reason: "second text encoder (SDXL): only SD 1.x/2.x pipelines are supported"
+                        .into(),
+                });
             }
             if key.contains("dora_scale") || key.contains("lora_magnitude_vector") {
                 return Err(TrainError::UnsupportedLora {
@@ -521,11 +637,10 @@ impl LoraFile {
             let (module, half, fmt) = match split_suffix(&key) {
                 Some(x) => x,
                 None => match key.strip_suffix(".alpha") {
-                    Some(m) => (m, Half::Alpha, LoraFormat::Kohya),
+                    Some(m) => (m.to_string(), Half::Alpha, LoraFormat::Kohya),
                     None => return Err(TrainError::UnexpectedAdapterKey { key }),
                 },
             };
-            let module = module.to_string();
             if half != Half::Alpha {
                 match &format {
                     None => format = Some((fmt, key.clone())),
@@ -541,71 +656,31 @@ impl LoraFile {
                     Some(_) => {}
                 }
             }
+            let (group, module) = match module.strip_prefix(TEXT_ENCODER_PREFIX) {
+                Some(m) => (&mut te, m.to_string()),
+                None if module.starts_with(KOHYA_TE_PREFIX) => (&mut te, module),
+                None => (&mut unet, module),
+            };
             let slot = match half {
-                Half::Down => &mut downs,
-                Half::Up => &mut ups,
-                Half::Alpha => &mut alphas,
+                Half::Down => &mut group.downs,
+                Half::Up => &mut group.ups,
+                Half::Alpha => &mut group.alphas,
             };
             slot.insert(module, (key, t));
         }
         let Some((format, _)) = format else {
-            if let Some(k) = text_encoder_keys.first() {
-                return Err(text_encoder_error(k));
-            }
             return Err(TrainError::InvalidArgument(format!(
                 "{} holds no LoRA tensors",
                 path.display()
             )));
         };
-        let mut modules = BTreeMap::new();
-        for (module, (down_key, down)) in downs {
-            let Some((up_key, up)) = ups.remove(&module) else {
-                let up = match format {
-                    LoraFormat::Peft => "lora_B.weight",
-                    LoraFormat::Diffusers => "lora.up.weight",
-                    LoraFormat::Kohya => "lora_up.weight",
-                };
-                return Err(TrainError::MissingTensor {
-                    key: format!("{module}.{up}"),
-                    path: path.clone(),
-                });
-            };
-            let alpha = match alphas.remove(&module) {
-                None => None,
-                Some((key, t)) => Some(scalar(&key, t)?),
-            };
-            modules.insert(
-                module,
-                LoraModuleWeights {
-                    down,
-                    down_key,
-                    up,
-                    up_key,
-                    alpha,
-                },
-            );
-        }
-        if let Some((module, (key, _))) = ups.into_iter().next() {
-            let down = match format {
-                LoraFormat::Peft => "lora_A.weight",
-                LoraFormat::Diffusers => "lora.down.weight",
-                LoraFormat::Kohya => "lora_down.weight",
-            };
-            let _ = key;
-            return Err(TrainError::MissingTensor {
-                key: format!("{module}.{down}"),
-                path,
-            });
-        }
-        if let Some((_, (key, _))) = alphas.into_iter().next() {
-            return Err(TrainError::UnexpectedAdapterKey { key });
-        }
         Ok(Self {
+            modules: unet.pair_up(format, &path)?,
+            text_encoder_modules: te.pair_up(format, &path)?,
             path,
             format,
-            modules,
-            text_encoder_keys,
             scaling,
+            text_encoder_scaling,
         })
     }
 
@@ -650,8 +725,9 @@ impl LoraFile {
 fn text_encoder_error(key: &str) -> TrainError {
     TrainError::UnsupportedLora {
         key: key.to_string(),
-        reason: "text-encoder LoRA is not supported (only the UNet's attention projections can \
-                 carry adapters); remove the text-encoder tensors from the file"
+        reason: "text-encoder LoRA cannot be loaded into the UNet alone; load the file with \
+                 `load_lora_with_text_encoder` (it fuses the text-encoder part into the CLIP text \
+                 model)"
             .into(),
     }
 }
@@ -767,8 +843,8 @@ pub fn apply_lora<B: Backend>(
     linears: Vec<(String, &mut LoraLinear<B>)>,
     file: &LoraFile,
 ) -> Result<LoraLoadReport> {
-    if let Some(k) = file.text_encoder_keys.first() {
-        return Err(text_encoder_error(k));
+    if let Some(m) = file.text_encoder_modules.values().next() {
+        return Err(text_encoder_error(&m.down_key));
     }
     let known: Vec<String> = linears.iter().map(|(p, _)| p.clone()).collect();
     let bound = file.resolve(&known)?;
@@ -863,7 +939,7 @@ pub fn lora_state<B: Backend>(
     out
 }
 
-fn check_savable<B: Backend>(
+pub(crate) fn check_savable<B: Backend>(
     linears: &[(String, &mut LoraLinear<B>)],
     cfg: &UNetLoraConfig,
 ) -> Result<()> {
@@ -965,6 +1041,191 @@ pub fn fuse_lora<B: Backend>(linears: Vec<(String, &mut LoraLinear<B>)>) -> usiz
         }
     }
     n
+}
+
+/// The LoRA-able linears of a CLIP text model with `layers` layers, as transformers 5 names them
+/// (without `text_model.`): `encoder.layers.N.self_attn.{q,k,v,out}_proj`,
+/// `encoder.layers.N.mlp.fc{1,2}`.
+fn text_encoder_paths(layers: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(layers * 6);
+    for l in 0..layers {
+        for m in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            out.push(format!("encoder.layers.{l}.self_attn.{m}"));
+        }
+        for m in ["fc1", "fc2"] {
+            out.push(format!("encoder.layers.{l}.mlp.{m}"));
+        }
+    }
+    out
+}
+
+/// `s·(B·A)ᵀ` as `[in, out]` (our layout), from `A` `[r, in]` and `B` `[out, r]`.
+fn delta_in_out(a: &[f32], b: &[f32], r: usize, i: usize, o: usize, s: f64) -> Vec<f32> {
+    let mut d = vec![0f32; i * o];
+    for k in 0..r {
+        for (x, row) in d.chunks_mut(o).enumerate() {
+            let ax = a[k * i + x] as f64 * s;
+            for (y, v) in row.iter_mut().enumerate() {
+                *v += (ax * b[y * r + k] as f64) as f32;
+            }
+        }
+    }
+    d
+}
+
+/// Fuses the text-encoder part of `file` into svgen-eval's CLIP text model (`W + s·B·A` on
+/// `q/k/v/out_proj`, `fc1`, `fc2`; the query part of the fused `qkv_proj` also carries CLIP's
+/// `1/√head_dim`, so its delta is scaled the same way). `config` is the text encoder's
+/// `config.json`. Keys may name modules as transformers 4 (`text_model.encoder.…`,
+/// `lora_te_text_model_encoder_…`) or 5 (`encoder.…`) did. Unknown modules and wrong shapes are
+/// typed errors naming the key; nothing is changed then. Returns the number of modules fused.
+pub fn fuse_text_encoder_lora<B: Backend>(
+    text_encoder: &mut ClipTextModel<B>,
+    config: &ClipTextConfig,
+    file: &LoraFile,
+) -> Result<usize> {
+    let layers = text_encoder.encoder.layers.len();
+    let d = config.hidden_size;
+    let heads = config.num_attention_heads.max(1);
+    let attn_scale = 1.0 / ((d / heads) as f64).sqrt();
+    let known = text_encoder_paths(layers);
+    let kohya: HashMap<String, &str> = known
+        .iter()
+        .map(|p| (p.replace('.', "_"), p.as_str()))
+        .collect();
+    let set: BTreeSet<&str> = known.iter().map(String::as_str).collect();
+    // path -> (delta [in, out])
+    let mut plan: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for (module, w) in &file.text_encoder_modules {
+        let path = match file.format {
+            LoraFormat::Kohya => module
+                .strip_prefix(KOHYA_TE_PREFIX)
+                .map(|m| m.strip_prefix("text_model_").unwrap_or(m))
+                .and_then(|m| kohya.get(m).map(|p| p.to_string())),
+            LoraFormat::Peft | LoraFormat::Diffusers => {
+                let m = module.strip_prefix("text_model.").unwrap_or(module);
+                set.contains(m).then(|| m.to_string())
+            }
+        };
+        let Some(path) = path else {
+            return Err(TrainError::UnexpectedAdapterKey {
+                key: w.down_key.clone(),
+            });
+        };
+        let (i, o) = if path.ends_with("fc1") {
+            (d, config.intermediate_size)
+        } else if path.ends_with("fc2") {
+            (config.intermediate_size, d)
+        } else {
+            (d, d)
+        };
+        let r = match file.text_encoder_scaling {
+            Some(s) => s.r,
+            None => w.down.shape.first().copied().unwrap_or(0),
+        };
+        if r == 0 || w.down.shape != [r, i] {
+            return Err(TrainError::ShapeMismatch {
+                key: w.down_key.clone(),
+                expected: vec![r.max(1), i],
+                found: w.down.shape.clone(),
+            });
+        }
+        if w.up.shape != [o, r] {
+            return Err(TrainError::ShapeMismatch {
+                key: w.up_key.clone(),
+                expected: vec![o, r],
+                found: w.up.shape.clone(),
+            });
+        }
+        let scale = match (w.alpha, file.text_encoder_scaling) {
+            (Some(alpha), _) => alpha / r as f64,
+            (None, Some(s)) => s.scale(),
+            (None, None) => 1.0,
+        };
+        let a = w.down.clone().into_f32(&w.down_key)?;
+        let b = w.up.clone().into_f32(&w.up_key)?;
+        if plan
+            .insert(path, delta_in_out(&a, &b, r, i, o, scale))
+            .is_some()
+        {
+            return Err(TrainError::UnsupportedLora {
+                key: w.down_key.clone(),
+                reason: "a second adapter for the same module".into(),
+            });
+        }
+    }
+    let n = plan.len();
+    let add = |p: &mut Param<Tensor<B, 2>>, f: &dyn Fn(&mut [f32])| {
+        let w = p.val();
+        let dims = w.dims();
+        let (device, dtype) = (w.device(), w.dtype());
+        let mut v = host_f32(w);
+        f(&mut v);
+        let t = Tensor::from_data(TensorData::new(v, dims), (&device, dtype));
+        *p = Param::from_tensor(t).set_require_grad(false);
+    };
+    for (path, delta) in plan {
+        // "encoder.layers.{l}.{self_attn|mlp}.{name}"
+        let mut parts = path.split('.');
+        let l: usize = parts
+            .nth(2)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(usize::MAX);
+        let name = path.rsplit('.').next().unwrap_or_default();
+        let Some(layer) = text_encoder.encoder.layers.get_mut(l) else {
+            continue;
+        };
+        let j = match name {
+            "q_proj" => Some((0, attn_scale)),
+            "k_proj" => Some((1, 1.0)),
+            "v_proj" => Some((2, 1.0)),
+            _ => None,
+        };
+        match (j, name) {
+            (Some((j, s)), _) => add(&mut layer.self_attn.qkv_proj.weight, &|w| {
+                let n3 = 3 * d;
+                for x in 0..d {
+                    for y in 0..d {
+                        w[x * n3 + j * d + y] += (delta[x * d + y] as f64 * s) as f32;
+                    }
+                }
+            }),
+            (None, "out_proj") => add(&mut layer.self_attn.out_proj.weight, &|w| {
+                w.iter_mut().zip(&delta).for_each(|(w, d)| *w += d)
+            }),
+            (None, "fc1") => add(&mut layer.mlp.fc1.weight, &|w| {
+                w.iter_mut().zip(&delta).for_each(|(w, d)| *w += d)
+            }),
+            (None, _) => add(&mut layer.mlp.fc2.weight, &|w| {
+                w.iter_mut().zip(&delta).for_each(|(w, d)| *w += d)
+            }),
+        }
+    }
+    Ok(n)
+}
+
+/// Loads a pipeline LoRA file holding UNet and (optionally) text-encoder tensors: the UNet part
+/// as adapters (see [`apply_lora`]), the text-encoder part fused into `text_encoder` (see
+/// [`fuse_text_encoder_lora`]). Everything is validated before either model changes. Returns the
+/// UNet report and the number of text-encoder modules fused.
+pub fn load_lora_with_text_encoder<B: Backend>(
+    unet: &mut UNet2DConditionModel<B>,
+    text_encoder: &mut ClipTextModel<B>,
+    text_encoder_config: &ClipTextConfig,
+    path: impl AsRef<Path>,
+) -> Result<(LoraLoadReport, usize)> {
+    let file = LoraFile::read(path)?;
+    // Validate the text-encoder part on a copy (cloning a module clones tensor handles).
+    let mut probe = text_encoder.clone();
+    fuse_text_encoder_lora(&mut probe, text_encoder_config, &file)?;
+    let unet_only = LoraFile {
+        text_encoder_modules: BTreeMap::new(),
+        ..file.clone()
+    };
+    let report = apply_lora(unet.attention_linears_mut(), &unet_only)?;
+    let n = file.text_encoder_modules.len();
+    *text_encoder = probe;
+    Ok((report, n))
 }
 
 impl<B: Backend> UNet2DConditionModel<B> {

@@ -109,6 +109,9 @@ pub struct GenerateParams {
     pub height: usize,
     /// The sampler.
     pub scheduler: SchedulerKind,
+    /// Karras noise levels (`use_karras_sigmas`) for Euler and DPM-Solver ("DPM++ 2M Karras"); the
+    /// folder's own setting is kept when false. Ignored by DDIM and Euler ancestral, as in diffusers.
+    pub karras_sigmas: bool,
     /// Explicit initial latents `[batch, latent_channels, height/8, width/8]`, row-major, before the
     /// `init_noise_sigma` scaling (what diffusers' `latents=` argument takes). Overrides the seed for
     /// the initial noise.
@@ -131,6 +134,7 @@ impl Default for GenerateParams {
             width: 512,
             height: 512,
             scheduler: SchedulerKind::DpmSolverMultistep,
+            karras_sigmas: false,
             latents: None,
             batch: 1,
             clip_skip: None,
@@ -424,9 +428,23 @@ impl<B: Backend> StableDiffusion<B> {
     /// [`TrainError::InvalidArgument`] for bad sizes, step counts, batch sizes or guidance scales;
     /// [`TrainError::ShapeMismatch`] for explicit latents of the wrong length; encoder errors.
     pub fn denoise(&self, p: &GenerateParams) -> Result<Tensor<B, 4>> {
+        self.denoise_with_progress(p, &mut |_, _| {})
+    }
+
+    /// [`StableDiffusion::denoise`] calling `progress(done, total)` after every denoising step.
+    ///
+    /// # Errors
+    /// As [`StableDiffusion::denoise`].
+    pub fn denoise_with_progress(
+        &self,
+        p: &GenerateParams,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor<B, 4>> {
         let shape = self.validate(p)?;
         let [batch, c, h, w] = shape;
-        let mut scheduler = self.scheduler(p.scheduler)?;
+        let mut config = self.scheduler_config.clone();
+        config.use_karras_sigmas |= p.karras_sigmas;
+        let mut scheduler = Scheduler::from_config(p.scheduler, config)?;
         scheduler.set_timesteps(p.steps)?;
 
         let cfg = p.guidance_scale > 1.0;
@@ -488,6 +506,7 @@ impl<B: Backend> StableDiffusion<B> {
                 Tensor::<B, 4>::from_data(TensorData::new(v, shape), &self.device)
             });
             latents = scheduler.step(pred, i, latents, noise)?;
+            progress(i + 1, timesteps.len());
         }
         Ok(latents)
     }
@@ -498,7 +517,11 @@ impl<B: Backend> StableDiffusion<B> {
     pub fn decode_latents(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
         let scale = self.vae.config().scaling_factor as f32;
         let shift = self.vae.config().shift_factor.unwrap_or(0.0) as f32;
-        let b = latents.dims()[0];
+        let [b, _, h, w] = latents.dims();
+        if b == 0 {
+            let f = self.vae_scale_factor();
+            return Tensor::zeros([0, 3, h * f, w * f], &latents.device());
+        }
         let images: Vec<Tensor<B, 4>> = (0..b)
             .map(|i| {
                 let z = latents

@@ -34,6 +34,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Result, TrainError};
 
+/// Largest `num_train_timesteps` accepted (diffusion models use 1000; the bound keeps a hostile config
+/// from allocating unbounded schedules).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// Which sampler a [`Scheduler`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
@@ -424,7 +428,7 @@ impl SchedulerConfig {
             key: key.into(),
             value,
         };
-        if self.num_train_timesteps < 2 {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&self.num_train_timesteps) {
             return Err(bad(
                 "num_train_timesteps",
                 self.num_train_timesteps.to_string(),
@@ -643,6 +647,8 @@ pub struct Scheduler {
     /// σ per inference step plus the final σ (Euler, Euler a, DPM-Solver); empty for DDIM.
     sigmas: Vec<f32>,
     num_inference_steps: Option<usize>,
+    /// DDIM: the distance to the previous timestep, `num_train_timesteps / requested steps`.
+    ddim_step: usize,
     /// DPM-Solver: the previous step's x₀ prediction (a `Tensor<B, 4>` of the caller's backend).
     previous_x0: Option<Box<dyn Any + Send>>,
     lower_order_nums: usize,
@@ -679,14 +685,20 @@ impl Scheduler {
                 SchedulerKind::Ddim | SchedulerKind::DpmSolverMultistep
             )
         {
-            return Err(bad("thresholding", "true"));
+            return Err(TrainError::UnsupportedValue {
+                key: "thresholding".into(),
+                value: "true".into(),
+            });
         }
         if matches!(
             kind,
             SchedulerKind::Euler | SchedulerKind::DpmSolverMultistep
         ) {
             if let Some(opt) = cfg.unsupported_sigma_options.first() {
-                return Err(bad(opt, "true"));
+                return Err(TrainError::UnsupportedValue {
+                    key: opt.clone(),
+                    value: "true".into(),
+                });
             }
             if !matches!(cfg.final_sigmas_type.as_str(), "zero" | "sigma_min") {
                 return Err(bad("final_sigmas_type", &cfg.final_sigmas_type));
@@ -749,6 +761,7 @@ impl Scheduler {
             sigmas: Vec::new(),
             alphas_cumprod,
             num_inference_steps: None,
+            ddim_step: 1,
             previous_x0: None,
             lower_order_nums: 0,
             next_step: 0,
@@ -954,11 +967,8 @@ impl Scheduler {
                 }
                 let (ts, mut sigmas): (Vec<f64>, Vec<f32>) = if self.config.use_karras_sigmas {
                     let log_sigmas = log_f32(&train);
-                    let karras = karras_sigmas(
-                        f64::from(train[0]),
-                        f64::from(train[train.len() - 1]),
-                        n,
-                    );
+                    let karras =
+                        karras_sigmas(f64::from(train[0]), f64::from(train[train.len() - 1]), n);
                     let ts = karras
                         .iter()
                         .map(|&s| {
@@ -991,6 +1001,7 @@ impl Scheduler {
             )));
         }
         self.num_inference_steps = Some(self.timesteps.len());
+        self.ddim_step = t_train / n;
         self.previous_x0 = None;
         self.lower_order_nums = 0;
         self.next_step = 0;
@@ -1111,10 +1122,8 @@ impl Scheduler {
         sample: Tensor<B, 4>,
     ) -> Tensor<B, 4> {
         let t = self.timesteps[i] as usize;
-        let n = self.timesteps.len();
-        let ratio = self.config.num_train_timesteps / n;
         let a_t = self.alphas_cumprod[t];
-        let a_prev = match t.checked_sub(ratio) {
+        let a_prev = match t.checked_sub(self.ddim_step) {
             Some(p) => self.alphas_cumprod[p],
             None => self.final_alpha_cumprod,
         };

@@ -17,6 +17,22 @@
 //! Data: a folder of images with same-named `.txt` captions ([`ImageCaption::from_folder`]) or
 //! `svgen-data` shards, whose positive rows store the PNG and the caption
 //! ([`ImageCaption::from_shards`]).
+//!
+//! ```no_run
+//! use svgen_train::sd::lora::UNetLoraConfig;
+//! use svgen_train::sd::train::{ImageCaption, SdLoraTrainConfig, SdLoraTrainer, SdTrainingModels};
+//! # fn main() -> svgen_train::Result<()> {
+//! type B = svgen_train::CpuTrainBackend;
+//! let models = SdTrainingModels::<B>::from_pretrained("sd15", &Default::default())?;
+//! let lora = UNetLoraConfig { r: 8, lora_alpha: 8.0, ..UNetLoraConfig::default() };
+//! let cfg = SdLoraTrainConfig { total_steps: 500, checkpoint_every: 100, ..Default::default() };
+//! let data = ImageCaption::load("silhouettes/")?; // images + .txt captions, or shards
+//! let mut trainer = SdLoraTrainer::new(models, lora.clone(), cfg, "out")?;
+//! trainer.train(&data, None)?; // out/checkpoint-N/pytorch_lora_weights.safetensors, loss_log.csv
+//! trainer.unet().save_lora_weights(&lora, "out")?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -41,28 +57,45 @@ use crate::sd::vae::AutoencoderKL;
 use crate::trainer::{warmup_cosine_lr, AdamW};
 use crate::weights::{read_safetensors, write_safetensors, HostTensor, StoreDtype};
 
-/// One training example.
+/// One training example. The image is held encoded (as read from the file or shard) and decoded
+/// when it is used, so a dataset costs its size on disk in memory, not its pixel count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageCaption {
     /// Where it came from (file stem or shard row id).
     pub id: String,
-    /// The image.
-    pub image: image::RgbImage,
+    /// The encoded image (PNG, JPEG, BMP or PNM bytes).
+    pub encoded: Vec<u8>,
     /// Its caption (the prompt the model learns to associate with it).
     pub caption: String,
 }
 
-const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "webp", "bmp"];
+/// Files [`ImageCaption::from_folder`] treats as images. Formats the build cannot decode (WebP,
+/// GIF) are listed so that they fail with a typed error instead of being skipped silently.
+const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "pnm", "ppm", "webp", "gif"];
 
-fn decode_image(bytes: &[u8], what: &Path) -> Result<image::RgbImage> {
-    image::load_from_memory(bytes)
-        .map(|i| i.to_rgb8())
-        .map_err(|e| TrainError::InvalidArgument(format!("{}: {e}", what.display())))
+/// Checks that `bytes` hold a decodable image header; the error names `what`.
+fn check_image(bytes: &[u8], what: &str) -> Result<()> {
+    image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| TrainError::InvalidArgument(format!("image {what}: {e}")))?
+        .into_dimensions()
+        .map(|_| ())
+        .map_err(|e| TrainError::InvalidArgument(format!("image {what}: {e}")))
 }
 
 impl ImageCaption {
-    /// Every image in `dir` (png, jpg, webp, bmp; sorted by name) with the caption in the
-    /// same-named `.txt` file. An image without caption file is a typed error naming it.
+    /// Decodes the image to RGB; a corrupt image is a typed error naming the example.
+    pub fn image(&self) -> Result<image::RgbImage> {
+        image::load_from_memory(&self.encoded)
+            .map(|i| i.to_rgb8())
+            .map_err(|e| TrainError::InvalidArgument(format!("image {}: {e}", self.id)))
+    }
+}
+
+impl ImageCaption {
+    /// Every image in `dir` (png, jpg, bmp, pnm; sorted by name) with the caption in the
+    /// same-named `.txt` file. An image without caption file, or one that cannot be decoded
+    /// (WebP and GIF are not built in), is a typed error naming it.
     pub fn from_folder(dir: impl AsRef<Path>) -> Result<Vec<Self>> {
         let dir = dir.as_ref();
         let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
@@ -83,12 +116,13 @@ impl ImageCaption {
             let txt = p.with_extension("txt");
             let caption = std::fs::read_to_string(&txt).map_err(|e| TrainError::io(&txt, e))?;
             let bytes = std::fs::read(&p).map_err(|e| TrainError::io(&p, e))?;
+            check_image(&bytes, &p.display().to_string())?;
             out.push(Self {
                 id: p
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                image: decode_image(&bytes, &p)?,
+                encoded: bytes,
                 caption: caption.trim().to_string(),
             });
         }
@@ -107,10 +141,10 @@ impl ImageCaption {
                 if t.label != svgen_data::Label::Positive {
                     return Ok(());
                 }
-                match decode_image(&t.image, &shard.join(&t.id)) {
-                    Ok(image) => out.push(Self {
+                match check_image(&t.image, &format!("{} in {}", t.id, shard.display())) {
+                    Ok(()) => out.push(Self {
                         id: t.id,
-                        image,
+                        encoded: t.image,
                         caption: t.simplified.unwrap_or(t.caption),
                     }),
                     Err(e) => {
@@ -466,16 +500,20 @@ impl<B: AutodiffBackend> SdTrainingModels<B> {
         Ok(Self {
             unet: UNet2DConditionModel::from_pretrained(dir.join("unet"), device)?,
             vae: AutoencoderKL::from_pretrained(dir.join("vae"), device)?,
-            text_encoder: load_text_encoder(&dir.join("text_encoder"), device)?,
+            text_encoder: load_text_encoder(&dir.join("text_encoder"), device)?.0,
             tokenizer: ClipTokenizer::from_dir(dir.join("tokenizer"))?,
             scheduler: SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))?,
         })
     }
 }
 
-/// `text_encoder/` (`config.json` + `model.safetensors`); keys with the `text_model.` prefix
+/// Loads a diffusers `text_encoder/` folder (`config.json` + `model.safetensors`) into
+/// svgen-eval's CLIP text model, with its configuration; keys with the `text_model.` prefix
 /// (transformers ≤ 4) or without it (transformers 5) are both accepted.
-fn load_text_encoder<B: Backend>(dir: &Path, device: &B::Device) -> Result<ClipTextModel<B>> {
+pub fn load_text_encoder<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(ClipTextModel<B>, ClipTextConfig)> {
     let cfg = ClipTextConfig::from_file(dir.join("config.json"))?;
     let tensors = read_safetensors(dir.join("model.safetensors"))?;
     let prefixed = tensors.keys().any(|k| k.starts_with("text_model."));
@@ -489,7 +527,8 @@ fn load_text_encoder<B: Backend>(dir: &Path, device: &B::Device) -> Result<ClipT
         list.push((name, t.clone().into_f32(&key)?, t.shape));
     }
     let weights = Weights::from_f32_tensors(list)?;
-    Ok(ClipTextModel::load(&cfg, &weights, "text_model", device)?)
+    let model = ClipTextModel::load(&cfg, &weights, "text_model", device)?;
+    Ok((model, cfg))
 }
 
 /// What a finished (or stopped) run reports.
@@ -535,6 +574,30 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
     ) -> Result<Self> {
         models.unet = models.unet.no_grad();
         models.unet.add_lora(&lora, cfg.seed)?;
+        Self::with_adapters(models, lora, cfg, out_dir.into())
+    }
+
+    /// A fresh run that continues training the adapters the UNet already carries (e.g. after
+    /// `models.unet.load_lora("downloaded.safetensors")`); the base stays frozen. `lora` is the
+    /// configuration checkpoints are saved with: its rank and targets must cover every adapter
+    /// (adapters whose scale differs have the ratio folded into `lora_B` when saved).
+    pub fn continue_adapters(
+        mut models: SdTrainingModels<B>,
+        lora: UNetLoraConfig,
+        cfg: SdLoraTrainConfig,
+        out_dir: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        models.unet = models.unet.no_grad();
+        let mut linears = models.unet.attention_linears_mut();
+        crate::sd::lora::check_savable(&linears, &lora)?;
+        for (_, lin) in linears.iter_mut() {
+            if let Some(a) = &mut lin.adapter {
+                a.lora_a = a.lora_a.clone().set_require_grad(true);
+                a.lora_b = a.lora_b.clone().set_require_grad(true);
+                a.dropout = lora.lora_dropout;
+            }
+        }
+        drop(linears);
         Self::with_adapters(models, lora, cfg, out_dir.into())
     }
 
@@ -655,14 +718,17 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
     }
 
     /// Pixels `[n, 3, res, res]` of the given samples.
-    fn pixels(&self, data: &[ImageCaption], idx: &[usize]) -> Tensor<B::InnerBackend, 4> {
+    fn pixels(&self, data: &[ImageCaption], idx: &[usize]) -> Result<Tensor<B::InnerBackend, 4>> {
         let res = self.cfg.resolution;
         let mut v = Vec::with_capacity(idx.len() * 3 * res * res);
         for &i in idx {
-            v.extend(preprocess(&data[i].image, res));
+            v.extend(preprocess(&data[i].image()?, res));
         }
         let device = self.models.unet.devices()[0].clone();
-        Tensor::from_data(TensorData::new(v, [idx.len(), 3, res, res]), &device)
+        Ok(Tensor::from_data(
+            TensorData::new(v, [idx.len(), 3, res, res]),
+            &device,
+        ))
     }
 
     fn encode_text(&self, captions: &[&str]) -> Result<Tensor<B::InnerBackend, 3>> {
@@ -682,7 +748,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
             .collect::<Vec<_>>()
             .chunks(self.cfg.batch_size)
         {
-            let dist = self.models.vae.encode(self.pixels(data, chunk));
+            let dist = self.models.vae.encode(self.pixels(data, chunk)?);
             let caps: Vec<&str> = chunk.iter().map(|&i| data[i].caption.as_str()).collect();
             let text = self.encode_text(&caps)?;
             for k in 0..chunk.len() {
@@ -739,7 +805,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
                 (pick(&|s| s.mean.clone()), pick(&|s| s.logvar.clone()), text)
             }
             None => {
-                let dist = self.models.vae.encode(self.pixels(data, idx));
+                let dist = self.models.vae.encode(self.pixels(data, idx)?);
                 let caps: Vec<&str> = idx.iter().map(|&i| data[i].caption.as_str()).collect();
                 (dist.mean, dist.logvar, self.encode_text(&caps)?)
             }

@@ -295,6 +295,58 @@ impl<B: Backend> UNet2DConditionModel<B> {
         &self.config
     }
 
+    /// Checks that `forward`'s input shapes fit this model: `sample` `[B, in_channels, h, w]`
+    /// with `h, w > 0`, `timestep` `[B]` or `[1]`, `encoder_hidden_states` `[B, T > 0,
+    /// cross_attention_dim]`. The error names the input and the shape found.
+    pub fn check_inputs(
+        &self,
+        sample: [usize; 4],
+        timestep: [usize; 1],
+        context: [usize; 3],
+    ) -> Result<()> {
+        let bad = |m: String| Err(TrainError::InvalidArgument(m));
+        let [b, c, h, w] = sample;
+        if b == 0 || c != self.config.in_channels || h == 0 || w == 0 {
+            return bad(format!(
+                "UNet `sample` has shape {sample:?}, expected [B > 0, {}, h > 0, w > 0]",
+                self.config.in_channels
+            ));
+        }
+        if timestep[0] != b && timestep[0] != 1 {
+            return bad(format!(
+                "UNet `timestep` has shape {timestep:?}, expected [{b}] or [1]"
+            ));
+        }
+        let cross = self
+            .config
+            .cross_attention_dim
+            .resolve("cross_attention_dim", self.config.block_out_channels.len())?;
+        let needs_context = self.down_blocks.iter().any(|d| !d.attentions.is_empty())
+            || self.mid_block.is_some()
+            || self.up_blocks.iter().any(|u| !u.attentions.is_empty());
+        if needs_context
+            && (context[0] != b || context[1] == 0 || cross.iter().any(|&d| d != context[2]))
+        {
+            return bad(format!(
+                "UNet `encoder_hidden_states` has shape {context:?}, expected [{b}, T > 0, {}]",
+                cross[0]
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Self::forward`] after [`Self::check_inputs`]: inconsistent shapes are a typed error
+    /// instead of a backend panic.
+    pub fn try_forward(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: Tensor<B, 1>,
+        encoder_hidden_states: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 4>> {
+        self.check_inputs(sample.dims(), timestep.dims(), encoder_hidden_states.dims())?;
+        Ok(self.forward(sample, timestep, encoder_hidden_states))
+    }
+
     /// Predicts the noise (or `v`, per the scheduler's `prediction_type`).
     ///
     /// `sample` `[B, C, h, w]` (noisy latents, already scaled by the scheduler), `timestep` `[B]`
@@ -302,6 +354,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// `encoder_hidden_states` `[B, T, cross_attention_dim]`. Returns `[B, out_channels, h, w]`.
     /// Any latent size works; sides that are not multiples of
     /// [`UNet2DConditionConfig::upsampling_factor`] are resized to the skip connections' sizes.
+    /// Shapes are not checked here (the backend panics on inconsistent ones); use
+    /// [`Self::try_forward`] for untrusted input.
     pub fn forward(
         &self,
         sample: Tensor<B, 4>,

@@ -10,7 +10,7 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::{s, Tensor};
 
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::sd::blocks::{
     Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetSpec, SpatialSelfAttention, TensorMap,
     Upsample2D, WeightSource,
@@ -428,6 +428,34 @@ impl<B: Backend> AutoencoderKL<B> {
     /// The architecture this model was built from.
     pub fn config(&self) -> &AutoencoderKLConfig {
         &self.config
+    }
+
+    /// [`Self::encode`] with a typed error (naming the shape) unless `image` is
+    /// `[B > 0, in_channels, H > 0, W > 0]`.
+    pub fn try_encode(&self, image: Tensor<B, 4>) -> Result<DiagonalGaussian<B>> {
+        let [b, c, h, w] = image.dims();
+        if b == 0 || c != self.config.in_channels || h == 0 || w == 0 {
+            return Err(TrainError::InvalidArgument(format!(
+                "VAE `image` has shape {:?}, expected [B > 0, {}, H > 0, W > 0]",
+                image.dims(),
+                self.config.in_channels
+            )));
+        }
+        Ok(self.encode(image))
+    }
+
+    /// [`Self::decode`] with a typed error (naming the shape) unless `z` is
+    /// `[B > 0, latent_channels, h > 0, w > 0]`.
+    pub fn try_decode(&self, z: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
+        let [b, c, h, w] = z.dims();
+        if b == 0 || c != self.config.latent_channels || h == 0 || w == 0 {
+            return Err(TrainError::InvalidArgument(format!(
+                "VAE latents have shape {:?}, expected [B > 0, {}, h > 0, w > 0]",
+                z.dims(),
+                self.config.latent_channels
+            )));
+        }
+        Ok(self.decode(z))
     }
 
     /// Encodes images `[B, 3, H, W]` in `[-1, 1]` (H, W multiples of
