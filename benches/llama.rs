@@ -4,6 +4,8 @@
 //! cargo bench --bench llama
 //! /work/venv/bin/python tools/llama_bench/bench_torch.py   # PyTorch CPU, same config
 //! ```
+//! `examples/llama_perf.rs` measures the decode-latency growth with positions interleaved
+//! (robust to machine-load drift) and the peak RSS of LoRA training.
 //! Config: 4 layers, hidden 512, 8 heads / 4 kv heads, intermediate 1408, vocab 8192,
 //! LoRA r = 16 on q,k,v,o,gate,up,down; training sequence 512, batch 1.
 

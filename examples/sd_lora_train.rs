@@ -80,6 +80,9 @@ struct Args {
     seed: u64,
     #[arg(long, default_value_t = 50)]
     checkpoint_every: usize,
+    /// Sliced attention: process queries N at a time (bounds memory at 512 px).
+    #[arg(long)]
+    attention_slice: Option<usize>,
     /// Encode images and captions every step instead of once.
     #[arg(long)]
     no_cache: bool,
@@ -152,6 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.data.display()
     );
     let mut models = SdTrainingModels::<Backend>::from_pretrained(&args.model, &device)?;
+    models.unet.set_attention_slice(args.attention_slice);
     let mut trainer = match (&args.resume, &args.init_lora) {
         (Some(ck), _) => SdLoraTrainer::resume(models, lora.clone(), ck, cfg, &args.out)?,
         (None, Some(init)) => {

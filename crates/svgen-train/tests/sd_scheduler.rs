@@ -198,6 +198,11 @@ fn from_pretrained_reads_class_name_and_override() {
     let s = Scheduler::from_pretrained(tmp.path(), None).unwrap();
     assert_eq!(s.kind(), SchedulerKind::DpmSolverMultistep);
 
+    // The tiny pipeline folder ships a DDIMScheduler config.
+    let tiny = dir().join("../tiny-sd/scheduler");
+    let s = Scheduler::from_pretrained(&tiny, None).unwrap();
+    assert_eq!(s.kind(), SchedulerKind::Ddim);
+
     let err = Scheduler::from_pretrained(tmp.path().join("nope"), None).unwrap_err();
     assert!(matches!(err, TrainError::MissingFolder { .. }), "{err}");
 }

@@ -717,11 +717,47 @@ impl<B: Backend> Attention<B> {
                     .collect();
                 Tensor::cat(parts, 2)
             }
-            _ => attention(q, k, v, None, None, opts),
+            _ => parallel_attention(q, k, v, opts),
         };
         self.to_out
             .forward(o.swap_dims(1, 2).reshape([b, n, inner]))
     }
+}
+
+fn parallel_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    opts: AttentionModuleOptions,
+) -> Tensor<B, 4> {
+    let [b, h, n, d] = q.dims();
+    let threads = std::env::var("SD_ATTN_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1usize);
+    let bh = b * h;
+    if threads <= 1 || bh < 2 || B::ad_enabled(&q.device()) {
+        return attention(q, k, v, None, None, opts);
+    }
+    let t = k.dims()[2];
+    let dv = v.dims()[3];
+    let q = q.reshape([1, bh, n, d]);
+    let k = k.reshape([1, bh, t, d]);
+    let v = v.reshape([1, bh, t, dv]);
+    let per = bh.div_ceil(threads);
+    let parts: Vec<Tensor<B, 4>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..bh)
+            .step_by(per)
+            .map(|a| {
+                let e = (a + per).min(bh);
+                let (q, k, v) = (
+                    q.clone().slice(s![.., a..e, .., ..]),
+                    k.clone().slice(s![.., a..e, .., ..]),
+                    v.clone().slice(s![.., a..e, .., ..]),
+                );
+                sc.spawn(move || attention(q, k, v, None, None, opts))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("attention thread")).collect()
+    });
+    Tensor::cat(parts, 1).reshape([b, h, n, dv])
 }
 
 /// diffusers `FeedForward` with GEGLU: `net.2(h · gelu(g))` where `[h | g] = net.0.proj(x)`.

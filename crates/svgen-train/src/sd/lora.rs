@@ -21,11 +21,12 @@
 //! naming the key; the model is left unchanged then.
 //!
 //! # Format written
-//! [`save_lora_weights`] writes `pytorch_lora_weights.safetensors` exactly as diffusers 0.42's
+//! [`save_lora_weights`] writes `pytorch_lora_weights.safetensors` as diffusers 0.42's
 //! `StableDiffusionPipeline.save_lora_weights(unet_lora_layers=get_peft_model_state_dict(unet), …)`
-//! does: `unet.<path>.lora_A.weight` / `lora_B.weight` in f32, `{"format": "pt"}` and the PEFT
-//! configuration under `lora_adapter_metadata` (keys prefixed `unet.`), so diffusers'
-//! `load_lora_weights` reproduces the scale. [`save_peft_adapter`] writes a PEFT adapter folder
+//! does: the same tensor names (`unet.<path>.lora_A.weight` / `lora_B.weight`), shapes and dtype
+//! (f32), `{"format": "pt"}`, and the PEFT `LoraConfig` fields we support under
+//! `lora_adapter_metadata` (keys prefixed `unet.`), so diffusers' `load_lora_weights`
+//! reproduces the scale (checked with `tools/fixtures/check_sd_lora_load.py`). [`save_peft_adapter`] writes a PEFT adapter folder
 //! (`adapter_config.json`, `adapter_model.safetensors` with `base_model.model.<path>` keys).
 //!
 //! ```no_run
