@@ -106,7 +106,11 @@ def main():
     ap.add_argument("--positions", default="64,256,1024")
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--run", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print("torch", torch.__version__, "threads", torch.get_num_threads())
     cfg = LlamaConfig(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,

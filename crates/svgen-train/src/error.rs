@@ -116,6 +116,15 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
+    /// A checkpoint holds a tensor the configured architecture has no place for (the config
+    /// and the weights disagree, e.g. more layers in the file than `layers_per_block` says).
+    #[error("unexpected tensor `{key}` in {path} (not part of the configured architecture)")]
+    UnexpectedTensor {
+        /// The key in the file.
+        key: String,
+        /// The checkpoint file.
+        path: PathBuf,
+    },
     /// A configuration key holds a value we do not support (e.g. `beta_schedule: "sigmoid"`).
     #[error("unsupported value {value} for `{key}`")]
     UnsupportedValue {

@@ -406,3 +406,58 @@ fn inconsistent_input_shapes_are_typed_errors() {
         [1, 3, 16, 24]
     );
 }
+
+#[test]
+fn leftover_tensor_is_a_typed_error() {
+    // the file has a second resnet in down block 2 that `layers_per_block: 1` has no place for
+    let key = "down_blocks.2.resnets.1.conv1.weight";
+    let dir = edited_unet(
+        |t| {
+            let w = t["down_blocks.2.resnets.0.conv1.weight"].clone();
+            t.insert(key.into(), w);
+        },
+        |_| {},
+    );
+    let e = load_err(dir.path());
+    assert!(
+        matches!(&e, TrainError::UnexpectedTensor { key: k, .. } if k == key),
+        "{e}"
+    );
+}
+
+#[test]
+fn vae_with_legacy_attention_names_loads_and_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny().join("vae");
+    let mut tensors = read_safetensors(src.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let mut renamed = 0;
+    for (new, old) in [
+        ("to_q", "query"),
+        ("to_k", "key"),
+        ("to_v", "value"),
+        ("to_out.0", "proj_attn"),
+    ] {
+        for part in ["encoder", "decoder"] {
+            for p in ["weight", "bias"] {
+                let k = format!("{part}.mid_block.attentions.0.{new}.{p}");
+                let t = tensors.remove(&k).expect("fixture key");
+                tensors.insert(format!("{part}.mid_block.attentions.0.{old}.{p}"), t);
+                renamed += 1;
+            }
+        }
+    }
+    assert_eq!(renamed, 16);
+    write_safetensors(
+        dir.path().join("diffusion_pytorch_model.safetensors"),
+        &tensors,
+        StoreDtype::F32,
+        None,
+    )
+    .unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let vae = AutoencoderKL::<B>::from_pretrained(dir.path(), &Default::default())
+        .expect("legacy names load");
+    let r = Reference::load();
+    let d = max_abs_diff(vae.decode(r.t("latents")), &r.host("vae_decoded"));
+    assert!(d <= TOL, "legacy vae_decoded: {d}");
+}

@@ -103,6 +103,47 @@ impl TensorMap {
     }
 }
 
+impl TensorMap {
+    /// Renames the VAE attention keys of older diffusers checkpoints (`query`, `key`, `value`,
+    /// `proj_attn`) to the current names (`to_q`, `to_k`, `to_v`, `to_out.0`), as diffusers does
+    /// when it loads them.
+    pub fn rename_legacy_attention(&mut self) {
+        const RENAMES: [(&str, &str); 4] = [
+            (".query.", ".to_q."),
+            (".key.", ".to_k."),
+            (".value.", ".to_v."),
+            (".proj_attn.", ".to_out.0."),
+        ];
+        let legacy: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.contains(".attentions.") && RENAMES.iter().any(|(o, _)| k.contains(o)))
+            .cloned()
+            .collect();
+        for key in legacy {
+            if let Some(t) = self.tensors.remove(&key) {
+                let mut new = key.clone();
+                for (o, n) in RENAMES {
+                    new = new.replace(o, n);
+                }
+                self.tensors.insert(new, t);
+            }
+        }
+    }
+
+    /// After a model has taken its tensors: a typed error naming the first tensor left over
+    /// (the file holds parts the configuration does not describe).
+    pub fn finish(self) -> Result<()> {
+        match self.tensors.into_keys().next() {
+            Some(key) => Err(TrainError::UnexpectedTensor {
+                key,
+                path: self.path,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl WeightSource for TensorMap {
     fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let t = self
@@ -717,47 +758,11 @@ impl<B: Backend> Attention<B> {
                     .collect();
                 Tensor::cat(parts, 2)
             }
-            _ => parallel_attention(q, k, v, opts),
+            _ => attention(q, k, v, None, None, opts),
         };
         self.to_out
             .forward(o.swap_dims(1, 2).reshape([b, n, inner]))
     }
-}
-
-fn parallel_attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    opts: AttentionModuleOptions,
-) -> Tensor<B, 4> {
-    let [b, h, n, d] = q.dims();
-    let threads = std::env::var("SD_ATTN_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1usize);
-    let bh = b * h;
-    if threads <= 1 || bh < 2 || B::ad_enabled(&q.device()) {
-        return attention(q, k, v, None, None, opts);
-    }
-    let t = k.dims()[2];
-    let dv = v.dims()[3];
-    let q = q.reshape([1, bh, n, d]);
-    let k = k.reshape([1, bh, t, d]);
-    let v = v.reshape([1, bh, t, dv]);
-    let per = bh.div_ceil(threads);
-    let parts: Vec<Tensor<B, 4>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..bh)
-            .step_by(per)
-            .map(|a| {
-                let e = (a + per).min(bh);
-                let (q, k, v) = (
-                    q.clone().slice(s![.., a..e, .., ..]),
-                    k.clone().slice(s![.., a..e, .., ..]),
-                    v.clone().slice(s![.., a..e, .., ..]),
-                );
-                sc.spawn(move || attention(q, k, v, None, None, opts))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("attention thread")).collect()
-    });
-    Tensor::cat(parts, 1).reshape([b, h, n, dv])
 }
 
 /// diffusers `FeedForward` with GEGLU: `net.2(h · gelu(g))` where `[h | g] = net.0.proj(x)`.

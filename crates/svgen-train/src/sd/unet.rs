@@ -89,8 +89,9 @@ pub struct UNet2DConditionModel<B: Backend> {
 
 impl<B: Backend> UNet2DConditionModel<B> {
     /// Loads `config.json` and `diffusion_pytorch_model.safetensors` (or its sharded index) from a
-    /// diffusers `unet/` folder. Missing folder / file, unsupported options, missing keys and
-    /// wrong shapes are typed errors naming the path, key or value.
+    /// diffusers `unet/` folder. Missing folder / file, unsupported options, missing, wrong-shaped
+    /// or left-over (not in the configured architecture) tensors are typed errors naming the
+    /// path, key or value.
     pub fn from_pretrained(unet_dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = unet_dir.as_ref();
         if !dir.is_dir() {
@@ -98,7 +99,9 @@ impl<B: Backend> UNet2DConditionModel<B> {
         }
         let config = UNet2DConditionConfig::from_file(&dir.join("config.json"))?;
         let mut weights = TensorMap::open(dir, "diffusion_pytorch_model")?;
-        Self::load(config, &mut weights, device)
+        let model = Self::load(config, &mut weights, device)?;
+        weights.finish()?;
+        Ok(model)
     }
 
     /// Builds the model from `config` with every tensor taken from `src` by diffusers key.

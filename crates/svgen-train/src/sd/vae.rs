@@ -370,8 +370,9 @@ pub struct AutoencoderKL<B: Backend> {
 
 impl<B: Backend> AutoencoderKL<B> {
     /// Loads `config.json` and `diffusion_pytorch_model.safetensors` (or its sharded index) from a
-    /// diffusers `vae/` folder. Missing folder / file, unsupported options, missing keys and wrong
-    /// shapes are typed errors naming the path, key or value.
+    /// diffusers `vae/` folder (older files' `query`/`key`/`value`/`proj_attn` attention names are
+    /// accepted). Missing folder / file, unsupported options, missing, wrong-shaped or left-over
+    /// tensors are typed errors naming the path, key or value.
     pub fn from_pretrained(vae_dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = vae_dir.as_ref();
         if !dir.is_dir() {
@@ -379,7 +380,10 @@ impl<B: Backend> AutoencoderKL<B> {
         }
         let config = AutoencoderKLConfig::from_file(&dir.join("config.json"))?;
         let mut weights = TensorMap::open(dir, "diffusion_pytorch_model")?;
-        Self::load(config, &mut weights, device)
+        weights.rename_legacy_attention();
+        let model = Self::load(config, &mut weights, device)?;
+        weights.finish()?;
+        Ok(model)
     }
 
     /// Builds the model from `config` with every tensor taken from `src` by diffusers key.
