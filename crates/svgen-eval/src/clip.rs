@@ -383,8 +383,24 @@ impl<B: Backend> ClipTextModel<B> {
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = ClipTextConfig::from_file(dir.join("config.json"))?;
-        let w = Weights::from_file(dir.join("model.safetensors"))?;
-        Self::load(&cfg, &w, "text_model", device)
+        Self::from_pretrained_with_config(&cfg, dir, device)
+    }
+
+    /// [`ClipTextModel::from_pretrained`] with the configuration already read. The tensors may
+    /// carry the `text_model.` prefix (transformers 4, `CLIPModel`) or not (a `CLIPTextModel`
+    /// saved by transformers 5).
+    pub fn from_pretrained_with_config(
+        cfg: &ClipTextConfig,
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mut w = Weights::from_file(dir.as_ref().join("model.safetensors"))?;
+        if !w.contains("text_model.embeddings.token_embedding.weight")
+            && w.contains("embeddings.token_embedding.weight")
+        {
+            w = w.with_key_prefix("text_model.");
+        }
+        Self::load(cfg, &w, "text_model", device)
     }
 
     /// EOS position of each row of `ids` (`[B, T]`, row-major), as transformers picks it.

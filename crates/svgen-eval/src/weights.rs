@@ -90,6 +90,25 @@ impl Weights {
         Self::from_bytes(bytes, origin)
     }
 
+    /// Puts `prefix` in front of every key (e.g. `text_model.` for a `CLIPTextModel` saved by
+    /// transformers 5, which drops the prefix that transformers 4 and `CLIPModel` files carry).
+    ///
+    /// ```
+    /// use svgen_eval::weights::Weights;
+    ///
+    /// let w = Weights::from_f32_tensors(vec![("a.weight".into(), vec![1.0], vec![1])])?;
+    /// let w = w.with_key_prefix("text_model.");
+    /// assert!(w.contains("text_model.a.weight"));
+    /// # Ok::<(), svgen_eval::EvalError>(())
+    /// ```
+    pub fn with_key_prefix(mut self, prefix: &str) -> Self {
+        self.index = std::mem::take(&mut self.index)
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect();
+        self
+    }
+
     /// The file these weights came from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -40,7 +40,6 @@ use serde_json::Value;
 use svgen_eval::clip::ClipTextModel;
 use svgen_eval::config::ClipTextConfig;
 use svgen_eval::tokenizer::ClipTokenizer;
-use svgen_eval::weights::Weights;
 
 use super::scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
 use super::tokenizer::load_tokenizer;
@@ -160,7 +159,8 @@ pub struct StableDiffusion<B: Backend> {
     device: B::Device,
 }
 
-fn require(dir: &Path, name: &str) -> Result<PathBuf> {
+/// `dir/name`, or [`TrainError::MissingFolder`] naming it.
+pub(crate) fn require(dir: &Path, name: &str) -> Result<PathBuf> {
     let p = dir.join(name);
     if p.exists() {
         Ok(p)
@@ -170,77 +170,6 @@ fn require(dir: &Path, name: &str) -> Result<PathBuf> {
             path: dir.to_path_buf(),
         })
     }
-}
-
-/// Loads `text_encoder/` (`config.json` + `model.safetensors`). transformers ≤ 4 saves
-/// `CLIPTextModel` keys as `text_model.*`, transformers 5 without the prefix; both are accepted (the
-/// unprefixed header is rewritten in memory, the tensor data is not copied twice).
-fn load_text_encoder<B: Backend>(
-    dir: &Path,
-    cfg: &ClipTextConfig,
-    device: &B::Device,
-) -> Result<ClipTextModel<B>> {
-    let file = require(dir, "model.safetensors")?;
-    let bytes = std::fs::read(&file).map_err(|e| TrainError::io(&file, e))?;
-    let unprefixed = {
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-            TrainError::Safetensors {
-                path: file.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        let names = meta.tensors();
-        !names.contains_key("text_model.embeddings.token_embedding.weight")
-            && names.contains_key("embeddings.token_embedding.weight")
-    };
-    let bytes = if unprefixed {
-        prefix_safetensors_keys(bytes, "text_model.").map_err(|message| {
-            TrainError::Safetensors {
-                path: file.clone(),
-                message,
-            }
-        })?
-    } else {
-        bytes
-    };
-    let weights = Weights::from_bytes(bytes, &file)?;
-    Ok(ClipTextModel::load(cfg, &weights, "text_model", device)?)
-}
-
-/// Rewrites a safetensors buffer's header so every tensor name gets `prefix`.
-fn prefix_safetensors_keys(bytes: Vec<u8>, prefix: &str) -> std::result::Result<Vec<u8>, String> {
-    let len_bytes: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or("file shorter than its 8-byte header length")?;
-    let header_len = usize::try_from(u64::from_le_bytes(len_bytes))
-        .map_err(|_| "header length overflows".to_string())?;
-    let header_end = 8usize
-        .checked_add(header_len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or("header length beyond the end of the file")?;
-    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..header_end])
-        .map_err(|e| format!("header is not a JSON object: {e}"))?;
-    let renamed: serde_json::Map<String, Value> = header
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "__metadata__" {
-                (k, v)
-            } else {
-                (format!("{prefix}{k}"), v)
-            }
-        })
-        .collect();
-    let mut new_header =
-        serde_json::to_vec(&renamed).map_err(|e| format!("cannot write header: {e}"))?;
-    while new_header.len() % 8 != 0 {
-        new_header.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + new_header.len() + bytes.len() - header_end);
-    out.extend_from_slice(&(new_header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&new_header);
-    out.extend_from_slice(&bytes[header_end..]);
-    Ok(out)
 }
 
 impl<B: Backend> StableDiffusion<B> {
@@ -275,7 +204,7 @@ impl<B: Backend> StableDiffusion<B> {
             .and_then(|n| SchedulerKind::from_class_name(n).ok());
 
         let te_config = ClipTextConfig::from_file(require(&te_dir, "config.json")?)?;
-        let text_encoder = load_text_encoder::<B>(&te_dir, &te_config, device)?;
+        let text_encoder = ClipTextModel::from_pretrained_with_config(&te_config, &te_dir, device)?;
         let tokenizer =
             load_tokenizer(&tok_dir)?.with_context_length(te_config.max_position_embeddings)?;
         let unet = UNet2DConditionModel::<B>::from_pretrained(&unet_dir, device)?;

@@ -46,12 +46,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use svgen_eval::clip::ClipTextModel;
-use svgen_eval::{ClipTextConfig, ClipTokenizer, Weights};
+use svgen_eval::{ClipTextConfig, ClipTokenizer};
 
 use crate::error::{Result, TrainError};
 use crate::lora::host_f32;
 use crate::sd::lora::{normal, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME};
+use crate::sd::pipeline::require;
 use crate::sd::scheduler::{add_noise, velocity, PredictionType, SchedulerConfig};
+use crate::sd::tokenizer::load_tokenizer;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::sd::vae::AutoencoderKL;
 use crate::trainer::{warmup_cosine_lr, AdamW};
@@ -489,20 +491,19 @@ impl<B: AutodiffBackend> SdTrainingModels<B> {
     /// pipeline folder; a missing sub-folder is a typed error naming it.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
-        for name in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
-            if !dir.join(name).is_dir() {
-                return Err(TrainError::MissingFolder {
-                    name: name.into(),
-                    path: dir.to_path_buf(),
-                });
-            }
-        }
+        let unet = require(dir, "unet")?;
+        let vae = require(dir, "vae")?;
+        let text_encoder = require(dir, "text_encoder")?;
+        let tokenizer = require(dir, "tokenizer")?;
+        let scheduler = require(dir, "scheduler")?;
+        let (text_encoder, te_config) = load_text_encoder(&text_encoder, device)?;
         Ok(Self {
-            unet: UNet2DConditionModel::from_pretrained(dir.join("unet"), device)?,
-            vae: AutoencoderKL::from_pretrained(dir.join("vae"), device)?,
-            text_encoder: load_text_encoder(&dir.join("text_encoder"), device)?.0,
-            tokenizer: ClipTokenizer::from_dir(dir.join("tokenizer"))?,
-            scheduler: SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))?,
+            unet: UNet2DConditionModel::from_pretrained(unet, device)?,
+            vae: AutoencoderKL::from_pretrained(vae, device)?,
+            text_encoder,
+            tokenizer: load_tokenizer(tokenizer)?
+                .with_context_length(te_config.max_position_embeddings)?,
+            scheduler: SchedulerConfig::from_file(scheduler.join("scheduler_config.json"))?,
         })
     }
 }
@@ -515,19 +516,7 @@ pub fn load_text_encoder<B: Backend>(
     device: &B::Device,
 ) -> Result<(ClipTextModel<B>, ClipTextConfig)> {
     let cfg = ClipTextConfig::from_file(dir.join("config.json"))?;
-    let tensors = read_safetensors(dir.join("model.safetensors"))?;
-    let prefixed = tensors.keys().any(|k| k.starts_with("text_model."));
-    let mut list = Vec::with_capacity(tensors.len());
-    for (key, t) in tensors {
-        let name = if prefixed {
-            key.clone()
-        } else {
-            format!("text_model.{key}")
-        };
-        list.push((name, t.clone().into_f32(&key)?, t.shape));
-    }
-    let weights = Weights::from_f32_tensors(list)?;
-    let model = ClipTextModel::load(&cfg, &weights, "text_model", device)?;
+    let model = ClipTextModel::from_pretrained_with_config(&cfg, dir, device)?;
     Ok((model, cfg))
 }
 
