@@ -6,6 +6,12 @@ use serde_json::Value;
 
 use crate::error::{Result, TrainError};
 
+/// Reads a JSON file (a `config.json`, `adapter_config.json`, …); I/O and syntax errors name it.
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::json(path, e))
+}
+
 /// How RoPE frequencies are derived from `rope_theta`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
@@ -124,9 +130,7 @@ impl LlamaConfig {
         if path.is_dir() {
             path = path.join("config.json");
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| TrainError::json(&path, e))?;
-        Self::from_json(&value)
+        Self::from_json(&read_json(&path)?)
     }
 
     /// Parses the text of a `config.json`.

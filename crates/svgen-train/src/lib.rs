@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod decode_cpu;
 pub mod error;
 pub mod generate;
 pub mod llama;

@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
+use crate::decode_cpu::{self, HostKv};
 use crate::error::{Result, TrainError};
 use crate::lora::LoraLinear;
 use crate::weights::Checkpoint;
@@ -147,21 +148,16 @@ impl<B: Backend> KvSegment<B> {
 /// preallocated buffer on backends (Flex among them) whose `slice_assign` copies the
 /// destination. Attention reads both segments where they lie.
 #[derive(Debug, Clone)]
-struct LayerKv<B: Backend> {
+struct SegmentKv<B: Backend> {
     main: Option<KvSegment<B>>,
     tail: Option<KvSegment<B>>,
 }
 
-impl<B: Backend> Default for LayerKv<B> {
-    fn default() -> Self {
-        Self {
-            main: None,
-            tail: None,
-        }
+impl<B: Backend> SegmentKv<B> {
+    fn is_empty(&self) -> bool {
+        self.main.is_none() && self.tail.is_none()
     }
-}
 
-impl<B: Backend> LayerKv<B> {
     fn main_len(&self) -> usize {
         self.main.as_ref().map_or(0, KvSegment::len)
     }
@@ -210,13 +206,52 @@ impl<B: Backend> LayerKv<B> {
     }
 }
 
+/// The cache of one layer: backend tensors in two segments (every backend), or host memory
+/// for the single-token fast path of exactly `burn::backend::Flex` in f32 (see
+/// [`decode_cpu`]). The choice is made when the first positions are appended.
+#[derive(Debug, Clone)]
+enum LayerKv<B: Backend> {
+    Segments(SegmentKv<B>),
+    Host(HostKv),
+}
+
+impl<B: Backend> Default for LayerKv<B> {
+    fn default() -> Self {
+        Self::Segments(SegmentKv {
+            main: None,
+            tail: None,
+        })
+    }
+}
+
+impl<B: Backend> LayerKv<B> {
+    /// Keeps the first `len` positions.
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Self::Segments(s) => s.truncate(len),
+            Self::Host(h) => h.truncate(len),
+        }
+    }
+}
+
+/// What a cached call hands to the layers.
+struct CachedCall<'a, B: Backend> {
+    layers: &'a mut [LayerKv<B>],
+    merge_interval: usize,
+    /// Per row, whether each cached key is a real token; `None` when none is padding.
+    valid: Option<&'a [Vec<bool>]>,
+}
+
 /// Per-call attention inputs built on the host: rotary tables and the attention mask.
-struct AttnInputs<B: Backend> {
+struct AttnInputs<'a, B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
     /// `true` where attention is forbidden, `[B, 1, T, S]` (broadcast over heads); `None`
-    /// when nothing is masked.
+    /// when nothing is masked, and for single-token steps on host caches (they read `valid`).
     mask: Option<Tensor<B, 4, Bool>>,
+    /// Per row, whether each cached key is a real token; `None` when none is padding (cached
+    /// calls only).
+    valid: Option<&'a [Vec<bool>]>,
     /// Positions a layer's cache tail takes before it is merged (cached calls only).
     merge_interval: usize,
 }
@@ -227,6 +262,12 @@ struct AttnInputs<B: Backend> {
 /// are appended to; the tail is folded into the long segment every `merge_interval`
 /// positions. Per-token decode cost therefore stays flat as the context grows (no copy of
 /// the whole cache per step), on every backend.
+///
+/// On exactly `burn::backend::Flex` with an f32 model, the layers' keys and values live in
+/// host memory instead, appended in place, and single-token steps attend over them with a
+/// multi-threaded kernel (the merge interval is then unused); prompts and multi-token chunks
+/// keep the generic attention. `Autodiff<Flex>`, CUDA and half-precision models use the
+/// segments.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     layers: Vec<LayerKv<B>>,
@@ -294,7 +335,7 @@ impl<B: Backend> Attention<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        inputs: &AttnInputs<B>,
+        inputs: &AttnInputs<'_, B>,
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
@@ -318,12 +359,23 @@ impl<B: Backend> Attention<B> {
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
         let out = match cache {
             Some(layer) => {
-                let new = KvSegment {
-                    k: k.reshape([b, nkv, 1, 1, t, hd]),
-                    v: v.reshape([b, nkv, 1, 1, t, hd]),
-                };
-                let segments = layer.append(new, inputs.merge_interval);
-                self.attend_segments(q, &segments, inputs.mask.as_ref())
+                if matches!(layer, LayerKv::Segments(s) if s.is_empty())
+                    && decode_cpu::is_flex::<B>()
+                    && q.dtype() == DType::F32
+                {
+                    *layer = LayerKv::Host(HostKv::new(b, nkv, hd));
+                }
+                match layer {
+                    LayerKv::Segments(layer) => {
+                        let new = KvSegment {
+                            k: k.reshape([b, nkv, 1, 1, t, hd]),
+                            v: v.reshape([b, nkv, 1, 1, t, hd]),
+                        };
+                        let segments = layer.append(new, inputs.merge_interval);
+                        self.attend_segments(q, &segments, inputs.mask.as_ref())
+                    }
+                    LayerKv::Host(host) => self.attend_host(q, k, v, host, inputs),
+                }
             }
             None => self.attend(q, k, v, inputs.mask.as_ref()),
         };
@@ -365,6 +417,50 @@ impl<B: Backend> Attention<B> {
             .reshape([b, nkv, groups * t, s])
             .matmul(v)
             .reshape([b, nh, t, hd])
+    }
+
+    /// Attention with a host-memory cache (Flex, f32): appends the new keys/values (after
+    /// RoPE) in place; a single new token attends in [`decode_cpu`], a longer chunk with
+    /// [`Self::attend_segments`] over the cache so far and the chunk. Returns
+    /// `[B, heads, T, head_dim]`.
+    fn attend_host(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        host: &mut HostKv,
+        inputs: &AttnInputs<'_, B>,
+    ) -> Tensor<B, 4> {
+        let [b, nh, t, hd] = q.dims();
+        let nkv = self.num_kv_heads;
+        let device = q.device();
+        if t == 1 {
+            host.append(&host_f32(k), &host_f32(v), 1);
+            // The same f32 product as the generic path's `mul_scalar`.
+            let scale = (1.0 / (hd as f64).sqrt()) as f32;
+            let mut q = host_f32(q);
+            for x in &mut q {
+                *x *= scale;
+            }
+            let out = host.attend(&q, nh, inputs.valid);
+            return Tensor::from_data(TensorData::new(out, [b, nh, 1, hd]), &device);
+        }
+        let mut segments = Vec::with_capacity(2);
+        let past = host.len();
+        if past > 0 {
+            let (pk, pv) = host.dense();
+            let shape = [b, nkv, 1, 1, past, hd];
+            segments.push(KvSegment {
+                k: Tensor::from_data(TensorData::new(pk, shape), &device),
+                v: Tensor::from_data(TensorData::new(pv, shape), &device),
+            });
+        }
+        host.append(&host_f32(k.clone()), &host_f32(v.clone()), t);
+        segments.push(KvSegment {
+            k: k.reshape([b, nkv, 1, 1, t, hd]),
+            v: v.reshape([b, nkv, 1, 1, t, hd]),
+        });
+        self.attend_segments(q, &segments, inputs.mask.as_ref())
     }
 
     /// Attention over cached segments (decoding): scores of every segment side by side,
@@ -433,6 +529,15 @@ impl<B: Backend> Attention<B> {
         )
     }
 }
+
+/// The values of an f32 tensor, row-major (host caches only hold f32 models' tensors).
+fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("data converted to f32 reads back as f32")
+}
+
 fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
@@ -455,7 +560,7 @@ impl<B: Backend> DecoderLayer<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        inputs: &AttnInputs<B>,
+        inputs: &AttnInputs<'_, B>,
         cache: Option<&mut LayerKv<B>>,
     ) -> Tensor<B, 3> {
         let h = x.clone()
@@ -735,17 +840,19 @@ impl<B: Backend> Llama<B> {
             cache.valid[row].extend_from_slice(m);
         }
         let any_pad = cache.valid.iter().any(|v| v.iter().any(|x| !x));
-        let mask = if t > 1 || any_pad {
+        // Single-token steps on host caches mask padding from `valid` themselves.
+        let host_step = t == 1 && cache.layers.iter().all(|l| matches!(l, LayerKv::Host(_)));
+        let mask = if (t > 1 || any_pad) && !host_step {
             Some(causal_mask(b, t, past, Some(&cache.valid)))
         } else {
             None
         };
-        let h = self.hidden(
-            input_ids,
-            &positions,
-            mask,
-            Some((&mut cache.layers, cache.merge_interval)),
-        );
+        let call = CachedCall {
+            layers: &mut cache.layers,
+            merge_interval: cache.merge_interval,
+            valid: any_pad.then_some(cache.valid.as_slice()),
+        };
+        let h = self.hidden(input_ids, &positions, mask, Some(call));
         Ok(h)
     }
 
@@ -754,7 +861,7 @@ impl<B: Backend> Llama<B> {
         input_ids: Tensor<B, 2, Int>,
         positions: &[i64],
         mask: Option<Vec<bool>>,
-        cache: Option<(&mut [LayerKv<B>], usize)>,
+        cache: Option<CachedCall<'_, B>>,
     ) -> Tensor<B, 3> {
         let [b, t] = input_ids.dims();
         let cfg = self.config();
@@ -771,14 +878,15 @@ impl<B: Backend> Llama<B> {
         let mask = mask.map(|m| {
             Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [b, 1, t, s_total]), &device)
         });
-        let (mut slots, merge_interval) = match cache {
-            Some((slots, interval)) => (Some(slots), interval),
-            None => (None, 0),
+        let (mut slots, merge_interval, valid) = match cache {
+            Some(c) => (Some(c.layers), c.merge_interval, c.valid),
+            None => (None, 0, None),
         };
         let inputs = AttnInputs {
             cos,
             sin,
             mask,
+            valid,
             merge_interval,
         };
         let mut x = x;

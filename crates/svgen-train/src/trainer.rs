@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use svgen_data::pairs::PairDataset;
 
@@ -218,6 +219,388 @@ impl AdamW {
     }
 }
 
+/// AdamW over LoRA matrices keyed `<path>.lora_A` / `<path>.lora_B`, with their moments
+/// `(exp_avg, exp_avg_sq)` (shared by the Llama and Stable Diffusion trainers). Checkpoints hold
+/// the moments as f32 tensors `exp_avg.<key>` / `exp_avg_sq.<key>`.
+#[derive(Debug, Clone)]
+pub(crate) struct LoraOptimizer<B: Backend> {
+    adamw: AdamW,
+    moments: BTreeMap<String, (Tensor<B, 2>, Tensor<B, 2>)>,
+}
+
+impl<B: Backend> LoraOptimizer<B> {
+    /// Fresh (zero) moments.
+    pub(crate) fn new(betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
+        Self {
+            adamw: AdamW {
+                betas,
+                eps,
+                weight_decay,
+            },
+            moments: BTreeMap::new(),
+        }
+    }
+
+    /// The AdamW update (1-based `step`) of matrix `key` with weight `w` and gradient `g` scaled
+    /// by the clip factor `clip`; returns the new weight and keeps the new moments.
+    pub(crate) fn update(
+        &mut self,
+        key: String,
+        w: Tensor<B, 2>,
+        g: &Tensor<B, 2>,
+        lr: f64,
+        clip: f64,
+        step: usize,
+    ) -> Tensor<B, 2> {
+        let g = if clip == 1.0 {
+            g.clone()
+        } else {
+            g.clone().mul_scalar(clip)
+        };
+        let prev = self.moments.remove(&key);
+        let (w, m, v) = self.adamw.update(w, g, prev, lr, step);
+        self.moments.insert(key, (m, v));
+        w
+    }
+
+    /// The moments as `exp_avg.<key>` / `exp_avg_sq.<key>` host tensors.
+    pub(crate) fn state(&self) -> BTreeMap<String, HostTensor> {
+        let mut out = BTreeMap::new();
+        for (key, (m, v)) in &self.moments {
+            let shape = m.dims().to_vec();
+            out.insert(
+                format!("exp_avg.{key}"),
+                HostTensor::f32(shape.clone(), host_f32(m.clone())),
+            );
+            out.insert(
+                format!("exp_avg_sq.{key}"),
+                HostTensor::f32(shape, host_f32(v.clone())),
+            );
+        }
+        out
+    }
+
+    /// Restores the moments in `state` (written by [`LoraOptimizer::state`], read from
+    /// `origin`) of every `(key, weight)` in `matrices`, with the weight's shape, dtype and
+    /// device. Both moments of every key must be there with that shape; on error the moments
+    /// are left unchanged.
+    pub(crate) fn load_state(
+        &mut self,
+        matrices: impl IntoIterator<Item = (String, Tensor<B, 2>)>,
+        state: &BTreeMap<String, HostTensor>,
+        origin: &Path,
+    ) -> Result<()> {
+        let mut moments = BTreeMap::new();
+        for (key, w) in matrices {
+            let shape: [usize; 2] = w.dims();
+            let (device, dtype) = (w.device(), w.dtype());
+            let get = |which: &str| -> Result<Tensor<B, 2>> {
+                let k = format!("{which}.{key}");
+                let t = state.get(&k).ok_or_else(|| TrainError::MissingTensor {
+                    key: k.clone(),
+                    path: origin.to_path_buf(),
+                })?;
+                if t.shape != shape {
+                    return Err(TrainError::ShapeMismatch {
+                        key: k,
+                        expected: shape.to_vec(),
+                        found: t.shape.clone(),
+                    });
+                }
+                let data = t.clone().into_f32(&k)?;
+                Ok(Tensor::from_data(
+                    TensorData::new(data, shape),
+                    (&device, dtype),
+                ))
+            };
+            let m = get("exp_avg")?;
+            let v = get("exp_avg_sq")?;
+            moments.insert(key, (m, v));
+        }
+        self.moments = moments;
+        Ok(())
+    }
+}
+
+/// Every adapter matrix of `linears`, keyed `<path>.lora_A` / `<path>.lora_B`.
+pub(crate) fn adapter_params<'a, B: Backend>(
+    linears: impl IntoIterator<Item = (String, &'a LoraLinear<B>)>,
+) -> Vec<(String, &'a Param<Tensor<B, 2>>)> {
+    let mut out = Vec::new();
+    for (path, lin) in linears {
+        if let Some(a) = &lin.adapter {
+            out.push((format!("{path}.lora_A"), &a.lora_a));
+            out.push((format!("{path}.lora_B"), &a.lora_b));
+        }
+    }
+    out
+}
+
+/// The gradients in `grads` of every adapter matrix of `linears` (keys as [`adapter_params`]),
+/// in our layout (`lora_A` `[in, r]`, `lora_B` `[r, out]`).
+pub(crate) fn adapter_grads<'a, B: AutodiffBackend>(
+    linears: impl IntoIterator<Item = (String, &'a LoraLinear<B>)>,
+    grads: &B::Gradients,
+) -> BTreeMap<String, Tensor<B::InnerBackend, 2>> {
+    adapter_params(linears)
+        .into_iter()
+        .filter_map(|(key, p)| p.grad(grads).map(|g| (key, g)))
+        .collect()
+}
+
+/// Adds each `(key, gradient)` to the sum held under its key (gradient accumulation over the
+/// micro-batches of one optimiser step).
+pub(crate) fn accumulate_grads<B: Backend>(
+    acc: &mut BTreeMap<String, Tensor<B, 2>>,
+    grads: impl IntoIterator<Item = (String, Tensor<B, 2>)>,
+) {
+    for (key, g) in grads {
+        let g = match acc.remove(&key) {
+            Some(prev) => prev + g,
+            None => g,
+        };
+        acc.insert(key, g);
+    }
+}
+
+/// The global L2 norm of `grads` and the factor `torch.nn.utils.clip_grad_norm_` scales them by
+/// (`max_norm / (norm + 1e-6)` above `max_norm`, else `1`; `max_norm = 0`: no clipping). A
+/// non-finite norm is [`TrainError::NonFiniteLoss`] for (1-based) `step`, reporting the step's
+/// `loss` and the last good checkpoint.
+pub(crate) fn clip_grad_norm<B: Backend>(
+    grads: &BTreeMap<String, Tensor<B, 2>>,
+    max_norm: f64,
+    step: usize,
+    loss: f64,
+    last_checkpoint: &Option<PathBuf>,
+) -> Result<(f64, f64)> {
+    let sq: f64 = grads
+        .values()
+        .map(|g| g.clone().powi_scalar(2).sum().into_scalar().to_f64_lossy())
+        .sum();
+    let norm = sq.sqrt();
+    if !norm.is_finite() {
+        return Err(non_finite_loss(step, loss, last_checkpoint));
+    }
+    let clip = if max_norm > 0.0 && norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    Ok((norm, clip))
+}
+
+/// A micro-batch loss `value` of (1-based) `step` that is not finite abandons the progress bar
+/// and is [`TrainError::NonFiniteLoss`] naming the last good checkpoint.
+pub(crate) fn check_finite_loss(
+    value: f64,
+    step: usize,
+    last_checkpoint: &Option<PathBuf>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<()> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    if let Some(pb) = bar {
+        pb.abandon();
+    }
+    Err(non_finite_loss(step, value, last_checkpoint))
+}
+
+fn non_finite_loss(step: usize, loss: f64, last_checkpoint: &Option<PathBuf>) -> TrainError {
+    TrainError::NonFiniteLoss {
+        step,
+        loss: loss as f32,
+        last_checkpoint: last_checkpoint.clone(),
+    }
+}
+
+/// The steps progress bar on stderr (when `enabled`), at `position` of `total` steps.
+pub(crate) fn progress_bar(
+    enabled: bool,
+    total: usize,
+    position: usize,
+) -> Option<indicatif::ProgressBar> {
+    enabled.then(|| {
+        let pb = indicatif::ProgressBar::new(total as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_position(position as u64);
+        pb
+    })
+}
+
+/// The checkpoint and log handling the Llama and Stable Diffusion LoRA trainers share.
+pub(crate) trait CheckpointedRun {
+    /// Optimiser steps done.
+    fn steps_done(&self) -> usize;
+    /// `(total_steps, checkpoint_every)` of the configuration (`checkpoint_every = 0`: only at
+    /// the end).
+    fn checkpoint_plan(&self) -> (usize, usize);
+    /// The last checkpoint written (or resumed from).
+    fn last_checkpoint(&self) -> &Option<PathBuf>;
+    /// The last logged training loss.
+    fn last_loss(&self) -> Option<f64>;
+    /// Writes `checkpoint-{step}/` and returns it.
+    fn write_checkpoint(&mut self) -> Result<PathBuf>;
+    /// Writes the loss logs into the output folder.
+    fn write_run_logs(&self) -> Result<()>;
+
+    /// After an optimiser step: the checkpoint every `checkpoint_every` steps.
+    fn periodic_checkpoint(&mut self) -> Result<()> {
+        let step = self.steps_done();
+        let (_, every) = self.checkpoint_plan();
+        if every > 0 && step.is_multiple_of(every) {
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// The end of a (possibly stopped) run: finishes the progress bar, writes the final
+    /// checkpoint when the run reached `total_steps` and `checkpoint-{step}` was not written yet,
+    /// writes the logs and returns the summary.
+    fn finish_run(&mut self, bar: Option<&indicatif::ProgressBar>) -> Result<TrainSummary> {
+        if let Some(pb) = bar {
+            pb.finish();
+        }
+        let step = self.steps_done();
+        let (total_steps, _) = self.checkpoint_plan();
+        if step == total_steps
+            && self
+                .last_checkpoint()
+                .as_ref()
+                .is_none_or(|p| !p.ends_with(format!("checkpoint-{step}")))
+        {
+            self.write_checkpoint()?;
+        }
+        self.write_run_logs()?;
+        Ok(TrainSummary {
+            steps: step,
+            last_checkpoint: self.last_checkpoint().clone(),
+            final_loss: self.last_loss(),
+        })
+    }
+}
+
+/// Implements [`CheckpointedRun`] for a trainer `$trainer<B: AutodiffBackend>` with fields
+/// `state` (`step`, `log` of entries with `loss`), `cfg` (`total_steps`, `checkpoint_every`) and
+/// `last_checkpoint`, and methods `save_checkpoint` and `write_logs`.
+macro_rules! impl_checkpointed_run {
+    ($trainer:ident) => {
+        impl<B: burn::tensor::backend::AutodiffBackend> $crate::trainer::CheckpointedRun
+            for $trainer<B>
+        {
+            fn steps_done(&self) -> usize {
+                self.state.step
+            }
+
+            fn checkpoint_plan(&self) -> (usize, usize) {
+                (self.cfg.total_steps, self.cfg.checkpoint_every)
+            }
+
+            fn last_checkpoint(&self) -> &Option<std::path::PathBuf> {
+                &self.last_checkpoint
+            }
+
+            fn last_loss(&self) -> Option<f64> {
+                self.state.log.last().map(|e| e.loss)
+            }
+
+            fn write_checkpoint(&mut self) -> $crate::error::Result<std::path::PathBuf> {
+                self.save_checkpoint()
+            }
+
+            fn write_run_logs(&self) -> $crate::error::Result<()> {
+                self.write_logs()
+            }
+        }
+    };
+}
+pub(crate) use impl_checkpointed_run;
+
+/// Writes the resumable part of a checkpoint into `dir`: the optimiser moments
+/// (`optimizer.safetensors`, f32) and the position and log (`trainer_state.json`).
+pub(crate) fn write_run_state(
+    dir: &Path,
+    optimizer: &BTreeMap<String, HostTensor>,
+    state: &impl Serialize,
+) -> Result<()> {
+    write_safetensors(
+        dir.join("optimizer.safetensors"),
+        optimizer,
+        StoreDtype::F32,
+        None,
+    )?;
+    let p = dir.join("trainer_state.json");
+    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::json(&p, e))?;
+    std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))
+}
+
+/// Reads what [`write_run_state`] wrote into checkpoint `dir`: the position and log, the
+/// optimiser moments and the path they were read from.
+pub(crate) fn read_run_state<S: DeserializeOwned>(
+    dir: &Path,
+) -> Result<(S, BTreeMap<String, HostTensor>, PathBuf)> {
+    let state_path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let state = serde_json::from_str(&text).map_err(|e| TrainError::json(&state_path, e))?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let opt = read_safetensors(&opt_path)?;
+    Ok((state, opt, opt_path))
+}
+
+/// One logged optimiser step of a trainer's loss log.
+pub(crate) trait LoggedStep: Serialize {
+    /// The 1-based optimiser step.
+    fn step(&self) -> usize;
+    /// The training loss.
+    fn loss(&self) -> f64;
+    /// The validation loss, when evaluated at this step.
+    fn val_loss(&self) -> Option<f64> {
+        None
+    }
+}
+
+impl LoggedStep for LogEntry {
+    fn step(&self) -> usize {
+        self.step
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn val_loss(&self) -> Option<f64> {
+        self.val_loss
+    }
+}
+
+/// Writes `loss_log.csv` (the given text), `loss_log.json` (`log`) and `loss_curve.png` (the
+/// training and validation losses of `log` by step) into `out_dir`.
+pub(crate) fn write_loss_logs<E: LoggedStep>(
+    out_dir: &Path,
+    csv_text: &str,
+    log: &[E],
+) -> Result<()> {
+    let csv = out_dir.join("loss_log.csv");
+    let mut f = std::fs::File::create(&csv).map_err(|e| TrainError::io(&csv, e))?;
+    f.write_all(csv_text.as_bytes())
+        .map_err(|e| TrainError::io(&csv, e))?;
+    let json = out_dir.join("loss_log.json");
+    let s = serde_json::to_string_pretty(log).map_err(|e| TrainError::json(&json, e))?;
+    std::fs::write(&json, s).map_err(|e| TrainError::io(&json, e))?;
+    let train: Vec<(f64, f64)> = log.iter().map(|e| (e.step() as f64, e.loss())).collect();
+    let val: Vec<(f64, f64)> = log
+        .iter()
+        .filter_map(|e| e.val_loss().map(|v| (e.step() as f64, v)))
+        .collect();
+    crate::plot::loss_curve_png(out_dir.join("loss_curve.png"), &train, &val)
+}
+
 /// One logged optimiser step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -248,13 +631,6 @@ pub struct TrainerState {
     pub log: Vec<LogEntry>,
 }
 
-/// AdamW moments of one LoRA matrix.
-#[derive(Debug, Clone)]
-struct Moments<B: Backend> {
-    m: Tensor<B, 2>,
-    v: Tensor<B, 2>,
-}
-
 /// Length-bucketed, seeded micro-batch plan: for epoch `e`, samples sorted by length are cut
 /// into micro-batches whose order is shuffled with `seed + e`.
 fn epoch_plan(lengths: &[usize], batch: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
@@ -272,7 +648,7 @@ pub struct SftTrainer<B: AutodiffBackend> {
     lora: LoraConfig,
     cfg: SftConfig,
     out_dir: PathBuf,
-    moments: BTreeMap<String, Moments<B::InnerBackend>>,
+    optim: LoraOptimizer<B::InnerBackend>,
     state: TrainerState,
     last_checkpoint: Option<PathBuf>,
     base_name: String,
@@ -308,12 +684,13 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 "batch_size, grad_accum and total_steps must be positive".into(),
             ));
         }
+        let optim = LoraOptimizer::new(cfg.betas, cfg.eps, cfg.weight_decay);
         Ok(Self {
             model,
             lora,
             cfg,
             out_dir: out_dir.into(),
-            moments: BTreeMap::new(),
+            optim,
             state: TrainerState::default(),
             last_checkpoint: None,
             base_name: base_name.into(),
@@ -332,46 +709,12 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         let ck = checkpoint.as_ref();
         let (model, lora) = base.with_peft_adapter(ck)?;
         let mut t = Self::new(model, lora, cfg, out_dir, base_name)?;
-        let state_path = ck.join("trainer_state.json");
-        let text =
-            std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-        t.state = serde_json::from_str(&text).map_err(|e| TrainError::json(&state_path, e))?;
-        let opt = read_safetensors(ck.join("optimizer.safetensors"))?;
-        let device = t.model.device();
-        let dtype = t.model.dtype();
-        let mut moments = BTreeMap::new();
-        for (path, lin) in t.model.linears() {
-            let Some(a) = &lin.adapter else { continue };
-            for (half, p) in [("lora_A", &a.lora_a), ("lora_B", &a.lora_b)] {
-                let key = format!("{path}.{half}");
-                let shape: [usize; 2] = p.val().dims();
-                let get = |which: &str| -> Result<Tensor<B::InnerBackend, 2>> {
-                    let k = format!("{which}.{key}");
-                    let ht = opt
-                        .get(&k)
-                        .cloned()
-                        .ok_or_else(|| TrainError::MissingTensor {
-                            key: k.clone(),
-                            path: ck.join("optimizer.safetensors"),
-                        })?;
-                    if ht.shape != shape {
-                        return Err(TrainError::ShapeMismatch {
-                            key: k,
-                            expected: shape.to_vec(),
-                            found: ht.shape,
-                        });
-                    }
-                    let data = ht.into_f32(&k)?;
-                    Ok(Tensor::from_data(
-                        burn::tensor::TensorData::new(data, shape),
-                        (&device, dtype),
-                    ))
-                };
-                let (m, v) = (get("exp_avg")?, get("exp_avg_sq")?);
-                moments.insert(key, Moments { m, v });
-            }
-        }
-        t.moments = moments;
+        let (state, opt, opt_path) = read_run_state(ck)?;
+        t.state = state;
+        let matrices = adapter_params(t.model.linears())
+            .into_iter()
+            .map(|(key, p)| (key, p.val().inner()));
+        t.optim.load_state(matrices, &opt, &opt_path)?;
         t.last_checkpoint = Some(ck.to_path_buf());
         Ok(t)
     }
@@ -391,28 +734,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         let dir = self.out_dir.join(format!("checkpoint-{}", self.state.step));
         self.model
             .save_peft_adapter(&dir, &self.lora, &self.base_name)?;
-        let mut opt = BTreeMap::new();
-        for (key, m) in &self.moments {
-            let [r, c] = m.m.dims();
-            opt.insert(
-                format!("exp_avg.{key}"),
-                HostTensor::f32(vec![r, c], host_f32(m.m.clone())),
-            );
-            opt.insert(
-                format!("exp_avg_sq.{key}"),
-                HostTensor::f32(vec![r, c], host_f32(m.v.clone())),
-            );
-        }
-        write_safetensors(
-            dir.join("optimizer.safetensors"),
-            &opt,
-            StoreDtype::F32,
-            None,
-        )?;
-        let p = dir.join("trainer_state.json");
-        let text =
-            serde_json::to_string_pretty(&self.state).map_err(|e| TrainError::json(&p, e))?;
-        std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))?;
+        write_run_state(&dir, &self.optim.state(), &self.state)?;
         self.last_checkpoint = Some(dir.clone());
         Ok(dir)
     }
@@ -452,19 +774,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         let end = stop_after
             .unwrap_or(self.cfg.total_steps)
             .min(self.cfg.total_steps);
-        let bar = if self.cfg.progress {
-            let pb = indicatif::ProgressBar::new(self.cfg.total_steps as u64);
-            pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            pb.set_position(self.state.step as u64);
-            Some(pb)
-        } else {
-            None
-        };
+        let bar = progress_bar(self.cfg.progress, self.cfg.total_steps, self.state.step);
         let mut plan_epoch = usize::MAX;
         let mut plan = Vec::new();
         while self.state.step < end {
@@ -511,50 +821,23 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 let weight = n as f64 / total as f64;
                 let scaled = loss.mul_scalar(weight);
                 let value = scaled.clone().into_scalar().to_f64_lossy();
-                if !value.is_finite() {
-                    if let Some(pb) = &bar {
-                        pb.abandon();
-                    }
-                    return Err(TrainError::NonFiniteLoss {
-                        step: self.state.step + 1,
-                        loss: value as f32,
-                        last_checkpoint: self.last_checkpoint.clone(),
-                    });
-                }
+                check_finite_loss(
+                    value,
+                    self.state.step + 1,
+                    &self.last_checkpoint,
+                    bar.as_ref(),
+                )?;
                 loss_sum += value;
                 let grads = scaled.backward();
-                for (path, lin) in self.model.linears() {
-                    let Some(a) = &lin.adapter else { continue };
-                    for (half, p) in [("lora_A", &a.lora_a), ("lora_B", &a.lora_b)] {
-                        if let Some(g) = p.grad(&grads) {
-                            let key = format!("{path}.{half}");
-                            let g = match grads_acc.remove(&key) {
-                                Some(prev) => prev + g,
-                                None => g,
-                            };
-                            grads_acc.insert(key, g);
-                        }
-                    }
-                }
+                accumulate_grads(&mut grads_acc, adapter_grads(self.model.linears(), &grads));
             }
-            // Global gradient norm and clipping (torch.nn.utils.clip_grad_norm_).
-            let sq: f64 = grads_acc
-                .values()
-                .map(|g| g.clone().powi_scalar(2).sum().into_scalar().to_f64_lossy())
-                .sum();
-            let grad_norm = sq.sqrt();
-            if !grad_norm.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    step: self.state.step + 1,
-                    loss: loss_sum as f32,
-                    last_checkpoint: self.last_checkpoint.clone(),
-                });
-            }
-            let clip = if self.cfg.max_grad_norm > 0.0 && grad_norm > self.cfg.max_grad_norm {
-                self.cfg.max_grad_norm / (grad_norm + 1e-6)
-            } else {
-                1.0
-            };
+            let (grad_norm, clip) = clip_grad_norm(
+                &grads_acc,
+                self.cfg.max_grad_norm,
+                self.state.step + 1,
+                loss_sum,
+                &self.last_checkpoint,
+            )?;
             let lr = self.cfg.lr_at(self.state.step);
             self.adamw_step(grads_acc, clip, lr);
             self.state.step += 1;
@@ -585,29 +868,9 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 ));
             }
             self.state.log.push(entry);
-            if self.cfg.checkpoint_every > 0
-                && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
-            {
-                self.save_checkpoint()?;
-            }
+            self.periodic_checkpoint()?;
         }
-        if let Some(pb) = &bar {
-            pb.finish();
-        }
-        if self.state.step == self.cfg.total_steps
-            && self
-                .last_checkpoint
-                .as_ref()
-                .is_none_or(|p| !p.ends_with(format!("checkpoint-{}", self.state.step)))
-        {
-            self.save_checkpoint()?;
-        }
-        self.write_logs()?;
-        Ok(TrainSummary {
-            steps: self.state.step,
-            last_checkpoint: self.last_checkpoint.clone(),
-            final_loss: self.state.log.last().map(|e| e.loss),
-        })
+        self.finish_run(bar.as_ref())
     }
 
     fn adamw_step(
@@ -616,25 +879,15 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         clip: f64,
         lr: f64,
     ) {
-        let adamw = AdamW {
-            betas: self.cfg.betas,
-            eps: self.cfg.eps,
-            weight_decay: self.cfg.weight_decay,
-        };
         let step = self.state.step + 1;
-        let moments = &mut self.moments;
+        let optim = &mut self.optim;
         // Cloning a module only clones tensor handles.
         let model = self.model.clone();
-        let update = |key: String, p: Param<Tensor<B, 2>>| -> Param<Tensor<B, 2>> {
+        let mut update = |key: String, p: Param<Tensor<B, 2>>| -> Param<Tensor<B, 2>> {
             let Some(g) = grads.get(&key) else { return p };
-            let g = g.clone().mul_scalar(clip);
-            let w = p.val().inner();
-            let prev = moments.remove(&key).map(|mom| (mom.m, mom.v));
-            let (w, m, v) = adamw.update(w, g, prev, lr, step);
-            moments.insert(key, Moments { m, v });
+            let w = optim.update(key, p.val().inner(), g, lr, clip, step);
             Param::from_tensor(Tensor::from_inner(w).require_grad())
         };
-        let mut update = update;
         let model = model
             .try_map_linears(|path, lin| {
                 let LoraLinear {
@@ -659,8 +912,6 @@ impl<B: AutodiffBackend> SftTrainer<B> {
 
     /// Writes `loss_log.csv`, `loss_log.json` and `loss_curve.png` into the output folder.
     pub fn write_logs(&self) -> Result<()> {
-        let csv = self.out_dir.join("loss_log.csv");
-        let mut f = std::fs::File::create(&csv).map_err(|e| TrainError::io(&csv, e))?;
         let mut text = String::from("step,loss,lr,grad_norm,tokens,tokens_per_s,val_loss\n");
         for e in &self.state.log {
             text.push_str(&format!(
@@ -674,29 +925,15 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 e.val_loss.map(|v| v.to_string()).unwrap_or_default()
             ));
         }
-        f.write_all(text.as_bytes())
-            .map_err(|e| TrainError::io(&csv, e))?;
-        let json = self.out_dir.join("loss_log.json");
-        let s = serde_json::to_string_pretty(&self.state.log)
-            .map_err(|e| TrainError::json(&json, e))?;
-        std::fs::write(&json, s).map_err(|e| TrainError::io(&json, e))?;
-        let train: Vec<(f64, f64)> = self
-            .state
-            .log
-            .iter()
-            .map(|e| (e.step as f64, e.loss))
-            .collect();
-        let val: Vec<(f64, f64)> = self
-            .state
-            .log
-            .iter()
-            .filter_map(|e| e.val_loss.map(|v| (e.step as f64, v)))
-            .collect();
-        crate::plot::loss_curve_png(self.out_dir.join("loss_curve.png"), &train, &val)
+        write_loss_logs(&self.out_dir, &text, &self.state.log)
     }
 }
 
-trait ToF64 {
+impl_checkpointed_run!(SftTrainer);
+
+/// A backend scalar as `f64`.
+pub(crate) trait ToF64 {
+    /// The value converted to `f64`.
     fn to_f64_lossy(self) -> f64;
 }
 

@@ -20,6 +20,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, PadMode};
 use burn::tensor::{s, DType, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 
+use super::attention_cpu;
 use crate::error::{Result, TrainError};
 use crate::llama::{frozen_param, transpose};
 use crate::lora::LoraLinear;
@@ -725,16 +726,38 @@ impl<B: Backend> Attention<B> {
     }
 
     /// `x` `[B, N, C]` attends to `context` `[B, T, C_ctx]` (self-attention when `None`).
+    ///
+    /// On exactly `burn::backend::Flex` with f32 data, the attention core runs in
+    /// [`attention_cpu`](super::attention_cpu) (multi-threaded, online softmax, bounded memory
+    /// whatever `slice_size`); every other backend (`Autodiff<Flex>` for training, CUDA) uses
+    /// Burn's generic `attention` op, query-sliced when `slice_size` is set.
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
         let [b, n, _] = x.dims();
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
         let t = ctx.dims()[1];
         let inner = self.to_q.out_features();
         let (h, d) = (self.heads, inner / self.heads);
+        let q = self.to_q.forward(x);
+        let k = self.to_k.forward(ctx.clone());
+        let v = self.to_v.forward(ctx);
+        if attention_cpu::is_flex::<B>() && q.dtype() == DType::F32 && t > 0 && d > 0 {
+            let device = q.device();
+            let host = |y: Tensor<B, 3>| y.into_data().into_vec::<f32>();
+            if let (Ok(qd), Ok(kd), Ok(vd)) = (host(q.clone()), host(k.clone()), host(v.clone())) {
+                let shape = attention_cpu::AttentionShape {
+                    batch: b,
+                    seq_q: n,
+                    seq_kv: t,
+                    heads: h,
+                    head_dim: d,
+                };
+                let o = attention_cpu::attention_packed(&qd, &kd, &vd, shape);
+                let o = Tensor::<B, 3>::from_data(TensorData::new(o, [b, n, inner]), &device);
+                return self.to_out.forward(o);
+            }
+        }
         let split = |y: Tensor<B, 3>, len: usize| y.reshape([b, len, h, d]).swap_dims(1, 2);
-        let q = split(self.to_q.forward(x), n);
-        let k = split(self.to_k.forward(ctx.clone()), t);
-        let v = split(self.to_v.forward(ctx), t);
+        let (q, k, v) = (split(q, n), split(k, t), split(v, t));
         let opts = AttentionModuleOptions {
             scale: None,
             softcap: None,

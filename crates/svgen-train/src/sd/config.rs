@@ -8,9 +8,11 @@
 
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::read_json;
 use crate::error::{Result, TrainError};
 
 /// A diffusers config value that is either one number for every block or one per block
@@ -208,11 +210,6 @@ fn unsupported(key: &str, value: impl std::fmt::Display) -> TrainError {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::json(path, e))
-}
-
 fn check_null_and_false(v: &Value, nulls: &[&str], falses: &[&str]) -> Result<()> {
     for &k in nulls {
         if let Some(x) = v.get(k) {
@@ -231,28 +228,60 @@ fn check_null_and_false(v: &Value, nulls: &[&str], falses: &[&str]) -> Result<()
     Ok(())
 }
 
-impl UNet2DConditionConfig {
-    /// Reads and validates a diffusers `unet/config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
+/// A diffusers model `config.json` this crate reads: options that must be null (or absent)
+/// or false, and the checks of the parsed value.
+trait DiffusersConfig: DeserializeOwned {
+    /// Keys that must be absent or null.
+    const MUST_BE_NULL: &'static [&'static str];
+    /// Keys that must be absent, null or false.
+    const MUST_BE_FALSE: &'static [&'static str];
+
+    /// The checks after parsing.
+    fn check(&self) -> Result<()>;
+
+    /// Reads, parses and checks `path`; a parse error names it.
+    fn read_file(path: &Path) -> Result<Self> {
         let v = read_json(path)?;
-        Self::from_value(&v).map_err(|e| match e {
+        Self::parse_value(&v).map_err(|e| match e {
             TrainError::Json { message, .. } => TrainError::json(path, message),
             other => other,
         })
     }
 
-    /// Parses and validates a config from JSON text.
-    pub fn from_json_str(text: &str) -> Result<Self> {
+    /// Parses and checks JSON text.
+    fn parse_str(text: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(text).map_err(|e| TrainError::json("<string>", e))?;
-        Self::from_value(&v)
+        Self::parse_value(&v)
     }
 
-    fn from_value(v: &Value) -> Result<Self> {
-        check_null_and_false(v, UNET_MUST_BE_NULL, UNET_MUST_BE_FALSE)?;
+    /// Checks the null/false keys, parses and checks.
+    fn parse_value(v: &Value) -> Result<Self> {
+        check_null_and_false(v, Self::MUST_BE_NULL, Self::MUST_BE_FALSE)?;
         let cfg: Self =
             serde_json::from_value(v.clone()).map_err(|e| TrainError::json("config.json", e))?;
-        cfg.validate()?;
+        cfg.check()?;
         Ok(cfg)
+    }
+}
+
+impl DiffusersConfig for UNet2DConditionConfig {
+    const MUST_BE_NULL: &'static [&'static str] = UNET_MUST_BE_NULL;
+    const MUST_BE_FALSE: &'static [&'static str] = UNET_MUST_BE_FALSE;
+
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+}
+
+impl UNet2DConditionConfig {
+    /// Reads and validates a diffusers `unet/config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::read_file(path)
+    }
+
+    /// Parses and validates a config from JSON text.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::parse_str(text)
     }
 
     /// Checks that every option is one this crate implements; the error names the key and value.
@@ -462,34 +491,24 @@ impl Default for AutoencoderKLConfig {
     }
 }
 
+impl DiffusersConfig for AutoencoderKLConfig {
+    const MUST_BE_NULL: &'static [&'static str] = &["latents_mean", "latents_std"];
+    const MUST_BE_FALSE: &'static [&'static str] = &[];
+
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+}
+
 impl AutoencoderKLConfig {
     /// Reads and validates a diffusers `vae/config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let v = read_json(path)?;
-        Self::from_value(&v).map_err(|e| match e {
-            TrainError::Json { message, .. } => TrainError::json(path, message),
-            other => other,
-        })
+        Self::read_file(path)
     }
 
     /// Parses and validates a config from JSON text.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| TrainError::json("<string>", e))?;
-        Self::from_value(&v)
-    }
-
-    fn from_value(v: &Value) -> Result<Self> {
-        for k in ["latents_mean", "latents_std"] {
-            if let Some(x) = v.get(k) {
-                if !x.is_null() {
-                    return Err(unsupported(k, x));
-                }
-            }
-        }
-        let cfg: Self =
-            serde_json::from_value(v.clone()).map_err(|e| TrainError::json("config.json", e))?;
-        cfg.validate()?;
-        Ok(cfg)
+        Self::parse_str(text)
     }
 
     /// Checks that every option is one this crate implements; the error names the key and value.

@@ -59,8 +59,13 @@ use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::config::read_json;
 use crate::error::{Result, TrainError};
-use crate::lora::{host_f32, LoraAdapter, LoraLinear};
+use crate::llama::transpose;
+pub use crate::lora::PeftScaling;
+use crate::lora::{
+    host_f32, peft_adapter_state, peft_lora_json, write_peft_adapter, LoraAdapter, LoraLinear,
+};
 use crate::sd::unet::UNet2DConditionModel;
 use crate::weights::{read_safetensors, write_safetensors, HostData, HostTensor, StoreDtype};
 use svgen_eval::clip::ClipTextModel;
@@ -181,30 +186,22 @@ impl Default for UNetLoraConfig {
 impl UNetLoraConfig {
     /// The scale applied to `A·B`.
     pub fn scale(&self) -> f64 {
-        scale_of(self.lora_alpha, self.r, self.use_rslora)
+        self.scaling().scale()
     }
 
     /// Rejects a zero rank, dropout outside `[0, 1)`, a non-finite alpha or no targets.
     pub fn validate(&self) -> Result<()> {
-        if self.r == 0 {
-            return Err(TrainError::Config("LoRA rank r must be positive".into()));
+        self.scaling().validate(self.target_modules.is_empty())
+    }
+
+    /// The PEFT scaling fields of this configuration.
+    fn scaling(&self) -> PeftScaling {
+        PeftScaling {
+            r: self.r,
+            lora_alpha: self.lora_alpha,
+            use_rslora: self.use_rslora,
+            lora_dropout: self.lora_dropout,
         }
-        if !(0.0..1.0).contains(&self.lora_dropout) {
-            return Err(TrainError::Config(format!(
-                "lora_dropout {} must be in [0, 1)",
-                self.lora_dropout
-            )));
-        }
-        if !self.lora_alpha.is_finite() {
-            return Err(TrainError::Config(format!(
-                "lora_alpha {} must be finite",
-                self.lora_alpha
-            )));
-        }
-        if self.target_modules.is_empty() {
-            return Err(TrainError::Config("no LoRA target modules".into()));
-        }
-        Ok(())
     }
 
     /// Whether the module at diffusers path `path` gets an adapter.
@@ -217,45 +214,17 @@ impl UNetLoraConfig {
     /// The PEFT `LoraConfig` dictionary (what `peft_config["default"].to_dict()` gives for the
     /// settings we support), used for `adapter_config.json` and diffusers' metadata header.
     pub fn to_peft_json(&self) -> Value {
-        let targets: Vec<&str> = self
-            .target_modules
-            .iter()
-            .map(|t| t.module_name())
-            .collect();
-        json!({
-            "peft_type": "LORA",
-            "task_type": null,
-            "base_model_name_or_path": null,
-            "revision": null,
-            "inference_mode": false,
-            "r": self.r,
-            "lora_alpha": self.lora_alpha,
-            "lora_dropout": self.lora_dropout,
-            "target_modules": targets,
-            "exclude_modules": null,
-            "fan_in_fan_out": false,
-            "bias": "none",
-            "use_rslora": self.use_rslora,
-            "use_dora": false,
-            "lora_bias": false,
-            "modules_to_save": null,
-            "init_lora_weights": match self.init {
-                LoraInit::KaimingUniform => json!(true),
-                LoraInit::Gaussian => json!("gaussian"),
-            },
-            "layers_to_transform": null,
-            "layers_pattern": null,
-            "rank_pattern": {},
-            "alpha_pattern": {},
-        })
-    }
-}
-
-fn scale_of(alpha: f64, r: usize, rslora: bool) -> f64 {
-    if rslora {
-        alpha / (r as f64).sqrt()
-    } else {
-        alpha / r as f64
+        let targets = self.target_modules.iter().map(|t| t.module_name());
+        let mut v = peft_lora_json(&self.scaling(), targets);
+        v["task_type"] = Value::Null;
+        v["base_model_name_or_path"] = Value::Null;
+        v["inference_mode"] = json!(false);
+        v["exclude_modules"] = Value::Null;
+        v["init_lora_weights"] = match self.init {
+            LoraInit::KaimingUniform => json!(true),
+            LoraInit::Gaussian => json!("gaussian"),
+        };
+        v
     }
 }
 
@@ -271,75 +240,6 @@ pub enum LoraFormat {
     Kohya,
 }
 
-/// PEFT scaling read from `adapter_config.json` or the metadata header.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PeftScaling {
-    /// `r`.
-    pub r: usize,
-    /// `lora_alpha`.
-    pub lora_alpha: f64,
-    /// `use_rslora`.
-    pub use_rslora: bool,
-    /// `lora_dropout` (used only when training continues).
-    pub lora_dropout: f64,
-}
-
-impl PeftScaling {
-    /// Reads the fields of a PEFT `LoraConfig` dictionary; options we do not implement (DoRA,
-    /// bias training, per-module patterns, `fan_in_fan_out`) are typed errors. `origin` names the
-    /// file in messages.
-    pub fn from_json(v: &Value, origin: &str) -> Result<Self> {
-        let bad = |m: String| TrainError::Config(format!("{origin}: {m}"));
-        if let Some(t) = v.get("peft_type").and_then(Value::as_str) {
-            if t != "LORA" {
-                return Err(bad(format!("peft_type `{t}` is not LORA")));
-            }
-        }
-        for flag in ["use_dora", "fan_in_fan_out", "lora_bias"] {
-            if v.get(flag).and_then(Value::as_bool) == Some(true) {
-                return Err(bad(format!("`{flag}` is not supported")));
-            }
-        }
-        if let Some(b) = v.get("bias").and_then(Value::as_str) {
-            if b != "none" {
-                return Err(bad(format!("bias `{b}` is not supported")));
-            }
-        }
-        for key in ["rank_pattern", "alpha_pattern"] {
-            if v.get(key)
-                .and_then(Value::as_object)
-                .is_some_and(|o| !o.is_empty())
-            {
-                return Err(bad(format!("`{key}` is not supported")));
-            }
-        }
-        let r = v
-            .get("r")
-            .and_then(Value::as_u64)
-            .filter(|&r| r > 0)
-            .ok_or_else(|| bad("missing or zero `r`".into()))? as usize;
-        let lora_alpha = v
-            .get("lora_alpha")
-            .and_then(Value::as_f64)
-            .filter(|a| a.is_finite())
-            .ok_or_else(|| bad("missing `lora_alpha`".into()))?;
-        Ok(Self {
-            r,
-            lora_alpha,
-            use_rslora: v
-                .get("use_rslora")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            lora_dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
-        })
-    }
-
-    /// `α/r` or `α/√r`.
-    pub fn scale(&self) -> f64 {
-        scale_of(self.lora_alpha, self.r, self.use_rslora)
-    }
-}
-
 /// The two matrices (and optional alpha) of one module in a LoRA file, PEFT layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraModuleWeights {
@@ -353,6 +253,48 @@ pub struct LoraModuleWeights {
     pub up_key: String,
     /// A per-module `alpha` scalar (kohya), if present.
     pub alpha: Option<f64>,
+}
+
+impl LoraModuleWeights {
+    /// Checks the pair against a base linear `in_features` → `out_features`: `down` must be
+    /// `[r, in]` and `up` `[out, r]`, with `r` from `scaling` when there is one (else the stored
+    /// rank), never 0; a wrong shape is a typed error naming the key. Returns `down` and `up`
+    /// as f32 (row-major, stored layout), `r` and the scale (`alpha/r` with a per-module alpha,
+    /// else the PEFT scale, else 1).
+    fn checked(
+        &self,
+        in_features: usize,
+        out_features: usize,
+        scaling: Option<PeftScaling>,
+    ) -> Result<(Vec<f32>, Vec<f32>, usize, f64)> {
+        let (i, o) = (in_features, out_features);
+        let r = match scaling {
+            Some(s) => s.r,
+            None => self.down.shape.first().copied().unwrap_or(0),
+        };
+        if r == 0 || self.down.shape != [r, i] {
+            return Err(TrainError::ShapeMismatch {
+                key: self.down_key.clone(),
+                expected: vec![r.max(1), i],
+                found: self.down.shape.clone(),
+            });
+        }
+        if self.up.shape != [o, r] {
+            return Err(TrainError::ShapeMismatch {
+                key: self.up_key.clone(),
+                expected: vec![o, r],
+                found: self.up.shape.clone(),
+            });
+        }
+        let scale = match (self.alpha, scaling) {
+            (Some(alpha), _) => alpha / r as f64,
+            (None, Some(s)) => s.scale(),
+            (None, None) => 1.0,
+        };
+        let down = self.down.clone().into_f32(&self.down_key)?;
+        let up = self.up.clone().into_f32(&self.up_key)?;
+        Ok((down, up, r, scale))
+    }
 }
 
 /// A parsed LoRA file (or PEFT adapter folder), not yet bound to a model.
@@ -575,10 +517,7 @@ impl LoraFile {
             } else if peft.is_file() {
                 let cfg_path = path.join("adapter_config.json");
                 if cfg_path.is_file() {
-                    let text = std::fs::read_to_string(&cfg_path)
-                        .map_err(|e| TrainError::io(&cfg_path, e))?;
-                    let v: Value =
-                        serde_json::from_str(&text).map_err(|e| TrainError::json(&cfg_path, e))?;
+                    let v = read_json(&cfg_path)?;
                     scaling = Some(PeftScaling::from_json(&v, &cfg_path.display().to_string())?);
                 }
                 peft
@@ -752,17 +691,6 @@ fn scalar(key: &str, t: HostTensor) -> Result<f64> {
         })
 }
 
-/// Row-major `[rows, cols]` → `[cols, rows]`.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
-
 fn param<B: Backend>(
     data: Vec<f32>,
     shape: [usize; 2],
@@ -854,33 +782,8 @@ pub fn apply_lora<B: Backend>(
     let mut ranks = BTreeSet::new();
     for (path, lin) in &linears {
         let Some(w) = bound.get(path) else { continue };
-        let (i, o) = (lin.in_features(), lin.out_features());
-        let r = match (&w.down.shape[..], file.scaling) {
-            (&[r, _], None) => r,
-            (_, Some(s)) => s.r,
-            _ => w.down.shape.first().copied().unwrap_or(0),
-        };
-        if w.down.shape != [r, i] || r == 0 {
-            return Err(TrainError::ShapeMismatch {
-                key: w.down_key.clone(),
-                expected: vec![r.max(1), i],
-                found: w.down.shape.clone(),
-            });
-        }
-        if w.up.shape != [o, r] {
-            return Err(TrainError::ShapeMismatch {
-                key: w.up_key.clone(),
-                expected: vec![o, r],
-                found: w.up.shape.clone(),
-            });
-        }
-        let scale = match (w.alpha, file.scaling) {
-            (Some(alpha), _) => alpha / r as f64,
-            (None, Some(s)) => s.scale(),
-            (None, None) => 1.0,
-        };
-        let down = w.down.clone().into_f32(&w.down_key)?;
-        let up = w.up.clone().into_f32(&w.up_key)?;
+        let (down, up, r, scale) =
+            w.checked(lin.in_features(), lin.out_features(), file.scaling)?;
         ranks.insert(r);
         plan.insert(path.clone(), (down, up, r, scale));
     }
@@ -915,29 +818,11 @@ pub fn lora_state<B: Backend>(
     prefix: &str,
     target_scale: Option<f64>,
 ) -> BTreeMap<String, HostTensor> {
-    let mut out = BTreeMap::new();
-    for (path, lin) in linears {
-        let Some(a) = &lin.adapter else { continue };
-        let [i, r] = a.lora_a.val().dims();
-        let o = a.lora_b.val().dims()[1];
-        let av = host_f32(a.lora_a.val());
-        let mut bv = host_f32(a.lora_b.val());
-        if let Some(t) = target_scale {
-            let k = a.scale / t;
-            if k != 1.0 {
-                bv.iter_mut().for_each(|x| *x = (*x as f64 * k) as f32);
-            }
-        }
-        out.insert(
-            format!("{prefix}{path}.lora_A.weight"),
-            HostTensor::f32(vec![r, i], transpose(&av, i, r)),
-        );
-        out.insert(
-            format!("{prefix}{path}.lora_B.weight"),
-            HostTensor::f32(vec![o, r], transpose(&bv, r, o)),
-        );
-    }
-    out
+    peft_adapter_state(
+        linears.iter().map(|(path, lin)| (path.clone(), &**lin)),
+        prefix,
+        target_scale,
+    )
 }
 
 pub(crate) fn check_savable<B: Backend>(
@@ -1011,22 +896,11 @@ pub fn save_peft_adapter<B: Backend>(
     base_model_name_or_path: Option<&str>,
 ) -> Result<()> {
     check_savable(linears, cfg)?;
-    let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let state = lora_state(linears, PEFT_MODEL_PREFIX, Some(cfg.scale()));
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(
-        dir.join("adapter_model.safetensors"),
-        &state,
-        StoreDtype::F32,
-        Some(meta),
-    )?;
     let mut config = cfg.to_peft_json();
     config["base_model_name_or_path"] = base_model_name_or_path.map_or(Value::Null, Value::from);
     config["inference_mode"] = Value::Bool(true);
-    let path = dir.join("adapter_config.json");
-    let text = serde_json::to_string_pretty(&config).map_err(|e| TrainError::json(&path, e))?;
-    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
+    write_peft_adapter(dir.as_ref(), &state, &config)
 }
 
 /// Folds every adapter into its base weight (`W + s·A·B`, diffusers' `fuse_lora` followed by
@@ -1120,31 +994,7 @@ pub fn fuse_text_encoder_lora<B: Backend>(
         } else {
             (d, d)
         };
-        let r = match file.text_encoder_scaling {
-            Some(s) => s.r,
-            None => w.down.shape.first().copied().unwrap_or(0),
-        };
-        if r == 0 || w.down.shape != [r, i] {
-            return Err(TrainError::ShapeMismatch {
-                key: w.down_key.clone(),
-                expected: vec![r.max(1), i],
-                found: w.down.shape.clone(),
-            });
-        }
-        if w.up.shape != [o, r] {
-            return Err(TrainError::ShapeMismatch {
-                key: w.up_key.clone(),
-                expected: vec![o, r],
-                found: w.up.shape.clone(),
-            });
-        }
-        let scale = match (w.alpha, file.text_encoder_scaling) {
-            (Some(alpha), _) => alpha / r as f64,
-            (None, Some(s)) => s.scale(),
-            (None, None) => 1.0,
-        };
-        let a = w.down.clone().into_f32(&w.down_key)?;
-        let b = w.up.clone().into_f32(&w.up_key)?;
+        let (a, b, r, scale) = w.checked(i, o, file.text_encoder_scaling)?;
         if plan
             .insert(path, delta_in_out(&a, &b, r, i, o, scale))
             .is_some()

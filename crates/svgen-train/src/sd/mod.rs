@@ -4,6 +4,7 @@
 //!
 //! The text encoder is svgen-eval's CLIP text model.
 
+pub mod attention_cpu;
 pub mod blocks;
 pub mod config;
 pub mod grid;

@@ -322,10 +322,7 @@ impl SchedulerConfig {
     /// I/O and JSON errors, and [`TrainError::UnsupportedValue`] naming a key whose value we cannot use
     /// (e.g. `beta_schedule: "sigmoid"`, `prediction_type: "flow"`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| TrainError::json(path, e))?;
-        Self::from_json(&value)
+        Self::from_json(&crate::config::read_json(path.as_ref())?)
     }
 
     /// Parses the JSON object of a `scheduler_config.json`.
@@ -865,37 +862,10 @@ impl Scheduler {
         let spacing = self.spacing();
         let tf = t_train as f64;
         self.timesteps = match self.kind {
-            SchedulerKind::Ddim => match spacing {
-                TimestepSpacing::Linspace => np_linspace(0.0, tf - 1.0, n)
-                    .into_iter()
-                    .rev()
-                    .map(round_even)
-                    .collect(),
-                TimestepSpacing::Leading => {
-                    let ratio = t_train / n;
-                    (0..n).rev().map(|i| (i * ratio) as f64 + offset).collect()
-                }
-                TimestepSpacing::Trailing => np_arange_down(tf, 0.0, -(tf / n as f64))
-                    .into_iter()
-                    .map(|x| round_even(x) - 1.0)
-                    .collect(),
-            },
+            // DDIM rounds the linspace timesteps; Euler keeps them (as float32).
+            SchedulerKind::Ddim => spaced_timesteps(spacing, n, t_train, offset, round_even),
             SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
-                let ts: Vec<f64> = match spacing {
-                    TimestepSpacing::Linspace => np_linspace(0.0, tf - 1.0, n)
-                        .into_iter()
-                        .rev()
-                        .map(|x| f64::from(x as f32))
-                        .collect(),
-                    TimestepSpacing::Leading => {
-                        let ratio = t_train / n;
-                        (0..n).rev().map(|i| (i * ratio) as f64 + offset).collect()
-                    }
-                    TimestepSpacing::Trailing => np_arange_down(tf, 0.0, -(tf / n as f64))
-                        .into_iter()
-                        .map(|x| round_even(x) - 1.0)
-                        .collect(),
-                };
+                let ts = spaced_timesteps(spacing, n, t_train, offset, |x| f64::from(x as f32));
                 let train = self.training_sigmas();
                 let interpolated: Vec<f64> = ts.iter().map(|&t| interp_index(t, &train)).collect();
                 let (ts, mut sigmas): (Vec<f64>, Vec<f32>) =
@@ -1279,6 +1249,34 @@ impl Scheduler {
     }
 }
 
+/// The `n` descending inference timesteps of DDIM and the Euler samplers for `spacing`
+/// (`t_train` training timesteps, `steps_offset` `offset`); `linspace` maps the values of the
+/// `linspace` spacing.
+fn spaced_timesteps(
+    spacing: TimestepSpacing,
+    n: usize,
+    t_train: usize,
+    offset: f64,
+    linspace: impl Fn(f64) -> f64,
+) -> Vec<f64> {
+    let tf = t_train as f64;
+    match spacing {
+        TimestepSpacing::Linspace => np_linspace(0.0, tf - 1.0, n)
+            .into_iter()
+            .rev()
+            .map(linspace)
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = t_train / n;
+            (0..n).rev().map(|i| (i * ratio) as f64 + offset).collect()
+        }
+        TimestepSpacing::Trailing => np_arange_down(tf, 0.0, -(tf / n as f64))
+            .into_iter()
+            .map(|x| round_even(x) - 1.0)
+            .collect(),
+    }
+}
+
 /// The DDPM forward process used for training: `√ᾱ_t · x₀ + √(1 − ᾱ_t) · ε`, with one timestep per
 /// sample of the batch (diffusers' `DDPMScheduler.add_noise`).
 ///
@@ -1303,11 +1301,7 @@ pub fn add_noise<B: Backend>(
     noise: Tensor<B, 4>,
     timesteps: &[usize],
 ) -> Result<Tensor<B, 4>> {
-    let (a, b) = forward_coefficients(cfg, original.dims(), noise.dims(), timesteps)?;
-    let device = original.device();
-    let batch = timesteps.len();
-    let a = Tensor::<B, 4>::from_data(TensorData::new(a, [batch, 1, 1, 1]), &device);
-    let b = Tensor::<B, 4>::from_data(TensorData::new(b, [batch, 1, 1, 1]), &device);
+    let (a, b) = forward_coefficients(cfg, &original, &noise, timesteps)?;
     Ok(original * a + noise * b)
 }
 
@@ -1322,16 +1316,29 @@ pub fn velocity<B: Backend>(
     noise: Tensor<B, 4>,
     timesteps: &[usize],
 ) -> Result<Tensor<B, 4>> {
-    let (a, b) = forward_coefficients(cfg, original.dims(), noise.dims(), timesteps)?;
-    let device = original.device();
-    let batch = timesteps.len();
-    let a = Tensor::<B, 4>::from_data(TensorData::new(a, [batch, 1, 1, 1]), &device);
-    let b = Tensor::<B, 4>::from_data(TensorData::new(b, [batch, 1, 1, 1]), &device);
+    let (a, b) = forward_coefficients(cfg, &original, &noise, timesteps)?;
     Ok(noise * a - original * b)
 }
 
+/// Per-sample √ᾱ_t and √(1 − ᾱ_t) as `[batch, 1, 1, 1]` tensors on `original`'s device, after
+/// validating shapes and timesteps.
+fn forward_coefficients<B: Backend>(
+    cfg: &SchedulerConfig,
+    original: &Tensor<B, 4>,
+    noise: &Tensor<B, 4>,
+    timesteps: &[usize],
+) -> Result<(Tensor<B, 4>, Tensor<B, 4>)> {
+    let (original_dims, device) = (original.dims(), original.device());
+    let (a, b) = forward_coefficients_host(cfg, original_dims, noise.dims(), timesteps)?;
+    let shape = [timesteps.len(), 1, 1, 1];
+    Ok((
+        Tensor::from_data(TensorData::new(a, shape), &device),
+        Tensor::from_data(TensorData::new(b, shape), &device),
+    ))
+}
+
 /// Per-sample (√ᾱ_t, √(1 − ᾱ_t)) after validating shapes and timesteps.
-fn forward_coefficients(
+fn forward_coefficients_host(
     cfg: &SchedulerConfig,
     original: [usize; 4],
     noise: [usize; 4],

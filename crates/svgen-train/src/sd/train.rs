@@ -35,7 +35,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -49,15 +48,18 @@ use svgen_eval::clip::ClipTextModel;
 use svgen_eval::{ClipTextConfig, ClipTokenizer};
 
 use crate::error::{Result, TrainError};
-use crate::lora::host_f32;
 use crate::sd::lora::{normal, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME};
 use crate::sd::pipeline::require;
 use crate::sd::scheduler::{add_noise, velocity, PredictionType, SchedulerConfig};
 use crate::sd::tokenizer::load_tokenizer;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::sd::vae::AutoencoderKL;
-use crate::trainer::{warmup_cosine_lr, AdamW};
-use crate::weights::{read_safetensors, write_safetensors, HostTensor, StoreDtype};
+use crate::trainer::{
+    accumulate_grads, adapter_grads, adapter_params, check_finite_loss, clip_grad_norm,
+    impl_checkpointed_run, progress_bar, read_run_state, warmup_cosine_lr, write_loss_logs,
+    write_run_state, CheckpointedRun, LoggedStep, LoraOptimizer, ToF64, TrainSummary,
+};
+use crate::weights::HostTensor;
 
 /// One training example. The image is held encoded (as read from the file or shard) and decoded
 /// when it is used, so a dataset costs its size on disk in memory, not its pixel count.
@@ -290,6 +292,16 @@ pub struct SdLogEntry {
     pub images_per_s: f64,
 }
 
+impl LoggedStep for SdLogEntry {
+    fn step(&self) -> usize {
+        self.step
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+}
+
 /// The resumable position of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SdTrainerState {
@@ -340,36 +352,22 @@ pub fn lora_gradients<B: AutodiffBackend>(
     unet: &UNet2DConditionModel<B>,
     grads: &B::Gradients,
 ) -> BTreeMap<String, Tensor<B::InnerBackend, 2>> {
-    let mut out = BTreeMap::new();
     let mut m = unet.clone();
-    for (path, lin) in m.attention_linears_mut() {
-        let Some(a) = &lin.adapter else { continue };
-        for (half, p) in [("lora_A", &a.lora_a), ("lora_B", &a.lora_b)] {
-            if let Some(g) = p.grad(grads) {
-                out.insert(format!("{path}.{half}"), g);
-            }
-        }
-    }
-    out
+    let linears = m.attention_linears_mut();
+    adapter_grads(linears.into_iter().map(|(p, l)| (p, &*l)), grads)
 }
 
-/// AdamW over the UNet's LoRA matrices, with its moments (the Llama trainer's update rule).
+/// AdamW over the UNet's LoRA matrices, with its moments (the Llama trainer's optimiser).
 #[derive(Debug, Clone)]
 pub struct LoraAdamW<B: Backend> {
-    adamw: AdamW,
-    moments: BTreeMap<String, (Tensor<B, 2>, Tensor<B, 2>)>,
+    inner: LoraOptimizer<B>,
 }
 
 impl<B: Backend> LoraAdamW<B> {
     /// Fresh moments.
     pub fn new(betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
         Self {
-            adamw: AdamW {
-                betas,
-                eps,
-                weight_decay,
-            },
-            moments: BTreeMap::new(),
+            inner: LoraOptimizer::new(betas, eps, weight_decay),
         }
     }
 
@@ -388,14 +386,7 @@ impl<B: Backend> LoraAdamW<B> {
             for (half, p) in [("lora_A", &mut a.lora_a), ("lora_B", &mut a.lora_b)] {
                 let key = format!("{path}.{half}");
                 let Some(g) = grads.get(&key) else { continue };
-                let g = if clip == 1.0 {
-                    g.clone()
-                } else {
-                    g.clone().mul_scalar(clip)
-                };
-                let prev = self.moments.remove(&key);
-                let (w, m, v) = self.adamw.update(p.val().inner(), g, prev, lr, step);
-                self.moments.insert(key, (m, v));
+                let w = self.inner.update(key, p.val().inner(), g, lr, clip, step);
                 *p = Param::from_tensor(Tensor::from_inner(w).require_grad());
             }
         }
@@ -403,19 +394,7 @@ impl<B: Backend> LoraAdamW<B> {
 
     /// The moments as `exp_avg.<key>` / `exp_avg_sq.<key>` host tensors.
     pub fn state(&self) -> BTreeMap<String, HostTensor> {
-        let mut out = BTreeMap::new();
-        for (key, (m, v)) in &self.moments {
-            let shape = m.dims().to_vec();
-            out.insert(
-                format!("exp_avg.{key}"),
-                HostTensor::f32(shape.clone(), host_f32(m.clone())),
-            );
-            out.insert(
-                format!("exp_avg_sq.{key}"),
-                HostTensor::f32(shape, host_f32(v.clone())),
-            );
-        }
-        out
+        self.inner.state()
     }
 
     /// Restores moments written by [`LoraAdamW::state`]; every adapter matrix of `unet` must
@@ -427,38 +406,11 @@ impl<B: Backend> LoraAdamW<B> {
         origin: &Path,
     ) -> Result<()> {
         let mut m = unet.clone();
-        let mut moments = BTreeMap::new();
-        for (path, lin) in m.attention_linears_mut() {
-            let Some(a) = &lin.adapter else { continue };
-            for (half, p) in [("lora_A", &a.lora_a), ("lora_B", &a.lora_b)] {
-                let key = format!("{path}.{half}");
-                let w = p.val().inner();
-                let shape: [usize; 2] = w.dims();
-                let (device, dtype) = (w.device(), w.dtype());
-                let get = |which: &str| -> Result<Tensor<B, 2>> {
-                    let k = format!("{which}.{key}");
-                    let t = state.get(&k).ok_or_else(|| TrainError::MissingTensor {
-                        key: k.clone(),
-                        path: origin.to_path_buf(),
-                    })?;
-                    if t.shape != shape {
-                        return Err(TrainError::ShapeMismatch {
-                            key: k,
-                            expected: shape.to_vec(),
-                            found: t.shape.clone(),
-                        });
-                    }
-                    let data = t.clone().into_f32(&k)?;
-                    Ok(Tensor::from_data(
-                        TensorData::new(data, shape),
-                        (&device, dtype),
-                    ))
-                };
-                moments.insert(key.clone(), (get("exp_avg")?, get("exp_avg_sq")?));
-            }
-        }
-        self.moments = moments;
-        Ok(())
+        let linears = m.attention_linears_mut();
+        let matrices = adapter_params(linears.iter().map(|(p, l)| (p.clone(), &**l)))
+            .into_iter()
+            .map(|(key, p)| (key, p.val().inner()));
+        self.inner.load_state(matrices, state, origin)
     }
 }
 
@@ -520,16 +472,8 @@ pub fn load_text_encoder<B: Backend>(
     Ok((model, cfg))
 }
 
-/// What a finished (or stopped) run reports.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SdTrainSummary {
-    /// Optimiser steps done in total.
-    pub steps: usize,
-    /// The last checkpoint written.
-    pub last_checkpoint: Option<PathBuf>,
-    /// The last logged loss.
-    pub final_loss: Option<f64>,
-}
+/// What a finished (or stopped) run reports (the same as the Llama trainer's).
+pub type SdTrainSummary = TrainSummary;
 
 /// LoRA fine-tuning of the UNet (see the [module docs](self)).
 pub struct SdLoraTrainer<B: AutodiffBackend> {
@@ -661,12 +605,8 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
             }
         }
         let mut t = Self::with_adapters(models, lora, cfg, out_dir.into())?;
-        let state_path = ck.join("trainer_state.json");
-        let text =
-            std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-        t.state = serde_json::from_str(&text).map_err(|e| TrainError::json(&state_path, e))?;
-        let opt_path = ck.join("optimizer.safetensors");
-        let opt = read_safetensors(&opt_path)?;
+        let (state, opt, opt_path) = read_run_state(ck)?;
+        t.state = state;
         t.optim.load_state(&t.models.unet, &opt, &opt_path)?;
         t.last_checkpoint = Some(ck.to_path_buf());
         Ok(t)
@@ -692,16 +632,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
         let dir = self.out_dir.join(format!("checkpoint-{}", self.state.step));
         self.models.unet.save_lora_weights(&self.lora, &dir)?;
-        write_safetensors(
-            dir.join("optimizer.safetensors"),
-            &self.optim.state(),
-            StoreDtype::F32,
-            None,
-        )?;
-        let p = dir.join("trainer_state.json");
-        let text =
-            serde_json::to_string_pretty(&self.state).map_err(|e| TrainError::json(&p, e))?;
-        std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))?;
+        write_run_state(&dir, &self.optim.state(), &self.state)?;
         self.last_checkpoint = Some(dir.clone());
         Ok(dir)
     }
@@ -833,17 +764,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
         let end = stop_after
             .unwrap_or(self.cfg.total_steps)
             .min(self.cfg.total_steps);
-        let bar = self.cfg.progress.then(|| {
-            let pb = indicatif::ProgressBar::new(self.cfg.total_steps as u64);
-            pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            pb.set_position(self.state.step as u64);
-            pb
-        });
+        let bar = progress_bar(self.cfg.progress, self.cfg.total_steps, self.state.step);
         while self.state.step < end {
             let started = Instant::now();
             let mut acc: BTreeMap<String, Tensor<B::InnerBackend, 2>> = BTreeMap::new();
@@ -865,45 +786,24 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
                     Tensor::from_inner(text),
                 )?
                 .div_scalar(self.cfg.grad_accum as f64);
-                let value: f64 = loss.clone().into_scalar().elem_f64();
-                if !value.is_finite() {
-                    if let Some(pb) = &bar {
-                        pb.abandon();
-                    }
-                    return Err(TrainError::NonFiniteLoss {
-                        step: self.state.step + 1,
-                        loss: value as f32,
-                        last_checkpoint: self.last_checkpoint.clone(),
-                    });
-                }
+                let value: f64 = loss.clone().into_scalar().to_f64_lossy();
+                check_finite_loss(
+                    value,
+                    self.state.step + 1,
+                    &self.last_checkpoint,
+                    bar.as_ref(),
+                )?;
                 loss_sum += value;
                 let grads = loss.backward();
-                for (key, g) in lora_gradients(&self.models.unet, &grads) {
-                    let g = match acc.remove(&key) {
-                        Some(prev) => prev + g,
-                        None => g,
-                    };
-                    acc.insert(key, g);
-                }
+                accumulate_grads(&mut acc, lora_gradients(&self.models.unet, &grads));
             }
-            let sq: f64 = acc
-                .values()
-                .map(|g| g.clone().powi_scalar(2).sum().into_scalar().elem_f64())
-                .sum();
-            let grad_norm = sq.sqrt();
-            if !grad_norm.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    step: self.state.step + 1,
-                    loss: loss_sum as f32,
-                    last_checkpoint: self.last_checkpoint.clone(),
-                });
-            }
-            // torch.nn.utils.clip_grad_norm_
-            let clip = if self.cfg.max_grad_norm > 0.0 && grad_norm > self.cfg.max_grad_norm {
-                self.cfg.max_grad_norm / (grad_norm + 1e-6)
-            } else {
-                1.0
-            };
+            let (grad_norm, clip) = clip_grad_norm(
+                &acc,
+                self.cfg.max_grad_norm,
+                self.state.step + 1,
+                loss_sum,
+                &self.last_checkpoint,
+            )?;
             let lr = warmup_cosine_lr(
                 self.cfg.lr,
                 self.cfg.warmup_steps,
@@ -926,34 +826,13 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
                 pb.set_message(format!("loss {:.4}", entry.loss));
             }
             self.state.log.push(entry);
-            if self.cfg.checkpoint_every > 0
-                && self.state.step.is_multiple_of(self.cfg.checkpoint_every)
-            {
-                self.save_checkpoint()?;
-            }
+            self.periodic_checkpoint()?;
         }
-        if let Some(pb) = &bar {
-            pb.finish();
-        }
-        if self.state.step == self.cfg.total_steps
-            && self
-                .last_checkpoint
-                .as_ref()
-                .is_none_or(|p| !p.ends_with(format!("checkpoint-{}", self.state.step)))
-        {
-            self.save_checkpoint()?;
-        }
-        self.write_logs()?;
-        Ok(SdTrainSummary {
-            steps: self.state.step,
-            last_checkpoint: self.last_checkpoint.clone(),
-            final_loss: self.state.log.last().map(|e| e.loss),
-        })
+        self.finish_run(bar.as_ref())
     }
 
     /// Writes `loss_log.csv`, `loss_log.json` and `loss_curve.png` into the output folder.
     pub fn write_logs(&self) -> Result<()> {
-        let csv = self.out_dir.join("loss_log.csv");
         let mut text = String::from("step,loss,lr,grad_norm,images_per_s\n");
         for e in &self.state.log {
             text.push_str(&format!(
@@ -961,20 +840,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
                 e.step, e.loss, e.lr, e.grad_norm, e.images_per_s
             ));
         }
-        let mut f = std::fs::File::create(&csv).map_err(|e| TrainError::io(&csv, e))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| TrainError::io(&csv, e))?;
-        let json = self.out_dir.join("loss_log.json");
-        let s = serde_json::to_string_pretty(&self.state.log)
-            .map_err(|e| TrainError::json(&json, e))?;
-        std::fs::write(&json, s).map_err(|e| TrainError::io(&json, e))?;
-        let train: Vec<(f64, f64)> = self
-            .state
-            .log
-            .iter()
-            .map(|e| (e.step as f64, e.loss))
-            .collect();
-        crate::plot::loss_curve_png(self.out_dir.join("loss_curve.png"), &train, &[])
+        write_loss_logs(&self.out_dir, &text, &self.state.log)
     }
 
     /// The trained UNet without autodiff (for inference).
@@ -983,19 +849,11 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
     }
 }
 
+impl_checkpointed_run!(SdLoraTrainer);
+
 impl<B: AutodiffBackend> SdTrainingModels<B> {
     /// `2^(len(vae.block_out_channels) − 1)`: pixels per latent.
     pub fn vae_scale_factor(&self) -> usize {
         1 << self.vae.config().block_out_channels.len().saturating_sub(1)
-    }
-}
-
-trait ElemF64 {
-    fn elem_f64(self) -> f64;
-}
-
-impl<E: burn::tensor::ElementConversion> ElemF64 for E {
-    fn elem_f64(self) -> f64 {
-        self.elem::<f64>()
     }
 }

@@ -115,6 +115,32 @@ pub struct DecoderBlock<B: Backend> {
     pub upsampler: Option<Upsample2D<B>>,
 }
 
+/// The `count` resnets `<block>.resnets.{j}` of a VAE block (no time embedding): the first
+/// maps `channels.0` to `channels.1` channels, the others keep `channels.1`.
+fn load_resnets<B: Backend>(
+    src: &mut dyn WeightSource,
+    block: &str,
+    count: usize,
+    channels: (usize, usize),
+    groups: usize,
+    device: &B::Device,
+) -> Result<Vec<ResnetBlock2D<B>>> {
+    let (c_in, c_out) = channels;
+    (0..count)
+        .map(|j| {
+            let spec = ResnetSpec {
+                c_in: if j == 0 { c_in } else { c_out },
+                c_out,
+                temb: None,
+                groups,
+                eps: VAE_EPS,
+                output_scale_factor: 1.0,
+            };
+            ResnetBlock2D::load(src, &format!("{block}.resnets.{j}"), spec, device)
+        })
+        .collect()
+}
+
 /// The VAE encoder (`encoder.*`).
 #[derive(Module, Debug)]
 pub struct Encoder<B: Backend> {
@@ -152,24 +178,14 @@ impl<B: Backend> Encoder<B> {
         for (i, &c) in boc.iter().enumerate() {
             let in_ch = out_ch;
             out_ch = c;
-            let resnets = (0..cfg.layers_per_block)
-                .map(|j| {
-                    let spec = ResnetSpec {
-                        c_in: if j == 0 { in_ch } else { out_ch },
-                        c_out: out_ch,
-                        temb: None,
-                        groups: g,
-                        eps: VAE_EPS,
-                        output_scale_factor: 1.0,
-                    };
-                    ResnetBlock2D::load(
-                        src,
-                        &format!("encoder.down_blocks.{i}.resnets.{j}"),
-                        spec,
-                        device,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let resnets = load_resnets(
+                src,
+                &format!("encoder.down_blocks.{i}"),
+                cfg.layers_per_block,
+                (in_ch, out_ch),
+                g,
+                device,
+            )?;
             let downsampler = if i + 1 < n {
                 Some(Downsample2D::load(
                     src,
@@ -273,24 +289,14 @@ impl<B: Backend> Decoder<B> {
         for (i, &c) in rev.iter().enumerate() {
             let prev = out_ch;
             out_ch = c;
-            let resnets = (0..cfg.layers_per_block + 1)
-                .map(|j| {
-                    let spec = ResnetSpec {
-                        c_in: if j == 0 { prev } else { out_ch },
-                        c_out: out_ch,
-                        temb: None,
-                        groups: g,
-                        eps: VAE_EPS,
-                        output_scale_factor: 1.0,
-                    };
-                    ResnetBlock2D::load(
-                        src,
-                        &format!("decoder.up_blocks.{i}.resnets.{j}"),
-                        spec,
-                        device,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let resnets = load_resnets(
+                src,
+                &format!("decoder.up_blocks.{i}"),
+                cfg.layers_per_block + 1,
+                (prev, out_ch),
+                g,
+                device,
+            )?;
             let upsampler = if i + 1 < n {
                 Some(Upsample2D::load(
                     src,
