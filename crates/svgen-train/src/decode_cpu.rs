@@ -20,9 +20,15 @@
 //! uniform average of its values, as a softmax over identical masked scores does in the generic
 //! path. The softmax subtracts the row maximum; `exp` is
 //! [`exp_f32`](crate::sd::attention_cpu::exp_f32), the vectorising polynomial shared with the
-//! Stable Diffusion attention. (batch row, kv head) pairs are spread over rayon's threads once
-//! a step has enough work to pay for waking them. The kernel is compiled twice on x86-64, for
-//! AVX2 (chosen at run time when the CPU has it) and for the baseline target.
+//! Stable Diffusion attention. The kernel is compiled twice on x86-64, for AVX2 (chosen at run
+//! time when the CPU has it) and for the baseline target.
+//!
+//! **Single-threaded on purpose:** a step reads the whole cache once (f32 keys and values of
+//! every layer, 8 MiB at 1024 positions for the 4-layer benchmark model), which the weight
+//! stream has evicted from the caches, so the kernel runs at one core's memory bandwidth. Spreading
+//! (row, kv head) pairs over rayon's threads measured slower on the 2-core benchmark box
+//! whenever anything else ran on it (the step then waits for a worker that is not scheduled),
+//! and the rest of the decode step is single-threaded anyway.
 
 use crate::sd::attention_cpu::exp_f32;
 pub(crate) use crate::sd::attention_cpu::is_flex;
@@ -31,9 +37,6 @@ pub(crate) use crate::sd::attention_cpu::is_flex;
 const LANES: usize = 16;
 /// Positions per transposed key block (one accumulator array of scores).
 const BLOCK: usize = LANES;
-/// Multiply-adds in one step below which it runs on the calling thread: waking rayon's
-/// workers costs more than it saves on short caches.
-const PARALLEL_MIN_WORK: usize = 1 << 16;
 
 /// The keys and values of one layer in host memory (see the module documentation).
 #[derive(Debug, Clone)]
@@ -133,7 +136,7 @@ impl HostKv {
         if self.len == 0 || hd == 0 {
             return out;
         }
-        let task = &|(i, out): (usize, &mut [f32])| {
+        for (i, out) in out.chunks_mut(group).enumerate() {
             let row = i / self.kv_heads;
             let head = GroupData {
                 q: &q[i * group..(i + 1) * group],
@@ -144,31 +147,7 @@ impl HostKv {
                 head_dim: hd,
             };
             attend_group(&head, out);
-        };
-        let pairs = self.keys.len();
-        let threads = rayon::current_num_threads().min(pairs);
-        if q.len() * self.len < PARALLEL_MIN_WORK || threads < 2 {
-            out.chunks_mut(group).enumerate().for_each(task);
-            return out;
         }
-        // `threads` runs of consecutive (row, kv head) pairs: all but the first go to rayon's
-        // workers, the first runs here (one wake-up fewer, and this thread works instead of
-        // blocking).
-        let per = pairs.div_ceil(threads);
-        rayon::in_place_scope(|scope| {
-            let mut runs = out.chunks_mut(per * group).enumerate();
-            let first = runs.next();
-            for (r, run) in runs {
-                scope.spawn(move |_| {
-                    for (i, o) in run.chunks_mut(group).enumerate() {
-                        task((r * per + i, o));
-                    }
-                });
-            }
-            if let Some((_, run)) = first {
-                run.chunks_mut(group).enumerate().for_each(task);
-            }
-        });
         out
     }
 }
@@ -391,8 +370,8 @@ mod tests {
     #[test]
     fn matches_the_definition_with_gqa_padding_and_rewinds() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        // head_dim 20 exercises the scalar remainders, 64 the lane loops; 300 positions with
-        // 2 rows × 2 kv heads cross the parallel threshold.
+        // head_dim 20 exercises the odd-channel remainder, lengths that are not whole blocks
+        // the padded lanes.
         for (batch, heads, kv_heads, hd, len) in [
             (2, 4, 2, 20, 37),
             (1, 8, 4, 64, 300),

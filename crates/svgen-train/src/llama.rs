@@ -265,7 +265,7 @@ struct AttnInputs<'a, B: Backend> {
 ///
 /// On exactly `burn::backend::Flex` with an f32 model, the layers' keys and values live in
 /// host memory instead, appended in place, and single-token steps attend over them with a
-/// multi-threaded kernel (the merge interval is then unused); prompts and multi-token chunks
+/// vectorised kernel (the merge interval is then unused); prompts and multi-token chunks
 /// keep the generic attention. `Autodiff<Flex>`, CUDA and half-precision models use the
 /// segments.
 #[derive(Debug, Clone)]

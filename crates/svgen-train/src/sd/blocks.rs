@@ -20,7 +20,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, PadMode};
 use burn::tensor::{s, DType, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 
-use super::attention_cpu;
+use super::{attention_cpu, geglu_cpu, group_norm_cpu};
 use crate::error::{Result, TrainError};
 use crate::llama::{frozen_param, transpose};
 use crate::lora::LoraLinear;
@@ -357,9 +357,24 @@ impl<B: Backend> GroupNorm<B> {
     }
 
     /// Normalises each group of `C/groups` channels over channels and space.
+    ///
+    /// On exactly `burn::backend::Flex` with f32 data this runs in
+    /// [`group_norm_cpu`](super::group_norm_cpu) (two passes per group on host memory); every
+    /// other backend (`Autodiff<Flex>` for training, CUDA) uses the tensor ops below.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let g = self.groups;
+        if attention_cpu::is_flex::<B>() && x.dtype() == DType::F32 && g > 0 && c.is_multiple_of(g)
+        {
+            let host = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>();
+            let data = x.clone().into_data().into_vec::<f32>();
+            if let (Ok(xd), Ok(gamma), Ok(beta)) =
+                (data, host(self.gamma.val()), host(self.beta.val()))
+            {
+                let y = group_norm_cpu::group_norm(&xd, b, c, h * w, g, &gamma, &beta, self.eps);
+                return Tensor::from_data(TensorData::new(y, [b, c, h, w]), &x.device());
+            }
+        }
         // Two-pass statistics per (sample, group); the affine transform is folded into one
         // per-(sample, channel) scale so the big tensor is touched by one multiply-add.
         let xg = x.reshape([b, g, (c / g) * h * w]);
@@ -839,8 +854,20 @@ impl<B: Backend> FeedForward<B> {
         let [b, n, c] = x.dims();
         let x = x.reshape([b * n, c]);
         let hidden = self.proj_hidden.forward(x.clone());
-        let gate = activation::gelu(self.proj_gate.forward(x));
-        let y = self.out.forward(hidden * gate);
+        let gate = self.proj_gate.forward(x);
+        // on exactly Flex (f32): the fused host GEGLU of `geglu_cpu`; elsewhere Burn's ops
+        if attention_cpu::is_flex::<B>() && gate.dtype() == DType::F32 {
+            let dims = gate.dims();
+            let host = |t: &Tensor<B, 2>| t.to_data().into_vec::<f32>();
+            if let (Ok(h), Ok(g)) = (host(&hidden), host(&gate)) {
+                let prod = TensorData::new(geglu_cpu::geglu(&h, &g), dims);
+                let y = self
+                    .out
+                    .forward(Tensor::<B, 2>::from_data(prod, &gate.device()));
+                return y.reshape([b, n, c]);
+            }
+        }
+        let y = self.out.forward(hidden * activation::gelu(gate));
         y.reshape([b, n, c])
     }
 }

@@ -7,7 +7,9 @@
 pub mod attention_cpu;
 pub mod blocks;
 pub mod config;
+pub mod geglu_cpu;
 pub mod grid;
+pub mod group_norm_cpu;
 pub mod lora;
 pub mod pipeline;
 pub mod scheduler;
