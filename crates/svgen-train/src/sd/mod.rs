@@ -19,5 +19,10 @@ pub mod unet;
 pub mod vae;
 
 pub use config::{AutoencoderKLConfig, UNet2DConditionConfig};
+pub use grid::{GridReport, GridSpec, ImageScorer, SdImageGenerator, TraceTokenScorer};
+pub use lora::{LoraFormat, UNetLoraConfig};
+pub use pipeline::{GenerateParams, StableDiffusion};
+pub use scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
+pub use train::{SdLoraTrainConfig, SdLoraTrainer, SdTrainingModels};
 pub use unet::UNet2DConditionModel;
 pub use vae::{AutoencoderKL, DiagonalGaussian};
