@@ -19,7 +19,7 @@
 //! marked as padding are left out (probability 0), and a row with no real key at all gets the
 //! uniform average of its values, as a softmax over identical masked scores does in the generic
 //! path. The softmax subtracts the row maximum; `exp` is
-//! [`exp_f32`](crate::sd::attention_cpu::exp_f32), the vectorising polynomial shared with the
+//! [`exp_f32`](crate::cpu::exp_f32), the vectorising polynomial shared with the
 //! Stable Diffusion attention. The kernel is compiled twice on x86-64, for AVX2 (chosen at run
 //! time when the CPU has it) and for the baseline target.
 //!
@@ -30,8 +30,8 @@
 //! whenever anything else ran on it (the step then waits for a worker that is not scheduled),
 //! and the rest of the decode step is single-threaded anyway.
 
-use crate::sd::attention_cpu::exp_f32;
-pub(crate) use crate::sd::attention_cpu::is_flex;
+use crate::cpu::exp_f32;
+pub(crate) use crate::cpu::is_flex;
 
 /// Width of the hand-shaped accumulator arrays (two AVX2 registers of f32).
 const LANES: usize = 16;

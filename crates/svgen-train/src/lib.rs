@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod cpu;
 mod decode_cpu;
 pub mod error;
 pub mod generate;

@@ -364,8 +364,7 @@ impl<B: Backend> GroupNorm<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let g = self.groups;
-        if attention_cpu::is_flex::<B>() && x.dtype() == DType::F32 && g > 0 && c.is_multiple_of(g)
-        {
+        if crate::cpu::is_flex::<B>() && x.dtype() == DType::F32 && g > 0 && c.is_multiple_of(g) {
             let host = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>();
             let data = x.clone().into_data().into_vec::<f32>();
             if let (Ok(xd), Ok(gamma), Ok(beta)) =
@@ -755,7 +754,7 @@ impl<B: Backend> Attention<B> {
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(ctx.clone());
         let v = self.to_v.forward(ctx);
-        if attention_cpu::is_flex::<B>() && q.dtype() == DType::F32 && t > 0 && d > 0 {
+        if crate::cpu::is_flex::<B>() && q.dtype() == DType::F32 && t > 0 && d > 0 {
             let device = q.device();
             let host = |y: Tensor<B, 3>| y.into_data().into_vec::<f32>();
             if let (Ok(qd), Ok(kd), Ok(vd)) = (host(q.clone()), host(k.clone()), host(v.clone())) {
@@ -856,7 +855,7 @@ impl<B: Backend> FeedForward<B> {
         let hidden = self.proj_hidden.forward(x.clone());
         let gate = self.proj_gate.forward(x);
         // on exactly Flex (f32): the fused host GEGLU of `geglu_cpu`; elsewhere Burn's ops
-        if attention_cpu::is_flex::<B>() && gate.dtype() == DType::F32 {
+        if crate::cpu::is_flex::<B>() && gate.dtype() == DType::F32 {
             let dims = gate.dims();
             let host = |t: &Tensor<B, 2>| t.to_data().into_vec::<f32>();
             if let (Ok(h), Ok(g)) = (host(&hidden), host(&gate)) {

@@ -2,14 +2,14 @@
 //! [`FeedForward::forward`](super::blocks::FeedForward::forward) on the CPU backend.
 //!
 //! Used only when the backend is exactly [`burn::backend::Flex`] with `f32` data (see
-//! [`is_flex`](super::attention_cpu::is_flex)); `Autodiff<Flex>` (training) and GPU backends
+//! [`is_flex`](crate::cpu::is_flex)); `Autodiff<Flex>` (training) and GPU backends
 //! keep Burn's `gelu` and multiply. Burn's CPU `gelu` evaluates a scalar library `erf` per
 //! element; here the exact (erf) GELU uses [`erf_f32`], a rational-exponential approximation
 //! that vectorises, and the product is fused into the same pass, split over rayon.
 
 use rayon::prelude::*;
 
-use super::attention_cpu::exp_f32;
+use crate::cpu::exp_f32;
 
 /// Elements per rayon task.
 const CHUNK: usize = 4096;
