@@ -1,5 +1,5 @@
 //! Compaction time per icon (`svgen_core::compact`) on the committed real icons
-//! (`crates/svgen-core/tests/data/icons`, Tabler MIT + MDI Apache-2.0).
+//! (`svgen-core/tests/data/icons`, Tabler MIT + MDI Apache-2.0).
 //!
 //! `cargo bench --no-default-features --bench compact`
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use svgen::core::compact::{compact, CompactOptions};
 use svgen::core::Svg;
 
 fn icons() -> Vec<(String, Vec<u8>)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/svgen-core/tests/data/icons");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("svgen-core/tests/data/icons");
     let mut out = Vec::new();
     for set in ["tabler", "mdi"] {
         let Ok(dir) = std::fs::read_dir(root.join(set)) else {
@@ -37,7 +37,7 @@ fn bench_compact(c: &mut Criterion) {
     let icons = icons();
     assert!(
         !icons.is_empty(),
-        "no icons under crates/svgen-core/tests/data/icons"
+        "no icons under svgen-core/tests/data/icons"
     );
     let parsed: Vec<(String, Svg)> = icons
         .iter()

@@ -1,5 +1,5 @@
 //! Criterion benches for svgen-core: token counting, parsing and rendering, on the 44 real
-//! Tabler icons committed under `crates/svgen-data/assets/tabler-icons` (MIT).
+//! Tabler icons committed under `svgen-data/assets/tabler-icons` (MIT).
 //!
 //! ```text
 //! cargo bench --bench core
@@ -29,7 +29,7 @@ fn icons() -> Vec<(PathBuf, String)> {
             }
         }
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/svgen-data/assets/tabler-icons");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("svgen-data/assets/tabler-icons");
     let mut paths = Vec::new();
     walk(&root, &mut paths);
     paths.sort();

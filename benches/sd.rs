@@ -90,7 +90,7 @@ fn unet_step_tiny(c: &mut Criterion) {
 }
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/svgen-train/tests/fixtures/sd/tiny-sd")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("svgen-train/tests/fixtures/sd/tiny-sd")
 }
 
 fn vae_decode(c: &mut Criterion) {

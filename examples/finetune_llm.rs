@@ -3,9 +3,9 @@
 //! Tiny CPU run (falling loss in about a minute, fixtures from `tools/fixtures/make_llama.py`):
 //! ```text
 //! cargo run --release --example finetune_llm -- \
-//!   --model crates/svgen-train/tests/fixtures/llama3-tied \
-//!   --tokenizer crates/svgen-train/tests/fixtures/tokenizer \
-//!   --data crates/svgen-train/tests/fixtures/pairs.jsonl --out /tmp/ft --steps 60
+//!   --model svgen-train/tests/fixtures/llama3-tied \
+//!   --tokenizer svgen-train/tests/fixtures/tokenizer \
+//!   --data svgen-train/tests/fixtures/pairs.jsonl --out /tmp/ft --steps 60
 //! ```
 //! Instead of `--data FILE.jsonl`, `--mmsvg FILE.parquet` (OmniSVG MMSVG) or `--shards DIR`
 //! (svgen-data shards) read the pairs through svgen-data.

@@ -10,7 +10,7 @@
 //!
 //! `--model` is a diffusers Stable Diffusion folder (`model_index.json`, `text_encoder/`, `tokenizer/`,
 //! `unet/`, `vae/`, `scheduler/`), e.g. a local copy of `stable-diffusion-v1-5/stable-diffusion-v1-5`.
-//! The tiny test folder `crates/svgen-train/tests/fixtures/sd/tiny-sd` works too (random weights, 64 px).
+//! The tiny test folder `svgen-train/tests/fixtures/sd/tiny-sd` works too (random weights, 64 px).
 //! Image `i` of a batch uses seed `seed + i`; with `--batch > 1` the files are `<out>-<i>.png`.
 
 use std::path::PathBuf;

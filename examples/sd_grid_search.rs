@@ -11,7 +11,7 @@
 //! ```
 //!
 //! `--model` is a diffusers Stable Diffusion folder (real use: SD1.5); the tiny test folder
-//! `crates/svgen-train/tests/fixtures/sd/tiny-sd` works too. `--prompts FILE` holds one wording per
+//! `svgen-train/tests/fixtures/sd/tiny-sd` works too. `--prompts FILE` holds one wording per
 //! line (blank lines and `#` comments skipped). `--clip` is an HF CLIP folder (`config.json`,
 //! `model.safetensors`, `tokenizer.json`), e.g. `openai/clip-vit-base-patch32` as in the thesis.
 

@@ -4,8 +4,8 @@
 //! `tools/fixtures/make_sd.py` and `tools/fixtures/make_sd_lora.py`):
 //! ```text
 //! cargo run --release --features train --example sd_lora_train -- \
-//!   --model crates/svgen-train/tests/fixtures/sd/tiny-sd \
-//!   --data crates/svgen-train/tests/fixtures/sd/lora_train_data \
+//!   --model svgen-train/tests/fixtures/sd/tiny-sd \
+//!   --data svgen-train/tests/fixtures/sd/lora_train_data \
 //!   --out /tmp/sd-lora --steps 60 --rank 4 --lr 1e-2 --resolution 64
 //! ```
 //! `--data` is a folder of images with same-named `.txt` captions, or a folder of svgen-data

@@ -7,7 +7,7 @@ cached latents: draw noise and timesteps, `DDPMScheduler.add_noise`, UNet forwar
 (after `--warmup` untimed steps).
 
 Usage:
-  /work/venv/bin/python tools/sd_lora_bench.py --model crates/svgen-train/tests/fixtures/sd/tiny-sd \
+  /work/venv/bin/python tools/sd_lora_bench.py --model svgen-train/tests/fixtures/sd/tiny-sd \
       --batch 4 --resolution 64 --rank 4 --steps 40
 """
 

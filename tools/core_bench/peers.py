@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Peer figures for svgen-core's criterion bench (`cargo bench --no-default-features --bench core`),
-on the same 44 Tabler icons (crates/svgen-data/assets/tabler-icons):
+on the same 44 Tabler icons (svgen-data/assets/tabler-icons):
 
 * Python `tiktoken` cl100k_base: tokens/s on one thread (`encode` loop) and with `encode_batch`
   (its own thread pool), plus the total token count (must equal `svg_tokens`' TOTAL);
@@ -25,7 +25,7 @@ import tiktoken
 import tiktoken.load
 import tiktoken_ext.openai_public as openai_public
 
-ICONS = sorted(glob.glob("crates/svgen-data/assets/tabler-icons/**/*.svg", recursive=True))
+ICONS = sorted(glob.glob("svgen-data/assets/tabler-icons/**/*.svg", recursive=True))
 
 
 def cl100k():

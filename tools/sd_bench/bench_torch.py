@@ -8,7 +8,7 @@ benches/sd.rs: an SD1.5-shaped UNet (same blocks, heads, 768-d cross-attention, 
 32 GroupNorm groups) at one fifth of SD1.5's widths, on 32x32 latents (256 px images), batch 2
 (a classifier-free-guidance pair), 77 text tokens. Weights are random (timing does not depend on
 them); fp32, no_grad, default attention processor (SDPA). Also the tiny test fixture's UNet
-(crates/svgen-train/tests/fixtures/sd/tiny-sd/unet) on 64x64 latents, batch 2, 77 tokens, as
+(svgen-train/tests/fixtures/sd/tiny-sd/unet) on 64x64 latents, batch 2, 77 tokens, as
 `unet_step_tiny` in benches/sd.rs. Prints the medians and all timings.
 """
 import os
