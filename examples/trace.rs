@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example trace -- IN OUT.svg [potrace flags]
 //! cargo run --release --example trace -- drawing.png out.svg -t 10 -a 0 -n -z white
-//! cargo run --release --example trace -- photo.jpg out.svg --normalize-background --mkbitmap
+//! cargo run --release --example trace -- photo.jpg out.svg --normalise-background --mkbitmap
 //! cargo run --release --example trace -- icon.png out.svg --color 6
 //! ```
 //!
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use svgen::trace::color::{trace_color, ColorParams, ColorSvgOptions, LayerMode, Palette};
 use svgen::trace::preprocess::{
-    despeckle, normalize_background, open_image, BackgroundOptions, DecodeLimits, MkbitmapParams,
+    despeckle, normalise_background, open_image, BackgroundOptions, DecodeLimits, MkbitmapParams,
     Threshold,
 };
 use svgen::trace::svg::Grouping;
@@ -78,8 +78,8 @@ struct Args {
     #[arg(long)]
     cutout: bool,
     /// Detect a dark background from the border and invert the image first.
-    #[arg(long = "normalize-background")]
-    normalize_background: bool,
+    #[arg(long = "normalise-background")]
+    normalise_background: bool,
     /// Threshold with the mkbitmap pipeline (high-pass 4, scale 2, cubic, threshold 0.45)
     /// instead of `-k`.
     #[arg(long)]
@@ -113,8 +113,8 @@ fn run(args: &Args) -> Result<String, TraceError> {
         ..Default::default()
     };
     let mut image = open_image(&args.input, &limits)?;
-    if args.normalize_background {
-        let (img, decision) = normalize_background(&image, &BackgroundOptions::default())?;
+    if args.normalise_background {
+        let (img, decision) = normalise_background(&image, &BackgroundOptions::default())?;
         if args.verbose {
             eprintln!(
                 "background: median border brightness {:.3}, {:.0}% dark -> {}",

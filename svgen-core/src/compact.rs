@@ -7,7 +7,7 @@
 //!
 //! * writes coordinates in fixed point with a chosen number of decimals, or on a grid after
 //!   normalising the viewBox (OmniSVG's 200×200 normalisation is
-//!   `normalize_viewbox: Some(200.0)` with `precision: Precision::Decimals(0)`);
+//!   `normalise_viewbox: Some(200.0)` with `precision: Precision::Decimals(0)`);
 //! * chooses per segment the spelling with the fewest tokens under a cl100k cost model
 //!   (absolute or relative, `H`/`V`/`S`/`T` shorthands, implicit repeated commands, minimal
 //!   separators, compact arc flags), see [`path_data_tokens`];
@@ -65,7 +65,7 @@ pub struct CompactOptions {
     /// Rescale the drawing so that the larger viewBox side is this long, with the viewBox
     /// origin at 0,0 (OmniSVG normalises to 200). The intrinsic `width`/`height` stay as they
     /// were. Default: `None` (keep the original coordinate system).
-    pub normalize_viewbox: Option<f32>,
+    pub normalise_viewbox: Option<f32>,
     /// Geometric simplification tolerance in output user units; 0 disables it. Flat curves
     /// become lines, near-collinear lines merge and subpaths smaller than this in both
     /// directions are dropped. Default: 0.
@@ -85,7 +85,7 @@ impl Default for CompactOptions {
     fn default() -> Self {
         CompactOptions {
             precision: Precision::Relative(1000),
-            normalize_viewbox: None,
+            normalise_viewbox: None,
             simplify_tolerance: 0.0,
             recover_arcs: true,
             merge_paths: true,
@@ -952,7 +952,7 @@ impl Doc {
             }
         }
         let mut base = Affine::IDENTITY;
-        if let Some(n) = opts.normalize_viewbox.filter(|n| n.is_finite() && *n > 0.0) {
+        if let Some(n) = opts.normalise_viewbox.filter(|n| n.is_finite() && *n > 0.0) {
             let s = f64::from(n) / vb.2.max(vb.3);
             base = Affine::scale_translate(s, -vb.0 * s, -vb.1 * s);
             vb = (0.0, 0.0, vb.2 * s, vb.3 * s);

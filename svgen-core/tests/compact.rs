@@ -169,11 +169,11 @@ fn gradients_clips_masks_opacity_and_transforms_survive() {
 }
 
 #[test]
-fn normalize_viewbox_to_omnisvg_grid() {
+fn normalise_viewbox_to_omnisvg_grid() {
     let src = br#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="10 10 24 24">
         <path d="M12.3 12.7h19.1v9.9H12.3z M15 25 L30 31 L15 31 z"/></svg>"#;
     let opts = CompactOptions {
-        normalize_viewbox: Some(200.0),
+        normalise_viewbox: Some(200.0),
         precision: Precision::Decimals(0),
         ..CompactOptions::default()
     };

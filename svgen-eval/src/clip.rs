@@ -702,7 +702,7 @@ pub struct ClipModel<B: Backend> {
     pub logit_scale: Param<Tensor<B, 1>>,
 }
 
-fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+fn l2_normalise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let n = x.clone().powi_scalar(2).sum_dim(1).sqrt();
     x / n
 }
@@ -764,7 +764,7 @@ impl<B: Backend> ClipModel<B> {
 
     /// L2-normalised image embeddings.
     pub fn image_embeds(&self, pixel_values: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
-        Ok(l2_normalize(self.get_image_features(pixel_values)?))
+        Ok(l2_normalise(self.get_image_features(pixel_values)?))
     }
 
     /// L2-normalised text embeddings.
@@ -773,7 +773,7 @@ impl<B: Backend> ClipModel<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
     ) -> Result<Tensor<B, 2>> {
-        Ok(l2_normalize(
+        Ok(l2_normalise(
             self.get_text_features(input_ids, attention_mask)?,
         ))
     }

@@ -51,7 +51,7 @@ pub use error::TraceError;
 pub use params::{TraceParams, TurnPolicy};
 pub use path::{PathList, Point, Segment, Sign, TracedPath};
 pub use preprocess::{
-    decode_image, despeckle, mkbitmap, normalize_background, open_image, BackgroundOptions,
+    decode_image, despeckle, mkbitmap, normalise_background, open_image, BackgroundOptions,
     DecodeLimits, MkbitmapParams, Threshold,
 };
 pub use svg::SvgOptions;

@@ -905,7 +905,7 @@ fn remove_components(bm: &mut Bitmap, black: bool, min: usize) -> u64 {
 // Background normalisation
 // ---------------------------------------------------------------------------------------------
 
-/// Options of [`normalize_background`].
+/// Options of [`normalise_background`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackgroundOptions {
@@ -930,7 +930,7 @@ impl Default for BackgroundOptions {
     }
 }
 
-/// What [`normalize_background`] measured and decided.
+/// What [`normalise_background`] measured and decided.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackgroundDecision {
     /// Whether the image was inverted.
@@ -947,19 +947,19 @@ pub struct BackgroundDecision {
 ///
 /// ```
 /// use image::{DynamicImage, Rgb, RgbImage};
-/// use svgen_trace::preprocess::{normalize_background, BackgroundOptions};
+/// use svgen_trace::preprocess::{normalise_background, BackgroundOptions};
 /// # fn main() -> Result<(), svgen_trace::TraceError> {
 /// // A white disc on a near-black background.
 /// let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
 ///     let d = (x as i32 - 32).pow(2) + (y as i32 - 32).pow(2);
 ///     if d < 400 { Rgb([250, 250, 250]) } else { Rgb([10, 12, 20]) }
 /// }));
-/// let (out, decision) = normalize_background(&img, &BackgroundOptions::default())?;
+/// let (out, decision) = normalise_background(&img, &BackgroundOptions::default())?;
 /// assert!(decision.inverted);
 /// assert_eq!(out.to_rgb8().get_pixel(0, 0).0, [245, 243, 235]);
 /// # Ok(()) }
 /// ```
-pub fn normalize_background(
+pub fn normalise_background(
     image: &DynamicImage,
     options: &BackgroundOptions,
 ) -> Result<(DynamicImage, BackgroundDecision), TraceError> {
@@ -983,7 +983,7 @@ pub fn normalize_background(
     Ok((out, decision))
 }
 
-/// The measurement half of [`normalize_background`], without copying the image.
+/// The measurement half of [`normalise_background`], without copying the image.
 pub fn detect_background(image: &DynamicImage, options: &BackgroundOptions) -> BackgroundDecision {
     let (w, h) = (image.width(), image.height());
     if w == 0 || h == 0 {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use image::{DynamicImage, GrayImage, ImageBuffer, Luma, LumaA, Rgb, RgbImage, Rgba, RgbaImage};
 use svgen_trace::preprocess::{
-    decode_image, despeckle, mkbitmap, normalize_background, BackgroundOptions, DecodeLimits,
+    decode_image, despeckle, mkbitmap, normalise_background, BackgroundOptions, DecodeLimits,
     Greymap, Interpolation, MkbitmapParams, Threshold,
 };
 use svgen_trace::{Bitmap, DEFAULT_PIXEL_LIMIT};
@@ -428,14 +428,14 @@ fn scene(bg: [u8; 3], fg: [u8; 3]) -> DynamicImage {
 #[test]
 fn dark_background_is_inverted_light_is_kept() {
     let opts = BackgroundOptions::default();
-    let (out, d) = normalize_background(&scene([8, 8, 30], [240, 200, 90]), &opts).unwrap();
+    let (out, d) = normalise_background(&scene([8, 8, 30], [240, 200, 90]), &opts).unwrap();
     assert!(d.inverted && d.border_median < 0.1 && d.dark_fraction == 1.0);
     // After inversion the usual threshold sees a dark disc on white.
     let bm = Bitmap::from_image(&out, &Threshold::default()).unwrap();
     assert!(bm.get(40, 30) && !bm.get(0, 0));
 
     let light = scene([250, 250, 240], [20, 20, 20]);
-    let (out, d) = normalize_background(&light, &opts).unwrap();
+    let (out, d) = normalise_background(&light, &opts).unwrap();
     assert!(!d.inverted && d.border_median > 0.9);
     assert_eq!(out, light);
 }
@@ -446,7 +446,7 @@ fn dark_objects_touching_the_border_do_not_trigger_inversion() {
     let img = DynamicImage::ImageLuma8(GrayImage::from_fn(100, 100, |x, _| {
         Luma([if x < 40 { 10 } else { 230 }])
     }));
-    let (_, d) = normalize_background(&img, &BackgroundOptions::default()).unwrap();
+    let (_, d) = normalise_background(&img, &BackgroundOptions::default()).unwrap();
     assert!(!d.inverted, "{d:?}");
     // Transparent background = white paper.
     let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(30, 30, |x, y| {
@@ -456,7 +456,7 @@ fn dark_objects_touching_the_border_do_not_trigger_inversion() {
             Rgba([0, 0, 0, 0])
         }
     }));
-    let (_, d) = normalize_background(&img, &BackgroundOptions::default()).unwrap();
+    let (_, d) = normalise_background(&img, &BackgroundOptions::default()).unwrap();
     assert!(!d.inverted && d.border_median == 1.0);
 }
 
@@ -467,10 +467,10 @@ fn background_options_are_validated_and_tiny_images_work() {
         dark_level: 2.0,
         ..Default::default()
     };
-    assert!(normalize_background(&img, &bad).is_err());
+    assert!(normalise_background(&img, &bad).is_err());
     for (w, h) in [(0, 0), (1, 1), (1, 7), (3, 2)] {
         let img = DynamicImage::ImageLuma8(GrayImage::from_pixel(w, h, Luma([0])));
-        let (_, d) = normalize_background(&img, &BackgroundOptions::default()).unwrap();
+        let (_, d) = normalise_background(&img, &BackgroundOptions::default()).unwrap();
         assert_eq!(d.inverted, w > 0, "{w}x{h}");
     }
 }

@@ -368,7 +368,7 @@ mod grid {
     use image::DynamicImage;
     use svgen_data::generate::{GenerationRequest, ImageGenerator};
     use svgen_eval::{ClipImageProcessor, ClipModel, ClipScorer, ClipTokenizer};
-    use svgen_trace::preprocess::{normalize_background, BackgroundOptions};
+    use svgen_trace::preprocess::{normalise_background, BackgroundOptions};
     use svgen_train::sd::grid::{
         grid_search, GridPoint, GridSpec, ImageScorer, Score, SdImageGenerator, TraceTokenScorer,
     };
@@ -455,7 +455,7 @@ mod grid {
             .unwrap()
             .remove(0);
         let (normalised, decision) =
-            normalize_background(&DynamicImage::ImageRgb8(raw), &BackgroundOptions::default())
+            normalise_background(&DynamicImage::ImageRgb8(raw), &BackgroundOptions::default())
                 .unwrap();
         assert_eq!(decision.inverted, best.inverted);
         assert_eq!(saved.to_rgb8(), normalised.to_rgb8());

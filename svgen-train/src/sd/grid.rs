@@ -43,7 +43,7 @@ use svgen_core::{Cl100k, Svg, TokenCounter};
 use svgen_data::generate::{GeneratedImage, GenerationRequest, ImageGenerator};
 use svgen_data::StageError;
 use svgen_eval::{ClipScorer, ScoreImage};
-use svgen_trace::preprocess::{normalize_background, BackgroundOptions, Threshold};
+use svgen_trace::preprocess::{normalise_background, BackgroundOptions, Threshold};
 use svgen_trace::{Bitmap, SvgOptions, TraceParams};
 
 use super::pipeline::{GenerateParams, StableDiffusion};
@@ -559,7 +559,7 @@ pub fn grid_search<B: Backend>(
         let mut images = sd.generate(&spec.params(&point))?;
         let generate_seconds = start.elapsed().as_secs_f64();
         let raw = DynamicImage::ImageRgb8(images.remove(0));
-        let (image, decision) = normalize_background(&raw, &spec.background)
+        let (image, decision) = normalise_background(&raw, &spec.background)
             .map_err(|e| TrainError::InvalidArgument(format!("background options: {e}")))?;
         let score = scorer.score(&point, &image)?;
         let (mut image_file, mut svg_file) = (None, None);
