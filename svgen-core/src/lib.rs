@@ -47,14 +47,12 @@ pub mod render;
 pub mod svg;
 pub mod tokens;
 
-// --- svgen-core modules owned by the compaction work (compact, budget, chunk) ---
 pub mod budget;
 pub mod chunk;
 pub mod compact;
 pub use budget::{fit_to_budget, BudgetError, Fitted};
 pub use chunk::{chunk, reassemble, Chunk, ChunkError};
 pub use compact::{compact, CompactOptions, Precision};
-// --- end ---
 
 pub use error::SvgError;
 pub use metrics::{compare_svgs, RasterDiff};

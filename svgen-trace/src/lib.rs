@@ -38,11 +38,9 @@ mod pbm;
 pub mod polygon;
 pub mod svg;
 
-// --- modules owned by trace-B (preprocessing, colour, batch) ---
 pub mod batch;
 pub mod color;
 pub mod preprocess;
-// --- end ---
 
 pub use batch::{trace_batch, trace_batch_with, BatchInput, BatchOptions};
 pub use bitmap::{Bitmap, DEFAULT_PIXEL_LIMIT};
