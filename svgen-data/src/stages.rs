@@ -2,7 +2,7 @@
 //! the optional CLIP-similarity / aesthetic filters.
 
 use image::DynamicImage;
-use svgen_trace::preprocess::{normalise_background, BackgroundOptions, Threshold};
+use svgen_trace::preprocess::{self, BackgroundOptions, Threshold};
 use svgen_trace::{Bitmap, SvgOptions, TraceParams};
 
 use crate::error::StageError;
@@ -50,7 +50,7 @@ pub fn normalise_background(
     image: &DynamicImage,
     options: &BackgroundOptions,
 ) -> Result<(DynamicImage, bool), StageError> {
-    let (out, decision) = normalise_background(image, options)
+    let (out, decision) = preprocess::normalise_background(image, options)
         .map_err(|e| StageError::internal(format!("background normalisation: {e}")))?;
     Ok((out, decision.inverted))
 }
