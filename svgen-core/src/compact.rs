@@ -33,14 +33,16 @@
 
 mod cost;
 pub(crate) mod path;
+mod precision;
 
 pub use cost::path_data_tokens;
+pub use precision::{MAX_ERROR_PX, MIN_RELATIVE_TOLERANCE, THICKNESS_FRACTION};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use path::{Affine, Bounds, Seg};
+use path::{Affine, Bounds, Pt, Seg};
 use usvg::{Node, Paint};
 
 use crate::Svg;
@@ -48,27 +50,53 @@ use crate::Svg;
 /// How coordinates are rounded.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Precision {
+    /// Follows the geometry (the default): each shape's coordinates move at most
+    /// [`MAX_ERROR_PX`] px in a rendering of `render_size` px on the larger viewBox side, and at
+    /// most [`THICKNESS_FRACTION`] of the thickness of what the shape paints (stroke width, or
+    /// twice the filled area over the outline length). See the module docs.
+    Auto {
+        /// Pixels of the larger viewBox side in the renderings the output must match.
+        /// Default: 512 (datasets render icons at 256–512 px).
+        render_size: u32,
+    },
     /// A fixed number of decimals in output user units (0 = integers). Values above 8 are
     /// treated as 8.
     Decimals(u8),
     /// Enough decimals that one unit of the last place is at most `1/steps` of the larger
-    /// viewBox side (e.g. `Relative(1000)` gives 2 decimals for a 24×24 icon, 1 for 200×200).
+    /// viewBox side (e.g. `Relative(1000)` gives 2 decimals for a 24×24 icon, 1 for 200×200:
+    /// the unit is the largest power of ten not above `side / steps`).
     Relative(u32),
 }
 
-/// Options for [`compact`]. The defaults are visually lossless for icons (every output of the
-/// 500+ icon benchmark keeps ink IoU ≥ 0.99 at 256 px).
+impl Default for Precision {
+    fn default() -> Self {
+        Precision::Auto {
+            render_size: DEFAULT_RENDER_SIZE,
+        }
+    }
+}
+
+/// The default `render_size` of [`Precision::Auto`].
+pub const DEFAULT_RENDER_SIZE: u32 = 512;
+
+/// Options for [`compact`]. The defaults are visually lossless for icons: every output of the
+/// benchmark (3,300 icons of nine real sets, `tools/bench_compact/run.sh`) keeps ink IoU ≥ 0.99
+/// and a colour error (largest per-channel mean absolute error) ≤ 0.01 at 256 px.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactOptions {
-    /// Coordinate precision. Default: `Precision::Relative(1000)`.
+    /// Coordinate precision. Default: `Precision::Auto { render_size: 512 }`.
     pub precision: Precision,
     /// Rescale the drawing so that the larger viewBox side is this long, with the viewBox
     /// origin at 0,0 (OmniSVG normalises to 200). The intrinsic `width`/`height` stay as they
     /// were. Default: `None` (keep the original coordinate system).
     pub normalise_viewbox: Option<f32>,
-    /// Geometric simplification tolerance in output user units; 0 disables it. Flat curves
-    /// become lines, near-collinear lines merge and subpaths smaller than this in both
-    /// directions are dropped. Default: 0.
+    /// With [`Precision::Auto`] and no `normalise_viewbox`: scale the viewBox by a power of ten
+    /// when that writes the coordinates as integers in fewer tokens (`12.34` is three tokens,
+    /// `1234` two); `width`/`height` keep the rendered size. Default: `true`.
+    pub integer_grid: bool,
+    /// Geometric simplification tolerance in user units of the (normalised) viewBox, before
+    /// any integer-grid scaling; 0 disables it. Flat curves become lines, near-collinear lines
+    /// merge and subpaths smaller than this in both directions are dropped. Default: 0.
     pub simplify_tolerance: f64,
     /// Recover circular arcs and circles from Bézier curves. Default: `true`.
     pub recover_arcs: bool,
@@ -84,8 +112,9 @@ pub struct CompactOptions {
 impl Default for CompactOptions {
     fn default() -> Self {
         CompactOptions {
-            precision: Precision::Relative(1000),
+            precision: Precision::default(),
             normalise_viewbox: None,
+            integer_grid: true,
             simplify_tolerance: 0.0,
             recover_arcs: true,
             merge_paths: true,
@@ -141,6 +170,8 @@ pub(crate) struct Shape {
     circle_ok: bool,
     /// Paint servers this shape references.
     refs: Vec<String>,
+    /// Decimals of the coordinates.
+    p: u32,
 }
 
 /// An element of the output document.
@@ -194,14 +225,28 @@ pub(crate) struct Doc {
     /// Definitions in document order (id, element).
     defs: Vec<(String, El)>,
     pub(crate) items: Vec<Item>,
-    p: u32,
 }
+
+/// The largest power of ten by which [`Doc::build_tree`] scales the viewBox for an integer
+/// grid.
+const MAX_GRID_EXPONENT: u32 = 6;
 
 struct Builder<'a> {
     opts: &'a CompactOptions,
+    /// Decimals of numbers that are not shape coordinates (gradients, transforms), in output
+    /// user units.
     p: u32,
-    quantum: f64,
-    ids: HashMap<usize, String>,
+    /// [`Precision::Auto`]: the render tolerance in output user units.
+    auto_tol: Option<f64>,
+    /// The finest tolerance ever used, in output user units.
+    min_tol: f64,
+    /// Simplification tolerance in output user units.
+    simplify: f64,
+    /// The largest stretch from the coordinates being written to output user units (above 1
+    /// inside scaled groups, clip paths and patterns that keep their transform).
+    ctx: f64,
+    /// Ids of definitions by address (and, for paint servers, the map of the coordinates).
+    ids: HashMap<(usize, [u64; 6]), String>,
     defs: Vec<(String, El)>,
 }
 
@@ -316,10 +361,15 @@ fn base64(data: &[u8]) -> String {
 fn flattenable(g: &usvg::Group, t: &Affine) -> bool {
     g.children().iter().all(|n| match n {
         Node::Path(p) => {
-            let paint_ok = |pt: &Paint| matches!(pt, Paint::Color(_));
+            // Gradients are mapped with the coordinates (exact for similarities).
+            let similar = t.similarity_scale().is_some();
+            let paint_ok = |pt: &Paint| match pt {
+                Paint::Color(_) => true,
+                Paint::LinearGradient(_) | Paint::RadialGradient(_) => similar,
+                Paint::Pattern(_) => false,
+            };
             p.fill().is_none_or(|f| paint_ok(f.paint()))
-                && p.stroke()
-                    .is_none_or(|s| paint_ok(s.paint()) && t.similarity_scale().is_some())
+                && p.stroke().is_none_or(|s| paint_ok(s.paint()) && similar)
         }
         Node::Image(_) => true,
         Node::Text(tx) => flattenable(tx.flattened(), t),
@@ -344,7 +394,12 @@ fn has_effects(g: &usvg::Group) -> bool {
 
 impl<'a> Builder<'a> {
     fn id_for<T>(&mut self, a: &Arc<T>) -> (String, bool) {
-        let key = Arc::as_ptr(a) as *const () as usize;
+        self.id_for_mapped(a, &Affine::IDENTITY)
+    }
+
+    /// The id of the definition of `a` drawn through the map `m`, and whether it is new.
+    fn id_for_mapped<T>(&mut self, a: &Arc<T>, m: &Affine) -> (String, bool) {
+        let key = (Arc::as_ptr(a) as *const () as usize, m.bits());
         if let Some(id) = self.ids.get(&key) {
             return (id.clone(), false);
         }
@@ -353,53 +408,56 @@ impl<'a> Builder<'a> {
         (id, true)
     }
 
-    fn paint(&mut self, p: &Paint) -> (String, Option<String>) {
+    /// The paint value of `p` for a shape whose coordinates were mapped by `m` (a similarity,
+    /// see [`flattenable`]): gradients are mapped with it, so that each (gradient, map) pair
+    /// gets a definition of its own.
+    fn paint(&mut self, p: &Paint, m: &Affine) -> (String, Option<String>) {
         match p {
             Paint::Color(c) => (fmt_color(*c), None),
             Paint::LinearGradient(lg) => {
-                let (id, new) = self.id_for(lg);
+                let (id, new) = self.id_for_mapped(lg, m);
                 if new {
                     let mut attrs = vec![
                         ("id", id.clone()),
                         ("gradientUnits", "userSpaceOnUse".into()),
                     ];
                     let p = self.p + 1;
-                    for (k, v) in [
-                        ("x1", lg.x1()),
-                        ("y1", lg.y1()),
-                        ("x2", lg.x2()),
-                        ("y2", lg.y2()),
-                    ] {
+                    let a = m.apply(Pt::new(f64::from(lg.x1()), f64::from(lg.y1())));
+                    let b = m.apply(Pt::new(f64::from(lg.x2()), f64::from(lg.y2())));
+                    for (k, v) in [("x1", a.x), ("y1", a.y), ("x2", b.x), ("y2", b.y)] {
                         if k == "x2" || v != 0.0 {
-                            attrs.push((k, fmt_num(f64::from(v), p)));
+                            attrs.push((k, fmt_num(v, p)));
                         }
                     }
-                    let el = self.gradient("linearGradient", attrs, lg);
+                    let el = self.gradient("linearGradient", attrs, lg, m);
                     self.defs.push((id.clone(), el));
                 }
                 (format!("url(#{id})"), Some(id))
             }
             Paint::RadialGradient(rg) => {
-                let (id, new) = self.id_for(rg);
+                let (id, new) = self.id_for_mapped(rg, m);
                 if new {
                     let p = self.p + 1;
+                    let s = m.similarity_scale().unwrap_or(1.0);
+                    let c = m.apply(Pt::new(f64::from(rg.cx()), f64::from(rg.cy())));
+                    let f = m.apply(Pt::new(f64::from(rg.fx()), f64::from(rg.fy())));
                     let mut attrs = vec![
                         ("id", id.clone()),
                         ("gradientUnits", "userSpaceOnUse".into()),
-                        ("cx", fmt_num(f64::from(rg.cx()), p)),
-                        ("cy", fmt_num(f64::from(rg.cy()), p)),
-                        ("r", fmt_num(f64::from(rg.r().get()), p)),
+                        ("cx", fmt_num(c.x, p)),
+                        ("cy", fmt_num(c.y, p)),
+                        ("r", fmt_num(f64::from(rg.r().get()) * s, p)),
                     ];
                     if rg.fx() != rg.cx() {
-                        attrs.push(("fx", fmt_num(f64::from(rg.fx()), p)));
+                        attrs.push(("fx", fmt_num(f.x, p)));
                     }
                     if rg.fy() != rg.cy() {
-                        attrs.push(("fy", fmt_num(f64::from(rg.fy()), p)));
+                        attrs.push(("fy", fmt_num(f.y, p)));
                     }
                     if rg.fr().get() != 0.0 {
-                        attrs.push(("fr", fmt_num(f64::from(rg.fr().get()), p)));
+                        attrs.push(("fr", fmt_num(f64::from(rg.fr().get()) * s, p)));
                     }
-                    let el = self.gradient("radialGradient", attrs, rg);
+                    let el = self.gradient("radialGradient", attrs, rg, m);
                     self.defs.push((id.clone(), el));
                 }
                 (format!("url(#{id})"), Some(id))
@@ -421,7 +479,10 @@ impl<'a> Builder<'a> {
                     if !t.is_identity() {
                         attrs.push(("patternTransform", fmt_transform(&t, self.p)));
                     }
+                    let saved_ctx = self.ctx;
+                    self.ctx *= t.max_stretch();
                     let children = self.children(pat.root(), Affine::IDENTITY, false);
+                    self.ctx = saved_ctx;
                     let el = El {
                         tag: "pattern",
                         attrs,
@@ -440,8 +501,15 @@ impl<'a> Builder<'a> {
         tag: &'static str,
         mut attrs: Vec<(&'static str, String)>,
         g: &usvg::BaseGradient,
+        m: &Affine,
     ) -> El {
-        let t = Affine::from_usvg(g.transform());
+        // Coordinates were mapped by `m`: the gradient space becomes `m · G · m⁻¹`.
+        let mut t = Affine::from_usvg(g.transform());
+        if !t.is_identity() && !m.is_identity() {
+            t = m
+                .then_after(t)
+                .then_after(m.inverse().unwrap_or(Affine::IDENTITY));
+        }
         if !t.is_identity() {
             attrs.push(("gradientTransform", fmt_transform(&t, self.p)));
         }
@@ -480,7 +548,7 @@ impl<'a> Builder<'a> {
     /// Clip paths and masks are reached through plain references; they are identified by
     /// address, like the paint servers.
     fn clip_def_ref(&mut self, c: &usvg::ClipPath) -> String {
-        let key = c as *const usvg::ClipPath as usize;
+        let key = (c as *const usvg::ClipPath as usize, Affine::IDENTITY.bits());
         if let Some(id) = self.ids.get(&key) {
             return id.clone();
         }
@@ -497,7 +565,10 @@ impl<'a> Builder<'a> {
             attrs.push(("clip-path", format!("url(#{iid})")));
             refs.push(iid);
         }
+        let saved_ctx = self.ctx;
+        self.ctx *= t.max_stretch();
         let children = self.children(c.root(), Affine::IDENTITY, true);
+        self.ctx = saved_ctx;
         self.defs.push((
             id.clone(),
             El {
@@ -511,7 +582,7 @@ impl<'a> Builder<'a> {
     }
 
     fn mask_def_ref(&mut self, m: &usvg::Mask) -> String {
-        let key = m as *const usvg::Mask as usize;
+        let key = (m as *const usvg::Mask as usize, Affine::IDENTITY.bits());
         if let Some(id) = self.ids.get(&key) {
             return id.clone();
         }
@@ -596,6 +667,8 @@ impl<'a> Builder<'a> {
         }
         let opacity = f64::from(cg.opacity().get());
         if has_effects(cg) {
+            let saved_ctx = self.ctx;
+            self.ctx *= t.max_stretch();
             let mut attrs = Vec::new();
             let mut refs = Vec::new();
             if !t.is_identity() {
@@ -622,6 +695,7 @@ impl<'a> Builder<'a> {
                 ));
             }
             let children = self.children(cg, Affine::IDENTITY, false);
+            self.ctx = saved_ctx;
             out.push(Item::El(El {
                 tag: "g",
                 attrs,
@@ -633,10 +707,11 @@ impl<'a> Builder<'a> {
         let (mut children, transform_attr) = if flattenable(cg, &t) {
             (self.children(cg, t, false), None)
         } else {
-            (
-                self.children(cg, Affine::IDENTITY, false),
-                Some(fmt_transform(&t, self.p)),
-            )
+            let saved_ctx = self.ctx;
+            self.ctx *= t.max_stretch();
+            let children = self.children(cg, Affine::IDENTITY, false);
+            self.ctx = saved_ctx;
+            (children, Some(fmt_transform(&t, self.p)))
         };
         if opacity != 1.0 {
             // A lone shape painting only fill or only stroke takes the opacity itself.
@@ -731,8 +806,16 @@ impl<'a> Builder<'a> {
             return None;
         }
         let mut segs = path::from_skia(p.data(), m);
+        let scale = m.similarity_scale().unwrap_or(1.0);
+        let stroke_width = if in_clip {
+            None
+        } else {
+            p.stroke().map(|s| f64::from(s.width().get()) * scale)
+        };
+        let sp = self.shape_decimals(&segs, stroke_width, in_clip || p.fill().is_some());
+        let quantum = 10f64.powi(-(sp as i32));
         if self.opts.recover_arcs {
-            segs = path::recover_arcs(&segs, self.arc_tol());
+            segs = path::recover_arcs(&segs, (quantum * 0.4).max(1e-9));
         }
         let mut style: Style = Default::default();
         let mut extra = Vec::new();
@@ -748,10 +831,9 @@ impl<'a> Builder<'a> {
                 extra.push(("clip-rule", "evenodd".to_string()));
             }
         } else {
-            let scale = m.similarity_scale().unwrap_or(1.0);
             match p.fill() {
                 Some(f) => {
-                    let (v, r) = self.paint(f.paint());
+                    let (v, r) = self.paint(f.paint(), m);
                     refs.extend(r);
                     style[0] = Some(v);
                     style[1] = Some(fmt_num(f64::from(f.opacity().get()), 3));
@@ -767,11 +849,11 @@ impl<'a> Builder<'a> {
             }
             match p.stroke() {
                 Some(s) => {
-                    let (v, r) = self.paint(s.paint());
+                    let (v, r) = self.paint(s.paint(), m);
                     refs.extend(r);
                     let w = f64::from(s.width().get()) * scale;
                     style[3] = Some(v.clone());
-                    style[4] = Some(fmt_num(w, self.p + 1));
+                    style[4] = Some(fmt_num(w, sp + 1));
                     let cap = match s.linecap() {
                         usvg::LineCap::Butt => "butt",
                         usvg::LineCap::Round => "round",
@@ -796,10 +878,10 @@ impl<'a> Builder<'a> {
                         Some(d) => {
                             let parts: Vec<String> = d
                                 .iter()
-                                .map(|v| fmt_num(f64::from(*v) * scale, self.p + 1))
+                                .map(|v| fmt_num(f64::from(*v) * scale, sp + 1))
                                 .collect();
                             style[8] = Some(parts.join(" "));
-                            style[9] = Some(fmt_num(f64::from(s.dashoffset()) * scale, self.p + 1));
+                            style[9] = Some(fmt_num(f64::from(s.dashoffset()) * scale, sp + 1));
                             circle_ok = false;
                         }
                         None => style[8] = Some("none".into()),
@@ -838,7 +920,7 @@ impl<'a> Builder<'a> {
         }
         // Below half a unit of the last decimal, simplification is lossless: rounding moves
         // points that much anyway.
-        let tol = self.opts.simplify_tolerance.max(self.quantum * 0.5);
+        let tol = (self.simplify / self.ctx).max(quantum * 0.5);
         if tol > 0.0 {
             segs = path::simplify(&segs, tol, keep_dots);
             let b = path::bounds(&segs).inflate(stroke_margin / 2.0);
@@ -849,7 +931,7 @@ impl<'a> Builder<'a> {
         if !segs.iter().any(|s| !matches!(s, Seg::Move(_) | Seg::Close)) {
             return None;
         }
-        let b = path::bounds(&segs).inflate(stroke_margin + self.quantum);
+        let b = path::bounds(&segs).inflate(stroke_margin + quantum);
         Some(Shape {
             segs,
             style,
@@ -858,11 +940,31 @@ impl<'a> Builder<'a> {
             overlap_safe,
             circle_ok,
             refs,
+            p: sp,
         })
     }
 
-    fn arc_tol(&self) -> f64 {
-        (self.quantum * 0.4).max(1e-6)
+    /// The decimals of a shape's coordinates (see [`Precision`]); `segs` are in the local
+    /// coordinates being written, `stroke_width` in the same units.
+    fn shape_decimals(&self, segs: &[Seg], stroke_width: Option<f64>, filled: bool) -> u32 {
+        let Some(render_tol) = self.auto_tol else {
+            // Fixed precision, plus the decimals a scaled coordinate system takes away.
+            let extra = self.ctx.log10().round().clamp(0.0, 8.0) as u32;
+            return (self.p + extra).min(8);
+        };
+        let ctx = if self.ctx.is_finite() && self.ctx > 0.0 {
+            self.ctx
+        } else {
+            1.0
+        };
+        let mut t = render_tol / ctx;
+        if let Some(w) = stroke_width {
+            t = t.min(w * THICKNESS_FRACTION);
+        }
+        if filled {
+            t = t.min(precision::fill_thickness(segs) * THICKNESS_FRACTION);
+        }
+        precision::decimals_for(t.max(self.min_tol / ctx))
     }
 }
 
@@ -885,6 +987,7 @@ fn merge_adjacent(items: &mut Vec<Item>) {
                         .any(|a| s.parts.iter().any(|b| a.intersects(b)));
             if same && safe && !circle(prev) && !circle(s) {
                 prev.segs.extend_from_slice(&s.segs);
+                prev.p = prev.p.max(s.p);
                 prev.parts.extend_from_slice(&s.parts);
                 for r in &s.refs {
                     if !prev.refs.contains(r) {
@@ -928,6 +1031,44 @@ impl Doc {
     }
 
     fn build_tree(tree: &usvg::Tree, opts: &CompactOptions) -> Doc {
+        let first = Doc::build_scaled(tree, opts, 0);
+        let auto = matches!(opts.precision, Precision::Auto { .. });
+        if !(auto && opts.integer_grid && opts.normalise_viewbox.is_none()) {
+            return first;
+        }
+        // Integer grid: try scaling the viewBox by 10^k for every k up to the finest decimals
+        // any shape needs, and keep the cheapest document.
+        let finest = first.finest_decimals();
+        let mut best_cost = first.cost_estimate();
+        let mut best = first;
+        for k in 1..=finest.min(MAX_GRID_EXPONENT) {
+            let doc = Doc::build_scaled(tree, opts, k);
+            let cost = doc.cost_estimate();
+            if cost < best_cost {
+                best_cost = cost;
+                best = doc;
+            }
+        }
+        best
+    }
+
+    /// The finest decimals of any shape.
+    fn finest_decimals(&self) -> u32 {
+        let mut p = 0;
+        Doc::for_each_shape(&self.items, &mut |s| p = p.max(s.p));
+        for (_, d) in &self.defs {
+            Doc::for_each_shape(&d.children, &mut |s| p = p.max(s.p));
+        }
+        p
+    }
+
+    /// The cost model's token estimate of the whole document.
+    fn cost_estimate(&self) -> usize {
+        path_data_tokens(&self.to_svg_string(&self.items, &self.defs_for(&self.items)))
+    }
+
+    /// Builds the document with the viewBox (after any normalisation) scaled by `10^k`.
+    fn build_scaled(tree: &usvg::Tree, opts: &CompactOptions, k: u32) -> Doc {
         let size = tree.size();
         let (w, h) = (f64::from(size.width()), f64::from(size.height()));
         // Recover the viewBox from a root group that only maps it.
@@ -957,10 +1098,22 @@ impl Doc {
             base = Affine::scale_translate(s, -vb.0 * s, -vb.1 * s);
             vb = (0.0, 0.0, vb.2 * s, vb.3 * s);
         }
+        let grid = 10f64.powi(k as i32);
+        if k > 0 {
+            base = Affine::scale_translate(grid, 0.0, 0.0).then_after(base);
+            vb = (vb.0 * grid, vb.1 * grid, vb.2 * grid, vb.3 * grid);
+        }
+        let side = vb.2.max(vb.3);
+        let mut auto_tol = None;
         let p = match opts.precision {
+            Precision::Auto { render_size } => {
+                let t = precision::render_tolerance(side, render_size);
+                auto_tol = Some(t);
+                precision::decimals_for(t)
+            }
             Precision::Decimals(d) => u32::from(d.min(8)),
             Precision::Relative(steps) => {
-                let q = vb.2.max(vb.3) / f64::from(steps.max(1));
+                let q = side / f64::from(steps.max(1));
                 if q > 0.0 && q.is_finite() {
                     (-q.log10()).ceil().clamp(0.0, 8.0) as u32
                 } else {
@@ -971,14 +1124,19 @@ impl Doc {
         let mut b = Builder {
             opts,
             p,
-            quantum: 10f64.powi(-(p as i32)),
+            auto_tol,
+            min_tol: (side * MIN_RELATIVE_TOLERANCE).max(f64::MIN_POSITIVE),
+            simplify: opts.simplify_tolerance * grid,
+            ctx: 1.0,
             ids: HashMap::new(),
             defs: Vec::new(),
         };
         let items = if base.is_identity() || flattenable(top, &base) {
             b.children(top, base, false)
         } else {
+            b.ctx = base.max_stretch();
             let children = b.children(top, Affine::IDENTITY, false);
+            b.ctx = 1.0;
             vec![Item::El(El {
                 tag: "g",
                 attrs: vec![("transform", fmt_transform(&base, p))],
@@ -1013,7 +1171,6 @@ impl Doc {
             hoisted: vec![None; NPROPS],
             defs,
             items,
-            p,
         };
         if opts.hoist_styles {
             doc.hoist();
@@ -1168,7 +1325,7 @@ impl Doc {
 
     fn write_shape(&self, sh: &Shape, s: &mut String) {
         let circle = if sh.circle_ok {
-            path::as_circle(&sh.segs, (10f64.powi(-(self.p as i32)) * 0.25).max(1e-6))
+            path::as_circle(&sh.segs, (10f64.powi(-(sh.p as i32)) * 0.25).max(1e-9))
         } else {
             None
         };
@@ -1176,13 +1333,13 @@ impl Doc {
             let _ = write!(
                 s,
                 "<circle cx=\"{}\" cy=\"{}\" r=\"{}\"",
-                fmt_num(c.x, self.p),
-                fmt_num(c.y, self.p),
-                fmt_num(r, self.p)
+                fmt_num(c.x, sh.p),
+                fmt_num(c.y, sh.p),
+                fmt_num(r, sh.p)
             );
         } else {
             let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
-            let d = path::encode(&sh.segs, self.p, fill_only);
+            let d = path::encode(&sh.segs, sh.p, fill_only);
             let _ = write!(s, "<path d=\"{d}\"");
         }
         for (i, v) in sh.style.iter().enumerate() {

@@ -99,6 +99,36 @@ impl Affine {
         )
     }
 
+    /// The inverse map, `None` when singular.
+    pub fn inverse(&self) -> Option<Affine> {
+        let det = self.a * self.d - self.b * self.c;
+        if det.abs() <= f64::MIN_POSITIVE || !det.is_finite() {
+            return None;
+        }
+        let (a, b, c, d) = (self.d / det, -self.b / det, -self.c / det, self.a / det);
+        Some(Affine {
+            a,
+            b,
+            c,
+            d,
+            e: -(a * self.e + c * self.f),
+            f: -(b * self.e + d * self.f),
+        })
+    }
+
+    /// The largest factor by which the map stretches a length (its largest singular value).
+    pub fn max_stretch(&self) -> f64 {
+        let p = self.a * self.a + self.b * self.b + self.c * self.c + self.d * self.d;
+        let det = self.a * self.d - self.b * self.c;
+        let disc = (p * p - 4.0 * det * det).max(0.0).sqrt();
+        ((p + disc) / 2.0).sqrt()
+    }
+
+    /// The exact bit patterns of the six coefficients (a hash key).
+    pub fn bits(&self) -> [u64; 6] {
+        [self.a, self.b, self.c, self.d, self.e, self.f].map(f64::to_bits)
+    }
+
     pub fn is_identity(&self) -> bool {
         *self == Affine::IDENTITY
     }
@@ -459,16 +489,7 @@ pub(crate) fn simplify(segs: &[Seg], tol: f64, keep_dots: bool) -> Vec<Seg> {
                 let mut k = 0;
                 let mut a = anchor;
                 while k < pts.len() {
-                    // Extend as far as every intermediate point stays within tol.
-                    let mut best = k;
-                    // A bounded window keeps this linear in the number of points.
-                    for e in k + 1..pts.len().min(k + MERGE_WINDOW) {
-                        if pts[k..e].iter().all(|q| seg_dist(*q, a, pts[e]) <= tol) {
-                            best = e;
-                        } else {
-                            break;
-                        }
-                    }
+                    let best = k + sleeve(a, &pts[k..], tol);
                     out.push(Seg::Line(pts[best]));
                     a = pts[best];
                     k = best + 1;
@@ -489,8 +510,42 @@ pub(crate) fn simplify(segs: &[Seg], tol: f64, keep_dots: bool) -> Vec<Seg> {
     out
 }
 
-/// At most this many line segments are merged into one by [`simplify`].
-const MERGE_WINDOW: usize = 32;
+/// How many of the polyline points `pts` (after the anchor `a`) one line from `a` can replace,
+/// minus one: the index of the farthest point `e` such that every point up to it lies within
+/// `tol` of the segment `a`–`pts[e]`. Linear time: the directions from `a` that pass within
+/// `tol` of every point so far form a cone that only narrows (sleeve fitting); a point that
+/// comes back towards the anchor ends the run.
+fn sleeve(a: Pt, pts: &[Pt], tol: f64) -> usize {
+    let mut best = 0;
+    let mut base: Option<Pt> = None;
+    let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
+    let mut far = 0.0f64;
+    for (e, q) in pts.iter().enumerate() {
+        let v = q.sub(a);
+        let dist = v.len();
+        if !dist.is_finite() || dist < far {
+            break;
+        }
+        far = dist;
+        if dist <= tol {
+            // Within tolerance of the anchor: no constraint on the direction.
+            if base.is_none() {
+                best = e;
+            }
+            continue;
+        }
+        let b = *base.get_or_insert(v.scale(1.0 / dist));
+        let ang = b.cross(v).atan2(b.dot(v));
+        if ang < lo || ang > hi {
+            break;
+        }
+        best = e;
+        let half = (tol / dist).asin();
+        lo = lo.max(ang - half);
+        hi = hi.min(ang + half);
+    }
+    best
+}
 
 /// Distance from `p` to the segment `a`–`b`.
 fn seg_dist(p: Pt, a: Pt, b: Pt) -> f64 {
