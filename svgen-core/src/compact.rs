@@ -31,9 +31,11 @@
 //! assert_eq!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><circle cx="12" cy="12" r="9" fill="none" stroke="black"/></svg>"#);
 //! ```
 
+mod arc;
 mod cost;
 pub(crate) mod path;
 mod precision;
+mod shapes;
 
 pub use cost::path_data_tokens;
 pub use precision::{MAX_ERROR_PX, MIN_RELATIVE_TOLERANCE, THICKNESS_FRACTION};
@@ -172,6 +174,8 @@ pub(crate) struct Shape {
     refs: Vec<String>,
     /// Decimals of the coordinates.
     p: u32,
+    /// How far the coordinates may move, in output user units.
+    tol: f64,
 }
 
 /// An element of the output document.
@@ -227,9 +231,11 @@ pub(crate) struct Doc {
     pub(crate) items: Vec<Item>,
 }
 
-/// The largest power of ten by which [`Doc::build_tree`] scales the viewBox for an integer
-/// grid.
-const MAX_GRID_EXPONENT: u32 = 6;
+/// The scales [`Doc::build_tree`] may give the viewBox for an integer grid (1-2-5 steps).
+const GRID_SCALES: [f64; 19] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5,
+    5e5, 1e6,
+];
 
 struct Builder<'a> {
     opts: &'a CompactOptions,
@@ -812,10 +818,11 @@ impl<'a> Builder<'a> {
         } else {
             p.stroke().map(|s| f64::from(s.width().get()) * scale)
         };
-        let sp = self.shape_decimals(&segs, stroke_width, in_clip || p.fill().is_some());
+        let (sp, coord_tol) =
+            self.shape_precision(&segs, stroke_width, in_clip || p.fill().is_some());
         let quantum = 10f64.powi(-(sp as i32));
         if self.opts.recover_arcs {
-            segs = path::recover_arcs(&segs, (quantum * 0.4).max(1e-9));
+            segs = arc::recover_arcs(&segs, (quantum * 0.4).max(1e-9));
         }
         let mut style: Style = Default::default();
         let mut extra = Vec::new();
@@ -941,16 +948,19 @@ impl<'a> Builder<'a> {
             circle_ok,
             refs,
             p: sp,
+            tol: coord_tol * self.ctx,
         })
     }
 
-    /// The decimals of a shape's coordinates (see [`Precision`]); `segs` are in the local
-    /// coordinates being written, `stroke_width` in the same units.
-    fn shape_decimals(&self, segs: &[Seg], stroke_width: Option<f64>, filled: bool) -> u32 {
+    /// The decimals of a shape's coordinates and how far they may move (see [`Precision`]);
+    /// `segs` are in the local coordinates being written, `stroke_width` and the tolerance in
+    /// the same units.
+    fn shape_precision(&self, segs: &[Seg], stroke_width: Option<f64>, filled: bool) -> (u32, f64) {
         let Some(render_tol) = self.auto_tol else {
             // Fixed precision, plus the decimals a scaled coordinate system takes away.
             let extra = self.ctx.log10().round().clamp(0.0, 8.0) as u32;
-            return (self.p + extra).min(8);
+            let p = (self.p + extra).min(8);
+            return (p, 0.5 * 10f64.powi(-(p as i32)));
         };
         let ctx = if self.ctx.is_finite() && self.ctx > 0.0 {
             self.ctx
@@ -958,13 +968,15 @@ impl<'a> Builder<'a> {
             1.0
         };
         let mut t = render_tol / ctx;
+        let tf = THICKNESS_FRACTION;
         if let Some(w) = stroke_width {
-            t = t.min(w * THICKNESS_FRACTION);
+            t = t.min(w * tf);
         }
         if filled {
-            t = t.min(precision::fill_thickness(segs) * THICKNESS_FRACTION);
+            t = t.min(precision::fill_thickness(segs) * tf);
         }
-        precision::decimals_for(t.max(self.min_tol / ctx))
+        let t = t.max(self.min_tol / ctx);
+        (precision::decimals_for(t), t)
     }
 }
 
@@ -977,7 +989,7 @@ fn merge_adjacent(items: &mut Vec<Item>) {
     for it in items.drain(..) {
         if let (Some(Item::Shape(prev)), Item::Shape(s)) = (out.last_mut(), &it) {
             let same = prev.style == s.style && prev.extra == s.extra;
-            let circle = |sh: &Shape| sh.circle_ok && path::as_circle(&sh.segs, 1e-6).is_some();
+            let circle = |sh: &Shape| prefers_element(sh);
             // Disjointness is checked against every merged part: bounded to stay linear.
             let safe = (prev.overlap_safe && s.overlap_safe)
                 || prev.parts.len() < MAX_MERGED_PARTS
@@ -988,6 +1000,7 @@ fn merge_adjacent(items: &mut Vec<Item>) {
             if same && safe && !circle(prev) && !circle(s) {
                 prev.segs.extend_from_slice(&s.segs);
                 prev.p = prev.p.max(s.p);
+                prev.tol = prev.tol.min(s.tol);
                 prev.parts.extend_from_slice(&s.parts);
                 for r in &s.refs {
                     if !prev.refs.contains(r) {
@@ -1000,6 +1013,20 @@ fn merge_adjacent(items: &mut Vec<Item>) {
         out.push(it);
     }
     *items = out;
+}
+
+/// Whether a shape is cheaper as a basic-shape element than as path data (then it is not
+/// merged into a neighbouring path).
+fn prefers_element(sh: &Shape) -> bool {
+    if !sh.circle_ok {
+        return false;
+    }
+    let Some(e) = shapes::element_form(&sh.segs, sh.p) else {
+        return false;
+    };
+    // Merged, the shape costs only its path data.
+    let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
+    shapes::tag_tokens(&e) < path_data_tokens(&path::encode(&sh.segs, sh.p, fill_only))
 }
 
 /// Token estimate of an attribute value (words are single tokens).
@@ -1031,18 +1058,30 @@ impl Doc {
     }
 
     fn build_tree(tree: &usvg::Tree, opts: &CompactOptions) -> Doc {
-        let first = Doc::build_scaled(tree, opts, 0);
+        let first = Doc::build_scaled(tree, opts, 1.0);
         let auto = matches!(opts.precision, Precision::Auto { .. });
         if !(auto && opts.integer_grid && opts.normalise_viewbox.is_none()) {
             return first;
         }
-        // Integer grid: try scaling the viewBox by 10^k for every k up to the finest decimals
-        // any shape needs, and keep the cheapest document.
-        let finest = first.finest_decimals();
+        // Integer grid: every scale in 1-2-5 steps up to the coarsest at which all shapes'
+        // coordinates are integers within their tolerance (below it the thinnest shapes take
+        // decimals, but a viewBox under 1000 units writes every coordinate in one digit chunk);
+        // the cheapest of those and the unscaled document wins.
+        let t_min = first.min_tolerance();
+        if !(t_min.is_finite() && t_min > 0.0) {
+            return first;
+        }
+        let need = 1.0 / (2.0 * t_min);
+        let Some(i) = GRID_SCALES.iter().position(|s| *s >= need * (1.0 - 1e-9)) else {
+            return first;
+        };
         let mut best_cost = first.cost_estimate();
         let mut best = first;
-        for k in 1..=finest.min(MAX_GRID_EXPONENT) {
-            let doc = Doc::build_scaled(tree, opts, k);
+        for &scale in &GRID_SCALES[1..=i] {
+            if scale <= 1.0 {
+                continue;
+            }
+            let doc = Doc::build_scaled(tree, opts, scale);
             let cost = doc.cost_estimate();
             if cost < best_cost {
                 best_cost = cost;
@@ -1052,14 +1091,14 @@ impl Doc {
         best
     }
 
-    /// The finest decimals of any shape.
-    fn finest_decimals(&self) -> u32 {
-        let mut p = 0;
-        Doc::for_each_shape(&self.items, &mut |s| p = p.max(s.p));
+    /// The smallest coordinate tolerance of any shape, in output user units.
+    fn min_tolerance(&self) -> f64 {
+        let mut t = f64::INFINITY;
+        Doc::for_each_shape(&self.items, &mut |s| t = t.min(s.tol));
         for (_, d) in &self.defs {
-            Doc::for_each_shape(&d.children, &mut |s| p = p.max(s.p));
+            Doc::for_each_shape(&d.children, &mut |s| t = t.min(s.tol));
         }
-        p
+        t
     }
 
     /// The cost model's token estimate of the whole document.
@@ -1067,8 +1106,8 @@ impl Doc {
         path_data_tokens(&self.to_svg_string(&self.items, &self.defs_for(&self.items)))
     }
 
-    /// Builds the document with the viewBox (after any normalisation) scaled by `10^k`.
-    fn build_scaled(tree: &usvg::Tree, opts: &CompactOptions, k: u32) -> Doc {
+    /// Builds the document with the viewBox (after any normalisation) scaled by `grid`.
+    fn build_scaled(tree: &usvg::Tree, opts: &CompactOptions, grid: f64) -> Doc {
         let size = tree.size();
         let (w, h) = (f64::from(size.width()), f64::from(size.height()));
         // Recover the viewBox from a root group that only maps it.
@@ -1098,8 +1137,7 @@ impl Doc {
             base = Affine::scale_translate(s, -vb.0 * s, -vb.1 * s);
             vb = (0.0, 0.0, vb.2 * s, vb.3 * s);
         }
-        let grid = 10f64.powi(k as i32);
-        if k > 0 {
+        if grid != 1.0 {
             base = Affine::scale_translate(grid, 0.0, 0.0).then_after(base);
             vb = (vb.0 * grid, vb.1 * grid, vb.2 * grid, vb.3 * grid);
         }
@@ -1324,28 +1362,20 @@ impl Doc {
     }
 
     fn write_shape(&self, sh: &Shape, s: &mut String) {
-        let circle = if sh.circle_ok {
-            path::as_circle(&sh.segs, (10f64.powi(-(sh.p as i32)) * 0.25).max(1e-9))
+        let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
+        let path = format!("<path d=\"{}\"", path::encode(&sh.segs, sh.p, fill_only));
+        let element = if sh.circle_ok {
+            shapes::element_form(&sh.segs, sh.p)
+                .filter(|e| shapes::tag_tokens(e) <= shapes::tag_tokens(&path))
         } else {
             None
         };
-        if let Some((c, r)) = circle {
-            let _ = write!(
-                s,
-                "<circle cx=\"{}\" cy=\"{}\" r=\"{}\"",
-                fmt_num(c.x, sh.p),
-                fmt_num(c.y, sh.p),
-                fmt_num(r, sh.p)
-            );
-        } else {
-            let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
-            let d = path::encode(&sh.segs, sh.p, fill_only);
-            let _ = write!(s, "<path d=\"{d}\"");
-        }
+        let is_element = element.is_some();
+        s.push_str(&element.unwrap_or(path));
         for (i, v) in sh.style.iter().enumerate() {
             let Some(v) = v else { continue };
-            // A circle is one simple subpath: its fill rule cannot matter.
-            if circle.is_some() && i == 2 {
+            // A basic shape is one simple subpath: its fill rule cannot matter.
+            if is_element && i == 2 {
                 continue;
             }
             let inherited = self.hoisted[i].as_deref().unwrap_or(PROPS[i].1);

@@ -1,6 +1,7 @@
 //! Path geometry for the compact writer: conversion from usvg, circular-arc recovery,
 //! simplification and the token-aware path-data encoder.
 
+use super::arc::{arc_center, ArcSeg};
 use super::cost::{needs_separator, path_data_tokens};
 
 /// A point in output user units.
@@ -14,25 +15,25 @@ impl Pt {
     pub fn new(x: f64, y: f64) -> Pt {
         Pt { x, y }
     }
-    fn sub(self, o: Pt) -> Pt {
+    pub(crate) fn sub(self, o: Pt) -> Pt {
         Pt::new(self.x - o.x, self.y - o.y)
     }
-    fn add(self, o: Pt) -> Pt {
+    pub(crate) fn add(self, o: Pt) -> Pt {
         Pt::new(self.x + o.x, self.y + o.y)
     }
-    fn scale(self, s: f64) -> Pt {
+    pub(crate) fn scale(self, s: f64) -> Pt {
         Pt::new(self.x * s, self.y * s)
     }
-    fn len(self) -> f64 {
+    pub(crate) fn len(self) -> f64 {
         self.x.hypot(self.y)
     }
-    fn dot(self, o: Pt) -> f64 {
+    pub(crate) fn dot(self, o: Pt) -> f64 {
         self.x * o.x + self.y * o.y
     }
-    fn cross(self, o: Pt) -> f64 {
+    pub(crate) fn cross(self, o: Pt) -> f64 {
         self.x * o.y - self.y * o.x
     }
-    fn dist(self, o: Pt) -> f64 {
+    pub(crate) fn dist(self, o: Pt) -> f64 {
         self.sub(o).len()
     }
 }
@@ -148,18 +149,6 @@ impl Affine {
     }
 }
 
-/// A circular arc recovered from cubic Béziers.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ArcSeg {
-    pub r: f64,
-    pub large: bool,
-    pub sweep: bool,
-    pub to: Pt,
-    pub center: Pt,
-    /// Swept angle in radians, positive.
-    pub angle: f64,
-}
-
 /// One path segment in output user units.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Seg {
@@ -261,173 +250,15 @@ pub(crate) fn bounds(segs: &[Seg]) -> Bounds {
                 b.add(p);
             }
             Seg::Arc(a) => {
+                let r = a.rx.max(a.ry);
                 b.add(a.to);
-                b.add(a.center.add(Pt::new(a.r, a.r)));
-                b.add(a.center.sub(Pt::new(a.r, a.r)));
+                b.add(a.center.add(Pt::new(r, r)));
+                b.add(a.center.sub(Pt::new(r, r)));
             }
             Seg::Close => {}
         }
     }
     b
-}
-
-/// If the cubic `p0 c1 c2 p3` is the standard Bézier approximation of a circular arc (as
-/// produced for SVG arcs and circles), returns that arc.
-fn cubic_as_arc(p0: Pt, c1: Pt, c2: Pt, p3: Pt, tol: f64) -> Option<ArcSeg> {
-    let t0 = c1.sub(p0);
-    let t1 = p3.sub(c2);
-    let chord = p3.sub(p0);
-    let (l0, l1, lc) = (t0.len(), t1.len(), chord.len());
-    if l0 <= tol || l1 <= tol || lc <= tol {
-        return None;
-    }
-    let cross = t0.cross(chord);
-    let cos_phi = (t0.dot(chord) / (l0 * lc)).clamp(-1.0, 1.0);
-    let phi = cos_phi.acos();
-    if !(1e-3..=std::f64::consts::FRAC_PI_2 - 1e-6).contains(&phi) {
-        return None;
-    }
-    let theta = 2.0 * phi;
-    let r = lc / (2.0 * phi.sin());
-    let sweep = cross > 0.0;
-    let n0 = if sweep {
-        Pt::new(-t0.y, t0.x)
-    } else {
-        Pt::new(t0.y, -t0.x)
-    }
-    .scale(1.0 / l0);
-    let center = p0.add(n0.scale(r));
-    if (p3.dist(center) - r).abs() > tol {
-        return None;
-    }
-    let k = r * 4.0 / 3.0 * (theta / 4.0).tan();
-    // Control points may be off by twice the tolerance: the curve moves less than half that.
-    if (l0 - k).abs() > 2.0 * tol || (l1 - k).abs() > 2.0 * tol {
-        return None;
-    }
-    // The end tangent must be perpendicular to the end radius.
-    if (t1.dot(p3.sub(center)) / l1).abs() > tol {
-        return None;
-    }
-    Some(ArcSeg {
-        r,
-        large: false,
-        sweep,
-        to: p3,
-        center,
-        angle: theta,
-    })
-}
-
-/// Replaces runs of cubics that approximate one circle by SVG arcs (`A`), which cost far
-/// fewer tokens. `tol` is the allowed geometric deviation in user units.
-pub(crate) fn recover_arcs(segs: &[Seg], tol: f64) -> Vec<Seg> {
-    let mut out = Vec::with_capacity(segs.len());
-    let mut cur = Pt::new(0.0, 0.0);
-    let mut start = cur;
-    let mut i = 0;
-    while i < segs.len() {
-        let s = segs[i];
-        if let Seg::Cubic(c1, c2, p) = s {
-            if let Some(first) = cubic_as_arc(cur, c1, c2, p, tol) {
-                let arc_start = cur;
-                let mut total = first.angle;
-                let mut end = first.to;
-                let mut j = i + 1;
-                while j < segs.len() {
-                    let Seg::Cubic(d1, d2, q) = segs[j] else {
-                        break;
-                    };
-                    let Some(next) = cubic_as_arc(end, d1, d2, q, tol) else {
-                        break;
-                    };
-                    if next.sweep != first.sweep
-                        || next.center.dist(first.center) > tol
-                        || (next.r - first.r).abs() > tol
-                        || total + next.angle > 2.0 * std::f64::consts::PI + 1e-3
-                    {
-                        break;
-                    }
-                    total += next.angle;
-                    end = next.to;
-                    j += 1;
-                }
-                push_arc(&mut out, arc_start, first, total, end);
-                cur = end;
-                i = j;
-                continue;
-            }
-        }
-        match s {
-            Seg::Move(p) => {
-                start = p;
-                cur = p;
-            }
-            Seg::Close => cur = start,
-            _ => {
-                if let Some(p) = end_point(&s, start) {
-                    cur = p;
-                }
-            }
-        }
-        out.push(s);
-        i += 1;
-    }
-    out
-}
-
-fn push_arc(out: &mut Vec<Seg>, from: Pt, proto: ArcSeg, total: f64, end: Pt) {
-    use std::f64::consts::PI;
-    let mk = |angle: f64, to: Pt| ArcSeg {
-        r: proto.r,
-        large: angle > PI + 1e-9,
-        sweep: proto.sweep,
-        to,
-        center: proto.center,
-        angle,
-    };
-    if total > PI * 1.75 {
-        // Near-full or full circles: split in two so neither part is ambiguous.
-        let a0 = (from.y - proto.center.y).atan2(from.x - proto.center.x);
-        let dir = if proto.sweep { 1.0 } else { -1.0 };
-        let am = a0 + dir * total / 2.0;
-        let mid = Pt::new(
-            proto.center.x + proto.r * am.cos(),
-            proto.center.y + proto.r * am.sin(),
-        );
-        out.push(Seg::Arc(mk(total / 2.0, mid)));
-        out.push(Seg::Arc(mk(total / 2.0, end)));
-    } else {
-        out.push(Seg::Arc(mk(total, end)));
-    }
-}
-
-/// If the path is exactly one full circle (after arc recovery), returns its centre and radius.
-pub(crate) fn as_circle(segs: &[Seg], tol: f64) -> Option<(Pt, f64)> {
-    let mut it = segs.iter();
-    let Some(Seg::Move(_)) = it.next() else {
-        return None;
-    };
-    let mut total = 0.0;
-    let mut circle: Option<(Pt, f64, bool)> = None;
-    for s in it {
-        match s {
-            Seg::Arc(a) => {
-                if let Some((c, r, sw)) = circle {
-                    if c.dist(a.center) > tol || (r - a.r).abs() > tol || sw != a.sweep {
-                        return None;
-                    }
-                } else {
-                    circle = Some((a.center, a.r, a.sweep));
-                }
-                total += a.angle;
-            }
-            Seg::Close => {}
-            _ => return None,
-        }
-    }
-    let (c, r, _) = circle?;
-    ((total - 2.0 * std::f64::consts::PI).abs() < 1e-3).then_some((c, r))
 }
 
 /// Simplifies geometry within `tol` user units: flat curves become lines, near-collinear
@@ -599,7 +430,10 @@ type IPt = (i64, i64);
 
 #[derive(Clone, Copy)]
 enum Tok {
+    /// A coordinate in units of the last decimal.
     Num(i64),
+    /// A number with its own decimals (arc rotation in degrees).
+    Fixed(i64, u32),
     Flag(bool),
 }
 
@@ -636,8 +470,12 @@ impl Enc {
         }
         for t in toks {
             match *t {
-                Tok::Num(n) => {
-                    let num = fmt_units(n, self.p);
+                Tok::Num(_) | Tok::Fixed(..) => {
+                    let num = match *t {
+                        Tok::Fixed(n, d) => fmt_units(n, d),
+                        Tok::Num(n) => fmt_units(n, self.p),
+                        Tok::Flag(_) => String::new(),
+                    };
                     if !was_flag && needs_separator(last, has_dot, &num) {
                         s.push(' ');
                     }
@@ -709,27 +547,13 @@ struct Tail {
     was_flag: bool,
 }
 
-/// The centre SVG renderers compute for an arc with rotation 0 (SVG 1.1 implementation notes
-/// F.6.5, radii scaled up when too small).
-fn arc_center(s: Pt, e: Pt, r: f64, large: bool, sweep: bool) -> Pt {
-    let mid = Pt::new((s.x + e.x) / 2.0, (s.y + e.y) / 2.0);
-    let (x1, y1) = ((s.x - e.x) / 2.0, (s.y - e.y) / 2.0);
-    let d2 = x1 * x1 + y1 * y1;
-    let r2 = r * r;
-    if d2 >= r2 || d2 <= 0.0 {
-        return mid;
-    }
-    let mut coef = ((r2 - d2) / d2).max(0.0).sqrt();
-    if large == sweep {
-        coef = -coef;
-    }
-    Pt::new(mid.x + coef * y1, mid.y - coef * x1)
-}
-
-/// Emits a circular arc. The end points are rounded first; near half circles the centre of
-/// the rounded arc is very sensitive to rounding, so the radius and large-arc flag are chosen
-/// to keep the centre where it was, and arcs that still drift are split in two.
+/// Emits an arc. The end points are rounded first; near half turns the centre of the rounded
+/// arc is very sensitive to rounding, so the radii and the large-arc flag are chosen to keep the
+/// drawn curve where it was (centre shift plus radius change), and arcs that still drift are
+/// split in two. The rotation (ellipses only) gets the fewest decimals of a degree that move no
+/// point by more than half a unit.
 fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
+    use std::f64::consts::PI;
     let p = e.p;
     let unit = 10f64.powi(-(p as i32));
     let t = (quantize(a.to.x, p), quantize(a.to.y, p));
@@ -738,28 +562,67 @@ fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
     }
     let fs = Pt::new(e.cur.0 as f64 * unit, e.cur.1 as f64 * unit);
     let fe = Pt::new(t.0 as f64 * unit, t.1 as f64 * unit);
-    let rq = quantize(a.r, p);
-    let mut best: Option<(f64, i64, bool)> = None;
-    // Exact radius first: ties keep it.
-    for k in [0, -1, 1, -2, 2i64] {
-        let r = rq + k;
-        if r <= 0 {
-            continue;
-        }
-        for large in [a.large, !a.large] {
-            let c = arc_center(fs, fe, r as f64 * unit, large, a.sweep);
-            // The drawn arc must also run the same way round (same side as the true one).
-            let a0 = (fs.y - c.y).atan2(fs.x - c.x);
-            let a1 = (fe.y - c.y).atan2(fe.x - c.x);
-            let tau = 2.0 * std::f64::consts::PI;
-            let delta = if a.sweep { a1 - a0 } else { a0 - a1 }.rem_euclid(tau);
-            let err = c.dist(a.center) + (delta - a.angle).abs() * a.r;
-            if best.is_none_or(|(b, _, _)| err < b) {
-                best = Some((err, r, large));
+    let circle = (a.rx - a.ry).abs() <= unit * 0.5;
+    let (rot_units, rot_decimals) = if circle {
+        (0, 0)
+    } else {
+        let deg = a.rot.to_degrees();
+        let spread = (a.rx - a.ry).abs();
+        (0..=4u32)
+            .map(|d| (quantize(deg, d), d))
+            .find(|&(q, d)| {
+                let moved = (q as f64 / 10f64.powi(d as i32) - deg).abs().to_radians() * spread;
+                moved <= unit * 0.5
+            })
+            .unwrap_or((quantize(deg, 4), 4))
+    };
+    let rot = (rot_units as f64 / 10f64.powi(rot_decimals as i32)).to_radians();
+    let (rxq, ryq) = if circle {
+        let r = quantize((a.rx + a.ry) / 2.0, p);
+        (r, r)
+    } else {
+        (quantize(a.rx, p), quantize(a.ry, p))
+    };
+    let steps: &[i64] = if circle {
+        &[0, -1, 1, -2, 2]
+    } else {
+        &[0, -1, 1]
+    };
+    let mut best: Option<(f64, i64, i64, bool)> = None;
+    // Exact radii first: ties keep them.
+    for &kx in steps {
+        for &ky in steps {
+            if circle && ky != kx {
+                continue;
+            }
+            let (rx, ry) = (rxq + kx, ryq + ky);
+            if rx <= 0 || ry <= 0 {
+                continue;
+            }
+            for large in [a.large, !a.large] {
+                let (rxf, ryf) = (rx as f64 * unit, ry as f64 * unit);
+                let (c, sx, sy) = arc_center(fs, fe, rxf, ryf, rot, large, a.sweep);
+                // The drawn arc must also run the same way round (same side as the true one).
+                let drawn = ArcSeg {
+                    rx: sx,
+                    ry: sy,
+                    rot,
+                    center: c,
+                    ..*a
+                };
+                let (t0, t1) = (drawn.param(fs), drawn.param(fe));
+                let delta = if a.sweep { t1 - t0 } else { t0 - t1 }.rem_euclid(2.0 * PI);
+                let err = c.dist(a.center)
+                    + (sx - a.rx).abs()
+                    + (sy - a.ry).abs()
+                    + (delta - a.angle).abs() * a.rx.max(a.ry);
+                if best.is_none_or(|(b, ..)| err < b) {
+                    best = Some((err, rx, ry, large));
+                }
             }
         }
     }
-    let Some((err, r, large)) = best else {
+    let Some((err, rx, ry, large)) = best else {
         e.emit(&[
             ('L', vec![Tok::Num(t.0), Tok::Num(t.1)]),
             ('l', vec![Tok::Num(t.0 - e.cur.0), Tok::Num(t.1 - e.cur.1)]),
@@ -770,10 +633,7 @@ fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
     };
     if err > 4.0 * unit && depth < 3 && a.angle > 0.2 {
         // Split at the middle of the true arc.
-        let a0 = (fs.y - a.center.y).atan2(fs.x - a.center.x);
-        let dir = if a.sweep { 1.0 } else { -1.0 };
-        let am = a0 + dir * a.angle / 2.0;
-        let mid = Pt::new(a.center.x + a.r * am.cos(), a.center.y + a.r * am.sin());
+        let mid = a.midpoint(fs);
         let half = ArcSeg {
             large: false,
             angle: a.angle / 2.0,
@@ -790,9 +650,9 @@ fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
         return;
     }
     let head = [
-        Tok::Num(r),
-        Tok::Num(r),
-        Tok::Num(0),
+        Tok::Num(rx),
+        Tok::Num(ry),
+        Tok::Fixed(rot_units, rot_decimals),
         Tok::Flag(large),
         Tok::Flag(a.sweep),
     ];
@@ -1068,8 +928,8 @@ mod tests {
             ),
             Seg::Close,
         ];
-        let arcs = recover_arcs(&segs, 1e-3);
-        let (center, r) = as_circle(&arcs, 1e-3).expect("a circle");
+        let arcs = super::super::arc::recover_arcs(&segs, 1e-3);
+        let (center, r, _, _) = super::super::arc::as_ellipse(&arcs, 1e-3).expect("a circle");
         assert!(center.dist(c) < 1e-9 && (r - 9.0).abs() < 1e-9);
         assert_eq!(encode(&arcs, 2, false), "M21 12A9 9 0 013 12a9 9 0 0118 0z");
     }
