@@ -47,6 +47,8 @@ use std::sync::Arc;
 use path::{Affine, Bounds, Pt, Seg};
 use usvg::{Node, Paint};
 
+use crate::metrics;
+use crate::render::{render, RenderOptions};
 use crate::Svg;
 
 /// How coordinates are rounded.
@@ -109,7 +111,41 @@ pub struct CompactOptions {
     pub hoist_styles: bool,
     /// Write `width`/`height` when they differ from the viewBox size. Default: `true`.
     pub keep_size: bool,
+    /// With [`Precision::Auto`]: render the output against the input and, where they differ
+    /// more than allowed, write it again with finer coordinates (a quarter of the tolerances,
+    /// up to three times). Default: `Some(Verify::default())`; `None` skips the renderings.
+    pub verify: Option<Verify>,
 }
+
+/// The rendering check of [`CompactOptions::verify`]: both documents are rendered into a
+/// `size` × `size` white canvas (drawing contained and centred, as
+/// [`compare_svgs`](crate::metrics::compare_svgs) does) and compared.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verify {
+    /// Side of the renderings in pixels. Default: 256.
+    pub size: u32,
+    /// Smallest accepted ink IoU ([`crate::metrics::ink_iou`]). Default: 0.995.
+    pub min_ink_iou: f64,
+    /// Largest accepted colour error, the largest per-channel mean absolute error
+    /// ([`crate::metrics::channel_mean_abs_error`]). Default: 0.005.
+    pub max_colour_mae: f64,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            size: 256,
+            min_ink_iou: 0.995,
+            max_colour_mae: 0.005,
+        }
+    }
+}
+
+/// How many times [`compact`] refines a document that fails its [`Verify`] check.
+const MAX_REFINEMENTS: u32 = 3;
+
+/// The factor by which each refinement scales the coordinate tolerances.
+const REFINEMENT: f64 = 0.25;
 
 impl Default for CompactOptions {
     fn default() -> Self {
@@ -122,14 +158,51 @@ impl Default for CompactOptions {
             merge_paths: true,
             hoist_styles: true,
             keep_size: true,
+            verify: Some(Verify::default()),
         }
     }
 }
 
 /// Writes `svg` as an equivalent document with fewer cl100k tokens. See the module docs.
 pub fn compact(svg: &Svg, opts: &CompactOptions) -> String {
-    let doc = Doc::build(svg, opts);
-    doc.to_svg_string(&doc.items, &doc.defs_for(&doc.items))
+    let write = |refine: f64| {
+        let doc = Doc::build_tree(svg.tree(), opts, refine);
+        doc.to_svg_string(&doc.items, &doc.defs_for(&doc.items))
+    };
+    let first = write(1.0);
+    let (Precision::Auto { .. }, Some(v)) = (opts.precision, opts.verify) else {
+        return first;
+    };
+    let ropts = RenderOptions::square(v.size.clamp(1, crate::render::MAX_RENDER_SIDE));
+    let reference = render(svg, &ropts);
+    // (passes, ink IoU, colour error) of an output; one that does not parse scores worst.
+    let score = |text: &str| -> (bool, f64, f64) {
+        let Ok(back) = Svg::parse(text.as_bytes()) else {
+            return (false, 0.0, 1.0);
+        };
+        let img = render(&back, &ropts);
+        let iou = metrics::ink_iou(&reference, &img).unwrap_or(0.0);
+        let colour = metrics::channel_mean_abs_error(&reference, &img)
+            .map(|c| c[0].max(c[1]).max(c[2]))
+            .unwrap_or(1.0);
+        let pass = iou >= v.min_ink_iou && colour <= v.max_colour_mae;
+        (pass, iou, colour)
+    };
+    let mut best = (score(&first), first);
+    let mut refine = 1.0;
+    for _ in 0..MAX_REFINEMENTS {
+        if best.0 .0 {
+            break;
+        }
+        refine *= REFINEMENT;
+        let text = write(refine);
+        let sc = score(&text);
+        // Keep the finer output when it passes or at least looks closer.
+        if sc.0 || (sc.1, -sc.2) > (best.0 .1, -best.0 .2) {
+            best = (sc, text);
+        }
+    }
+    best.1
 }
 
 // ---------------------------------------------------------------------------------------
@@ -251,6 +324,8 @@ struct Builder<'a> {
     /// The largest stretch from the coordinates being written to output user units (above 1
     /// inside scaled groups, clip paths and patterns that keep their transform).
     ctx: f64,
+    /// The factor applied to the tolerances of [`Precision::Auto`] (below 1 when refining).
+    refine: f64,
     /// Ids of definitions by address (and, for paint servers, the map of the coordinates).
     ids: HashMap<(usize, [u64; 6]), String>,
     defs: Vec<(String, El)>,
@@ -774,7 +849,7 @@ impl<'a> Builder<'a> {
             usvg::ImageKind::GIF(d) => ("image/gif", d.as_slice().to_vec()),
             usvg::ImageKind::WEBP(d) => ("image/webp", d.as_slice().to_vec()),
             usvg::ImageKind::SVG(tree) => {
-                let doc = Doc::build_tree(tree, self.opts);
+                let doc = Doc::build_tree(tree, self.opts, self.refine);
                 let text = doc.to_svg_string(&doc.items, &doc.defs_for(&doc.items));
                 ("image/svg+xml", text.into_bytes())
             }
@@ -968,7 +1043,7 @@ impl<'a> Builder<'a> {
             1.0
         };
         let mut t = render_tol / ctx;
-        let tf = THICKNESS_FRACTION;
+        let tf = THICKNESS_FRACTION * self.refine;
         if let Some(w) = stroke_width {
             t = t.min(w * tf);
         }
@@ -1054,11 +1129,12 @@ fn attr_tokens(name: &str, v: &str) -> usize {
 
 impl Doc {
     pub(crate) fn build(svg: &Svg, opts: &CompactOptions) -> Doc {
-        Doc::build_tree(svg.tree(), opts)
+        Doc::build_tree(svg.tree(), opts, 1.0)
     }
 
-    fn build_tree(tree: &usvg::Tree, opts: &CompactOptions) -> Doc {
-        let first = Doc::build_scaled(tree, opts, 1.0);
+    /// Builds the document; `refine` scales the tolerances of [`Precision::Auto`].
+    fn build_tree(tree: &usvg::Tree, opts: &CompactOptions, refine: f64) -> Doc {
+        let first = Doc::build_scaled(tree, opts, 1.0, refine);
         let auto = matches!(opts.precision, Precision::Auto { .. });
         if !(auto && opts.integer_grid && opts.normalise_viewbox.is_none()) {
             return first;
@@ -1081,7 +1157,7 @@ impl Doc {
             if scale <= 1.0 {
                 continue;
             }
-            let doc = Doc::build_scaled(tree, opts, scale);
+            let doc = Doc::build_scaled(tree, opts, scale, refine);
             let cost = doc.cost_estimate();
             if cost < best_cost {
                 best_cost = cost;
@@ -1107,7 +1183,7 @@ impl Doc {
     }
 
     /// Builds the document with the viewBox (after any normalisation) scaled by `grid`.
-    fn build_scaled(tree: &usvg::Tree, opts: &CompactOptions, grid: f64) -> Doc {
+    fn build_scaled(tree: &usvg::Tree, opts: &CompactOptions, grid: f64, refine: f64) -> Doc {
         let size = tree.size();
         let (w, h) = (f64::from(size.width()), f64::from(size.height()));
         // Recover the viewBox from a root group that only maps it.
@@ -1145,7 +1221,7 @@ impl Doc {
         let mut auto_tol = None;
         let p = match opts.precision {
             Precision::Auto { render_size } => {
-                let t = precision::render_tolerance(side, render_size);
+                let t = precision::render_tolerance(side, render_size) * refine;
                 auto_tol = Some(t);
                 precision::decimals_for(t)
             }
@@ -1166,6 +1242,7 @@ impl Doc {
             min_tol: (side * MIN_RELATIVE_TOLERANCE).max(f64::MIN_POSITIVE),
             simplify: opts.simplify_tolerance * grid,
             ctx: 1.0,
+            refine,
             ids: HashMap::new(),
             defs: Vec::new(),
         };
