@@ -941,20 +941,29 @@ impl<'a> Builder<'a> {
                         usvg::LineCap::Round => "round",
                         usvg::LineCap::Square => "square",
                     };
-                    style[5] = Some(cap.into());
+                    // Caps and joins that cannot show are left to inherit anything.
+                    let (joins, caps) = match s.dasharray() {
+                        Some(_) => (true, true),
+                        None => path::stroke_features(&segs),
+                    };
+                    if caps {
+                        style[5] = Some(cap.into());
+                    }
                     let join = match s.linejoin() {
                         usvg::LineJoin::Miter => "miter",
                         usvg::LineJoin::MiterClip => "miter-clip",
                         usvg::LineJoin::Round => "round",
                         usvg::LineJoin::Bevel => "bevel",
                     };
-                    style[6] = Some(join.into());
                     let ml = f64::from(s.miterlimit().get());
-                    if matches!(
-                        s.linejoin(),
-                        usvg::LineJoin::Miter | usvg::LineJoin::MiterClip
-                    ) {
-                        style[7] = Some(fmt_num(ml, 3));
+                    if joins {
+                        style[6] = Some(join.into());
+                        if matches!(
+                            s.linejoin(),
+                            usvg::LineJoin::Miter | usvg::LineJoin::MiterClip
+                        ) {
+                            style[7] = Some(fmt_num(ml, 3));
+                        }
                     }
                     match s.dasharray() {
                         Some(d) => {
@@ -1061,33 +1070,72 @@ const MAX_MERGED_PARTS: usize = 64;
 /// Merges adjacent shapes of identical style when the picture cannot change.
 fn merge_adjacent(items: &mut Vec<Item>) {
     let mut out: Vec<Item> = Vec::with_capacity(items.len());
-    for it in items.drain(..) {
-        if let (Some(Item::Shape(prev)), Item::Shape(s)) = (out.last_mut(), &it) {
-            let same = prev.style == s.style && prev.extra == s.extra;
-            let circle = |sh: &Shape| prefers_element(sh);
-            // Disjointness is checked against every merged part: bounded to stay linear.
-            let safe = (prev.overlap_safe && s.overlap_safe)
-                || prev.parts.len() < MAX_MERGED_PARTS
-                    && !prev
-                        .parts
-                        .iter()
-                        .any(|a| s.parts.iter().any(|b| a.intersects(b)));
-            if same && safe && !circle(prev) && !circle(s) {
-                prev.segs.extend_from_slice(&s.segs);
-                prev.p = prev.p.max(s.p);
-                prev.tol = prev.tol.min(s.tol);
-                prev.parts.extend_from_slice(&s.parts);
-                for r in &s.refs {
-                    if !prev.refs.contains(r) {
-                        prev.refs.push(r.clone());
+    'next: for it in items.drain(..) {
+        if let Item::Shape(s) = &it {
+            if !prefers_element(s) {
+                // Merge into the latest shape of the same style, moving this one back in
+                // painting order over shapes it does not overlap.
+                let n = out.len();
+                for j in (n.saturating_sub(MERGE_LOOKBACK)..n).rev() {
+                    let Item::Shape(prev) = &mut out[j] else {
+                        break;
+                    };
+                    let safe = (prev.overlap_safe && s.overlap_safe) || !overlaps(prev, s);
+                    if safe
+                        && prev.extra == s.extra
+                        && compatible(&prev.style, &s.style)
+                        && !prefers_element(prev)
+                    {
+                        merge_into(prev, s);
+                        continue 'next;
+                    }
+                    if overlaps(prev, s) {
+                        break;
                     }
                 }
-                continue;
             }
         }
         out.push(it);
     }
     *items = out;
+}
+
+/// How far back [`merge_adjacent`] looks for a shape of the same style.
+const MERGE_LOOKBACK: usize = 16;
+
+/// Whether any painted part of `a` may touch any of `b` (bounded: many parts count as
+/// overlapping).
+fn overlaps(a: &Shape, b: &Shape) -> bool {
+    a.parts.len() >= MAX_MERGED_PARTS
+        || b.parts.len() >= MAX_MERGED_PARTS
+        || a.parts
+            .iter()
+            .any(|x| b.parts.iter().any(|y| x.intersects(y)))
+}
+
+/// Styles that paint the same: every property equal or irrelevant to one of the shapes.
+fn compatible(a: &Style, b: &Style) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .all(|(x, y)| x == y || x.is_none() || y.is_none())
+}
+
+fn merge_into(prev: &mut Shape, s: &Shape) {
+    prev.segs.extend_from_slice(&s.segs);
+    prev.p = prev.p.max(s.p);
+    prev.tol = prev.tol.min(s.tol);
+    prev.parts.extend_from_slice(&s.parts);
+    prev.circle_ok &= s.circle_ok;
+    for (a, b) in prev.style.iter_mut().zip(s.style.iter()) {
+        if a.is_none() {
+            a.clone_from(b);
+        }
+    }
+    for r in &s.refs {
+        if !prev.refs.contains(r) {
+            prev.refs.push(r.clone());
+        }
+    }
 }
 
 /// Whether a shape is cheaper as a basic-shape element than as path data (then it is not
@@ -1315,6 +1363,8 @@ impl Doc {
         for (_, d) in &self.defs {
             Doc::for_each_shape(&d.children, &mut visit);
         }
+        let mut shapes = 0usize;
+        Doc::for_each_shape(&self.items, &mut |_| shapes += 1);
         let mut hoisted = vec![None; NPROPS];
         for (i, (name, default)) in PROPS.iter().enumerate() {
             let t = &tallies[i];
@@ -1336,7 +1386,9 @@ impl Doc {
             cands.sort();
             for v in cands {
                 let c = cost_of(v);
-                if c < best.0 {
+                // On a tie between shapes and root, a document of several shapes keeps the
+                // value on the root: one place for the style all its shapes share.
+                if c < best.0 || (c == best.0 && best.1 == *default && shapes > 1) {
                     best = (c, v.to_string());
                 }
             }

@@ -234,6 +234,88 @@ fn end_point(s: &Seg, start: Pt) -> Option<Pt> {
     }
 }
 
+/// Unit tangents of a segment from `cur` at its start and at its end (`None` for a
+/// zero-length segment).
+fn tangents(s: &Seg, cur: Pt, start: Pt) -> Option<(Pt, Pt)> {
+    let unit = |v: Pt| {
+        let l = v.len();
+        (l > 1e-12 && l.is_finite()).then(|| v.scale(1.0 / l))
+    };
+    let first = |cands: &[Pt]| cands.iter().find_map(|v| unit(*v));
+    match *s {
+        Seg::Move(_) => None,
+        Seg::Line(p) => unit(p.sub(cur)).map(|t| (t, t)),
+        Seg::Close => unit(start.sub(cur)).map(|t| (t, t)),
+        Seg::Quad(c, p) => Some((
+            first(&[c.sub(cur), p.sub(cur)])?,
+            first(&[p.sub(c), p.sub(cur)])?,
+        )),
+        Seg::Cubic(c1, c2, p) => Some((
+            first(&[c1.sub(cur), c2.sub(cur), p.sub(cur)])?,
+            first(&[p.sub(c2), p.sub(c1), p.sub(cur)])?,
+        )),
+        Seg::Arc(a) => {
+            let dir = if a.sweep { 1.0 } else { -1.0 };
+            let t0 = a.param(cur);
+            let t1 = t0 + dir * a.angle;
+            let d = |t: f64| {
+                let (s, c) = a.rot.sin_cos();
+                let (x, y) = (-a.rx * t.sin() * dir, a.ry * t.cos() * dir);
+                Pt::new(c * x - s * y, s * x + c * y)
+            };
+            Some((unit(d(t0))?, unit(d(t1))?))
+        }
+    }
+}
+
+/// What of a stroke's style can show: `(joins, caps)`. Joins show where two segments of a
+/// subpath meet at an angle (more than half a degree), caps at the ends of open subpaths.
+pub(crate) fn stroke_features(segs: &[Seg]) -> (bool, bool) {
+    let smooth = |a: Pt, b: Pt| a.dot(b) >= (0.5f64).to_radians().cos();
+    let (mut joins, mut caps) = (false, false);
+    let mut cur = Pt::new(0.0, 0.0);
+    let mut start = cur;
+    // First tangent of the subpath, last tangent so far, and whether anything was drawn.
+    let mut first: Option<Pt> = None;
+    let mut last: Option<Pt> = None;
+    let mut open = false;
+    for s in segs {
+        match *s {
+            Seg::Move(p) => {
+                if open {
+                    caps = true;
+                }
+                start = p;
+                cur = p;
+                first = None;
+                last = None;
+                open = false;
+            }
+            _ => {
+                if let Some((t0, t1)) = tangents(s, cur, start) {
+                    if let Some(l) = last {
+                        joins |= !smooth(l, t0);
+                    }
+                    first.get_or_insert(t0);
+                    last = Some(t1);
+                }
+                open = true;
+                if let Seg::Close = s {
+                    // The closing join, back into the first segment.
+                    if let (Some(l), Some(f)) = (last, first) {
+                        joins |= !smooth(l, f);
+                    }
+                    open = false;
+                    last = None;
+                    first = None;
+                }
+                cur = end_point(s, start).unwrap_or(cur);
+            }
+        }
+    }
+    (joins, caps || open)
+}
+
 /// Conservative bounds of the segments (control points included).
 pub(crate) fn bounds(segs: &[Seg]) -> Bounds {
     let mut b = Bounds::empty();
