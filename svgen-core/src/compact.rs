@@ -5,19 +5,57 @@
 //! default attributes, unit conversions and editor metadata, the output starts clean; on top
 //! of that the writer
 //!
-//! * writes coordinates in fixed point with a chosen number of decimals, or on a grid after
-//!   normalising the viewBox (OmniSVG's 200×200 normalisation is
-//!   `normalise_viewbox: Some(200.0)` with `precision: Precision::Decimals(0)`);
+//! * rounds every shape's coordinates as coarsely as its geometry allows (see *Precision*
+//!   below), and writes them as integers on a scaled viewBox when that is cheaper (`12.34` is
+//!   three tokens, `1234` two);
 //! * chooses per segment the spelling with the fewest tokens under a cl100k cost model
 //!   (absolute or relative, `H`/`V`/`S`/`T` shorthands, implicit repeated commands, minimal
 //!   separators, compact arc flags), see [`path_data_tokens`];
-//! * recovers circular arcs and whole circles from the Bézier curves usvg produces for
-//!   `<circle>`, `<ellipse>` and arc commands (an arc costs about a third of its curves);
-//! * folds transforms into coordinates where that is exact, hoists the most common
-//!   presentation attributes to the root, drops default values, merges adjacent paths of
-//!   identical style where painting order makes it safe;
+//! * recovers circular and elliptical arcs, whole circles and ellipses from the Bézier curves
+//!   usvg produces for `<circle>`, `<ellipse>`, `<rect rx>` and arc commands (an arc costs
+//!   about a third of its curves), and writes a path that is exactly one circle, axis-aligned
+//!   ellipse or (rounded) rectangle as that element when it is cheaper;
+//! * folds transforms into coordinates where that is exact (gradients are mapped with them),
+//!   hoists the most common presentation attributes to the root, drops default values and
+//!   stroke caps and joins that cannot show, and merges paths of identical style where
+//!   painting order makes it safe (also over shapes they do not overlap);
 //! * optionally simplifies geometry within a tolerance (flat curves to lines, near-collinear
 //!   lines merged, sub-tolerance subpaths dropped).
+//!
+//! # Precision
+//!
+//! With [`Precision::Auto`] (the default) each shape gets a tolerance `t`, the furthest any of
+//! its points may move, in user units:
+//!
+//! `t = min(MAX_ERROR_PX · S / render_size, THICKNESS_FRACTION · w)`
+//!
+//! * `S / render_size` is the size of a pixel when the larger viewBox side `S` is rendered at
+//!   `render_size` px (default 512, the top of the 256–512 px renders datasets use);
+//!   [`MAX_ERROR_PX`] is 1/4: a quarter pixel at 512, an eighth at 256. A large viewBox gets
+//!   coarse coordinates, a tiny one fine ones: the rule does not depend on the units.
+//! * `w` is the thickness of what the shape paints: its stroke width when stroked, and for
+//!   fills twice the filled area over the outline length (holes count, so a thin ring is thin);
+//!   the smaller of the two when both. Ink IoU changes by about twice the mean edge
+//!   displacement over the thickness, so [`THICKNESS_FRACTION`] = 1/200 keeps even a hairline
+//!   (or a thin stroke along the edge of another shape) at its place within 0.5 % of its
+//!   width; thick shapes are bounded by the pixel term instead.
+//!
+//! Coordinates are then rounded to the largest power of ten not above `2t` (so no point moves
+//! more than `t`): a 24×24 icon with 2-unit strokes gets `t = min(0.0117, 0.01)`, two
+//! decimals; a 0.1-unit hairline in it `t = 0.0005`, three; a 1000×1000 drawing of thick
+//! shapes `t = 0.49`, one. With [`CompactOptions::integer_grid`] the viewBox may instead be
+//! scaled by 1, 2 or 5 × 10ⁿ, up to the scale at which every shape's coordinates are integers
+//! within its tolerance, whichever writes the fewest tokens (`width`/`height` keep the
+//! rendered size). Finally [`CompactOptions::verify`] renders the output against the input
+//! (ink IoU ≥ 0.995, colour error ≤ 0.005 at 256 px by default) and writes it again with a
+//! quarter of the tolerances where they differ (up to three times): a long straight edge
+//! whose pixel coverage sits right at the ink threshold can flip a whole row of pixels for a
+//! displacement far below any tolerance, and only a rendering sees that.
+//!
+//! [`Precision::Decimals`] and [`Precision::Relative`] instead round every coordinate of the
+//! document to a fixed number of decimals, without integer grid or verification (OmniSVG's
+//! 200×200 normalisation is `normalise_viewbox: Some(200.0)` with
+//! `precision: Precision::Decimals(0)`).
 //!
 //! Filters are not written (usvg keeps them on groups; icon sets essentially never use them):
 //! a document with filters is compacted without its filter effects.
@@ -1149,7 +1187,7 @@ fn prefers_element(sh: &Shape) -> bool {
     };
     // Merged, the shape costs only its path data.
     let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
-    shapes::tag_tokens(&e) < path_data_tokens(&path::encode(&sh.segs, sh.p, fill_only))
+    shapes::tag_tokens(&e) < shapes::tag_tokens(&path::encode(&sh.segs, sh.p, fill_only))
 }
 
 /// Token estimate of an attribute value (words are single tokens).
@@ -1227,7 +1265,7 @@ impl Doc {
 
     /// The cost model's token estimate of the whole document.
     fn cost_estimate(&self) -> usize {
-        path_data_tokens(&self.to_svg_string(&self.items, &self.defs_for(&self.items)))
+        cost::markup_tokens(&self.to_svg_string(&self.items, &self.defs_for(&self.items)))
     }
 
     /// Builds the document with the viewBox (after any normalisation) scaled by `grid`.

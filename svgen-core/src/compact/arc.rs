@@ -285,8 +285,9 @@ fn push_arc(out: &mut Vec<Seg>, from: Pt, proto: ArcSeg, total: f64, end: Pt) {
         angle,
         ..proto
     };
-    if total > PI * 1.75 {
-        // Near-full or full turns: split in two so neither part is ambiguous.
+    if total > PI && from.dist(end) < 0.25 * proto.rx.min(proto.ry) {
+        // Near-full or full turns: the end points are too close to fix the ellipse, so split
+        // in two halves that are not ambiguous.
         let whole = mk(total, end);
         let mid = whole.midpoint(from);
         out.push(Seg::Arc(mk(total / 2.0, mid)));

@@ -172,11 +172,14 @@ pub(crate) fn fill_thickness(segs: &[Seg]) -> f64 {
         }
     }
     if area.is_nan() || area <= 0.0 {
-        // Not properly nested (or too many subpaths): the thinnest subpath decides.
+        // Not properly nested (or too many subpaths): the thinnest subpath that paints
+        // anything decides; a fill without area paints nothing.
         return polys
             .iter()
             .zip(&areas)
-            .map(|(p, a)| 2.0 * a / perimeter(p, true).max(f64::MIN_POSITIVE))
+            .map(|(p, a)| (a, perimeter(p, true)))
+            .filter(|(a, per)| **a > 1e-9 * per * per)
+            .map(|(a, per)| 2.0 * a / per)
             .fold(f64::INFINITY, f64::min);
     }
     2.0 * area / outline

@@ -5,7 +5,7 @@
 use std::f64::consts::FRAC_PI_2;
 
 use super::arc::as_ellipse;
-use super::cost::path_data_tokens;
+use super::cost::markup_tokens;
 use super::path::{fmt_units, quantize, Pt, Seg};
 
 /// A (rounded) rectangle: corner, size and corner radii.
@@ -206,5 +206,5 @@ pub(crate) fn element_form(segs: &[Seg], p: u32) -> Option<String> {
 
 /// The cost model's token estimate of a start tag or attribute text.
 pub(crate) fn tag_tokens(s: &str) -> usize {
-    path_data_tokens(s)
+    markup_tokens(s)
 }
