@@ -219,10 +219,7 @@ pub fn compact(svg: &Svg, opts: &CompactOptions) -> String {
             return (false, 0.0, 1.0);
         };
         let img = render(&back, &ropts);
-        let iou = metrics::ink_iou(&reference, &img).unwrap_or(0.0);
-        let colour = metrics::channel_mean_abs_error(&reference, &img)
-            .map(|c| c[0].max(c[1]).max(c[2]))
-            .unwrap_or(1.0);
+        let (iou, colour) = ink_iou_and_colour(&reference, &img).unwrap_or((0.0, 1.0));
         let pass = iou >= v.min_ink_iou && colour <= v.max_colour_mae;
         (pass, iou, colour)
     };
@@ -241,6 +238,53 @@ pub fn compact(svg: &Svg, opts: &CompactOptions) -> String {
         }
     }
     best.1
+}
+
+/// Ink IoU and colour error (largest per-channel mean absolute error) of two renderings, as
+/// [`metrics::ink_iou`] and [`metrics::channel_mean_abs_error`] define them, in one pass of
+/// integer arithmetic (over white, a channel is `255 − (255 − c)·α/255`, so both the ink test
+/// and the channel differences are exact in units of 1/255²). `None` on a size mismatch.
+fn ink_iou_and_colour(a: &image::RgbaImage, b: &image::RgbaImage) -> Option<(f64, f64)> {
+    if a.dimensions() != b.dimensions() {
+        return None;
+    }
+    let ink_min = u32::from(metrics::INK_THRESHOLD) * 255;
+    // Darkness over white of each channel, times 255.
+    let dark = |p: &[u8]| {
+        let alpha = u32::from(p[3]);
+        [0, 1, 2].map(|i| (255 - u32::from(p[i])) * alpha)
+    };
+    let (mut inter, mut union) = (0u64, 0u64);
+    let mut sums = [0u64; 3];
+    for (pa, pb) in a.as_raw().chunks_exact(4).zip(b.as_raw().chunks_exact(4)) {
+        if pa == pb {
+            // Most pixels: the same (often blank) in both.
+            let ink = pa[3] != 0 && dark(pa).iter().max().is_some_and(|m| *m >= ink_min);
+            inter += u64::from(ink);
+            union += u64::from(ink);
+            continue;
+        }
+        let (da, db) = (dark(pa), dark(pb));
+        let ia = da.iter().max().is_some_and(|m| *m >= ink_min);
+        let ib = db.iter().max().is_some_and(|m| *m >= ink_min);
+        inter += u64::from(ia && ib);
+        union += u64::from(ia || ib);
+        for i in 0..3 {
+            sums[i] += u64::from(da[i].abs_diff(db[i]));
+        }
+    }
+    let iou = if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    };
+    let n = u64::from(a.width()) * u64::from(a.height());
+    let colour = if n == 0 {
+        0.0
+    } else {
+        sums.iter().copied().max().unwrap_or(0) as f64 / (n as f64 * 255.0 * 255.0)
+    };
+    Some((iou, colour))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1577,6 +1621,38 @@ mod tests {
         assert_eq!(fmt_color(usvg::Color::new_rgb(0, 0, 0)), "black");
         assert_eq!(fmt_color(usvg::Color::new_rgb(0x11, 0x22, 0x33)), "#123");
         assert_eq!(fmt_color(usvg::Color::new_rgb(0x12, 0x22, 0x33)), "#122233");
+    }
+
+    #[test]
+    fn fused_comparison_matches_the_metrics() {
+        // Pseudo-random images with partial alpha, and a blank pair.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        };
+        let mut a = image::RgbaImage::new(37, 23);
+        let mut b = image::RgbaImage::new(37, 23);
+        for p in a.pixels_mut().chain(b.pixels_mut()) {
+            *p = image::Rgba([next(), next(), next(), next()]);
+        }
+        let (iou, colour) = ink_iou_and_colour(&a, &b).expect("same size");
+        let want_iou = metrics::ink_iou(&a, &b).expect("same size");
+        let ch = metrics::channel_mean_abs_error(&a, &b).expect("same size");
+        let want_colour = ch[0].max(ch[1]).max(ch[2]);
+        assert!((iou - want_iou).abs() < 1e-12, "{iou} vs {want_iou}");
+        assert!(
+            (colour - want_colour).abs() < 1e-12,
+            "{colour} vs {want_colour}"
+        );
+        let blank = image::RgbaImage::new(4, 4);
+        assert_eq!(ink_iou_and_colour(&blank, &blank), Some((1.0, 0.0)));
+        assert_eq!(
+            ink_iou_and_colour(&blank, &image::RgbaImage::new(4, 5)),
+            None
+        );
     }
 
     #[test]
