@@ -386,6 +386,16 @@ pub(crate) struct Doc {
     pub(crate) items: Vec<Item>,
 }
 
+/// How many integer-grid scales [`Doc::build_tree`] tries below the finest it needs, besides
+/// the largest that keeps the viewBox under 1000 units (each is also tried centred on the
+/// origin when the viewBox reaches 1000 units).
+const GRID_CANDIDATES: usize = 7;
+
+/// The larger side of the drawing's size.
+fn doc_side(tree: &usvg::Tree) -> f64 {
+    f64::from(tree.size().width().max(tree.size().height()))
+}
+
 /// The scales [`Doc::build_tree`] may give the viewBox for an integer grid (1-2-5 steps).
 const GRID_SCALES: [f64; 19] = [
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5,
@@ -1264,7 +1274,7 @@ impl Doc {
 
     /// Builds the document; `refine` scales the tolerances of [`Precision::Auto`].
     fn build_tree(tree: &usvg::Tree, opts: &CompactOptions, refine: f64) -> Doc {
-        let first = Doc::build_scaled(tree, opts, 1.0, refine);
+        let first = Doc::build_scaled(tree, opts, 1.0, false, refine);
         let auto = matches!(opts.precision, Precision::Auto { .. });
         if !(auto && opts.integer_grid && opts.normalise_viewbox.is_none()) {
             return first;
@@ -1283,15 +1293,27 @@ impl Doc {
         };
         let mut best_cost = first.cost_estimate();
         let mut best = first;
-        for &scale in &GRID_SCALES[1..=i] {
+        // The coarsest scales are no use (the thin shapes would need decimals there), except the
+        // largest that keeps the viewBox under 1000 units.
+        let lo = i.saturating_sub(GRID_CANDIDATES - 1).max(1);
+        let under_1000 = GRID_SCALES[1..lo]
+            .iter()
+            .rev()
+            .find(|s| doc_side(tree) * **s < 1000.0);
+        for &scale in under_1000.into_iter().chain(&GRID_SCALES[lo..=i]) {
             if scale <= 1.0 {
                 continue;
             }
-            let doc = Doc::build_scaled(tree, opts, scale, refine);
-            let cost = doc.cost_estimate();
-            if cost < best_cost {
-                best_cost = cost;
-                best = doc;
+            for centre in [false, true] {
+                let doc = Doc::build_scaled(tree, opts, scale, centre, refine);
+                let cost = doc.cost_estimate();
+                if cost < best_cost {
+                    best_cost = cost;
+                    best = doc;
+                }
+                if doc_side(tree) * scale < 1000.0 {
+                    break;
+                }
             }
         }
         best
@@ -1313,7 +1335,13 @@ impl Doc {
     }
 
     /// Builds the document with the viewBox (after any normalisation) scaled by `grid`.
-    fn build_scaled(tree: &usvg::Tree, opts: &CompactOptions, grid: f64, refine: f64) -> Doc {
+    fn build_scaled(
+        tree: &usvg::Tree,
+        opts: &CompactOptions,
+        grid: f64,
+        centre: bool,
+        refine: f64,
+    ) -> Doc {
         let size = tree.size();
         let (w, h) = (f64::from(size.width()), f64::from(size.height()));
         // Recover the viewBox from a root group that only maps it.
@@ -1346,6 +1374,11 @@ impl Doc {
         if grid != 1.0 {
             base = Affine::scale_translate(grid, 0.0, 0.0).then_after(base);
             vb = (vb.0 * grid, vb.1 * grid, vb.2 * grid, vb.3 * grid);
+        }
+        if centre {
+            let (cx, cy) = ((vb.0 + vb.2 / 2.0).round(), (vb.1 + vb.3 / 2.0).round());
+            base = Affine::scale_translate(1.0, -cx, -cy).then_after(base);
+            vb = (vb.0 - cx, vb.1 - cy, vb.2, vb.3);
         }
         let side = vb.2.max(vb.3);
         let mut auto_tol = None;

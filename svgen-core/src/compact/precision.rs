@@ -144,8 +144,11 @@ fn contains(poly: &[Pt], p: Pt) -> bool {
     inside
 }
 
-/// At most this many subpaths are tested against each other for nesting.
+/// At most this many subpaths are tested against each other for nesting...
 const MAX_NESTING_TESTS: usize = 128;
+
+/// ...and at most this many point-in-polygon edge tests are made.
+const MAX_NESTING_WORK: usize = 1 << 20;
 
 /// The thickness of a filled shape: twice its filled area over the length of its outline (the
 /// width of a long thin band, the radius of a disc). Subpaths inside an odd number of others
@@ -161,7 +164,8 @@ pub(crate) fn fill_thickness(segs: &[Seg]) -> f64 {
         return f64::INFINITY;
     }
     let mut area = 0.0;
-    if polys.len() <= MAX_NESTING_TESTS {
+    let points: usize = polys.iter().map(Vec::len).sum();
+    if polys.len() <= MAX_NESTING_TESTS && points.saturating_mul(polys.len()) <= MAX_NESTING_WORK {
         for (i, p) in polys.iter().enumerate() {
             let depth = polys
                 .iter()
