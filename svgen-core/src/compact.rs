@@ -86,7 +86,7 @@ use path::{Affine, Bounds, Pt, Seg};
 use usvg::{Node, Paint};
 
 use crate::metrics;
-use crate::render::{render, RenderOptions};
+use crate::render::{try_render, RenderOptions};
 use crate::Svg;
 
 /// How coordinates are rounded.
@@ -211,14 +211,22 @@ pub fn compact(svg: &Svg, opts: &CompactOptions) -> String {
     let (Precision::Auto { .. }, Some(v)) = (opts.precision, opts.verify) else {
         return first;
     };
+    if !renderable(svg) {
+        return first;
+    }
     let ropts = RenderOptions::square(v.size.clamp(1, crate::render::MAX_RENDER_SIDE));
-    let reference = render(svg, &ropts);
+    // Should the rasteriser still fail on some geometry, the output stays unverified.
+    let Some(reference) = try_render(svg, &ropts) else {
+        return first;
+    };
     // (passes, ink IoU, colour error) of an output; one that does not parse scores worst.
     let score = |text: &str| -> (bool, f64, f64) {
         let Ok(back) = Svg::parse(text.as_bytes()) else {
             return (false, 0.0, 1.0);
         };
-        let img = render(&back, &ropts);
+        let Some(img) = try_render(&back, &ropts) else {
+            return (false, 0.0, 1.0);
+        };
         let (iou, colour) = ink_iou_and_colour(&reference, &img).unwrap_or((0.0, 1.0));
         let pass = iou >= v.min_ink_iou && colour <= v.max_colour_mae;
         (pass, iou, colour)
@@ -239,6 +247,23 @@ pub fn compact(svg: &Svg, opts: &CompactOptions) -> String {
     }
     best.1
 }
+
+/// Whether the drawing's geometry stays within a range the rasteriser handles: paths reaching
+/// more than [`MAX_RENDER_EXTENT`] times the canvas size away are not rendered for the
+/// verification (tiny-skia can panic on such far-away stroke geometry).
+fn renderable(svg: &Svg) -> bool {
+    let tree = svg.tree();
+    let b = tree.root().abs_stroke_bounding_box();
+    let side = f64::from(tree.size().width().max(tree.size().height()));
+    let extent = [b.left(), b.top(), b.right(), b.bottom()]
+        .iter()
+        .map(|v| f64::from(v.abs()))
+        .fold(0.0, f64::max);
+    extent.is_finite() && extent <= MAX_RENDER_EXTENT * side
+}
+
+/// See [`renderable`].
+const MAX_RENDER_EXTENT: f64 = 1e4;
 
 /// Ink IoU and colour error (largest per-channel mean absolute error) of two renderings, as
 /// [`metrics::ink_iou`] and [`metrics::channel_mean_abs_error`] define them, in one pass of
@@ -386,6 +411,10 @@ pub(crate) struct Doc {
     pub(crate) items: Vec<Item>,
 }
 
+/// Documents with more path segments than this are not searched for an integer grid (each
+/// candidate is a full rebuild).
+const MAX_GRID_SEGMENTS: usize = 20_000;
+
 /// How many integer-grid scales [`Doc::build_tree`] tries below the finest it needs, besides
 /// the largest that keeps the viewBox under 1000 units (each is also tried centred on the
 /// origin when the viewBox reaches 1000 units).
@@ -435,6 +464,17 @@ fn short_id(mut n: usize) -> String {
     }
     s.reverse();
     String::from_utf8(s).unwrap_or_default()
+}
+
+/// Formats a positive length with at most `decimals` decimals, or in exponent notation when
+/// that would round it to zero (a zero width or height disables rendering).
+fn fmt_length(v: f64, decimals: u32) -> String {
+    let s = fmt_num(v, decimals);
+    if s == "0" && v > 0.0 && v.is_finite() {
+        format!("{v:e}")
+    } else {
+        s
+    }
 }
 
 /// Formats `v` with at most `decimals` decimals, shortest form.
@@ -1284,7 +1324,7 @@ impl Doc {
         // decimals, but a viewBox under 1000 units writes every coordinate in one digit chunk);
         // the cheapest of those and the unscaled document wins.
         let t_min = first.min_tolerance();
-        if !(t_min.is_finite() && t_min > 0.0) {
+        if !(t_min.is_finite() && t_min > 0.0) || first.segment_count() > MAX_GRID_SEGMENTS {
             return first;
         }
         let need = 1.0 / (2.0 * t_min);
@@ -1317,6 +1357,16 @@ impl Doc {
             }
         }
         best
+    }
+
+    /// The number of path segments of all shapes.
+    fn segment_count(&self) -> usize {
+        let mut n = 0;
+        Doc::for_each_shape(&self.items, &mut |s| n += s.segs.len());
+        for (_, d) in &self.defs {
+            Doc::for_each_shape(&d.children, &mut |s| n += s.segs.len());
+        }
+        n
     }
 
     /// The smallest coordinate tolerance of any shape, in output user units.
@@ -1431,14 +1481,14 @@ impl Doc {
                     "{} {} {} {}",
                     fmt_num(vb.0, vp),
                     fmt_num(vb.1, vp),
-                    fmt_num(vb.2, vp),
-                    fmt_num(vb.3, vp)
+                    fmt_length(vb.2, vp),
+                    fmt_length(vb.3, vp)
                 ),
             ),
         ];
         if opts.keep_size && ((w - vb.2).abs() > 1e-6 || (h - vb.3).abs() > 1e-6) {
-            root_attrs.push(("width", fmt_num(w, vp)));
-            root_attrs.push(("height", fmt_num(h, vp)));
+            root_attrs.push(("width", fmt_length(w, vp)));
+            root_attrs.push(("height", fmt_length(h, vp)));
         }
         if aspect_none {
             root_attrs.push(("preserveAspectRatio", "none".into()));

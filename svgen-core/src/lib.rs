@@ -56,6 +56,6 @@ pub use compact::{compact, CompactOptions, Precision};
 
 pub use error::SvgError;
 pub use metrics::{compare_svgs, RasterDiff};
-pub use render::{render, Fit, RenderOptions, RenderSize};
+pub use render::{render, try_render, Fit, RenderOptions, RenderSize};
 pub use svg::{ExternalResources, ParseOptions, Svg, SvgStats, TextPolicy, ViewBox};
 pub use tokens::{Cl100k, HfTokenizer, TokenCounter, TokenizerError};

@@ -142,12 +142,26 @@ pub fn output_size(svg: &Svg, size: RenderSize) -> (u32, u32) {
 /// The drawing's intrinsic rectangle (`0 0 width height`, the `viewBox` mapped by usvg) is placed
 /// into the canvas according to [`RenderOptions::fit`]. Sizes are clamped to
 /// [`MAX_RENDER_SIDE`], so this never allocates more than 256 MiB.
+///
+/// Never panics: should the rasteriser fail on some geometry (tiny-skia 0.12 can panic on strokes
+/// about 10^30 units away from the canvas), the image is the background alone; [`try_render`]
+/// tells that case apart.
 pub fn render(svg: &Svg, opts: &RenderOptions) -> RgbaImage {
+    try_render(svg, opts).unwrap_or_else(|| {
+        let (width, height) = output_size(svg, opts.size);
+        let px = opts.background.unwrap_or([0; 4]);
+        RgbaImage::from_pixel(width, height, image::Rgba(px))
+    })
+}
+
+/// As [`render`], but `None` where the rasteriser fails (panics) on the document's geometry,
+/// instead of an image of the background alone.
+pub fn try_render(svg: &Svg, opts: &RenderOptions) -> Option<RgbaImage> {
     let (width, height) = output_size(svg, opts.size);
     let mut pixmap = match tiny_skia::Pixmap::new(width, height) {
         Some(p) => p,
         // Unreachable for sizes in 1..=MAX_RENDER_SIDE; fall back to an empty image.
-        None => return RgbaImage::new(width, height),
+        None => return Some(RgbaImage::new(width, height)),
     };
     if let Some([r, g, b, a]) = opts.background {
         pixmap.fill(tiny_skia::Color::from_rgba8(r, g, b, a));
@@ -165,7 +179,12 @@ pub fn render(svg: &Svg, opts: &RenderOptions) -> RgbaImage {
     let ty = (ch - sh * sy) / 2.0;
     let transform = tiny_skia::Transform::from_row(sx, 0.0, 0.0, sy, tx, ty);
     if transform.is_finite() {
-        resvg::render(svg.tree(), transform, &mut pixmap.as_mut());
+        // The pixmap is written only by the rasteriser and dropped if it fails part-way, so no
+        // broken state is observed after an unwind.
+        let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            resvg::render(svg.tree(), transform, &mut pixmap.as_mut())
+        }));
+        drawn.ok()?;
     }
 
     let mut out = Vec::with_capacity(pixmap.data().len());
@@ -173,5 +192,5 @@ pub fn render(svg: &Svg, opts: &RenderOptions) -> RgbaImage {
         let c = p.demultiply();
         out.extend_from_slice(&[c.red(), c.green(), c.blue(), c.alpha()]);
     }
-    RgbaImage::from_raw(width, height, out).unwrap_or_else(|| RgbaImage::new(width, height))
+    Some(RgbaImage::from_raw(width, height, out).unwrap_or_else(|| RgbaImage::new(width, height)))
 }

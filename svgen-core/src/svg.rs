@@ -462,6 +462,7 @@ fn prescan(
                 elements: a.elements.max(m.elements),
                 depth: a.depth.max(m.depth),
                 path_bytes: a.path_bytes.max(m.path_bytes),
+                arc_segments: a.arc_segments.max(m.arc_segments),
             })
         });
     if marker.is_some() {
@@ -479,6 +480,12 @@ fn prescan(
         return Err(SvgError::TooManyElements {
             count: r.elements,
             limit: opts.max_elements as u64,
+        });
+    }
+    if r.arc_segments > opts.max_path_segments as u64 {
+        return Err(SvgError::TooManySegments {
+            count: r.arc_segments,
+            limit: opts.max_path_segments as u64,
         });
     }
     if r.path_bytes > opts.max_bytes as u64 {
@@ -531,6 +538,8 @@ struct Expanded {
     elements: u64,
     depth: u32,
     path_bytes: u64,
+    /// Upper estimate of the cubic segments the arcs of the path data become.
+    arc_segments: u64,
 }
 
 /// Computes [`Expanded`] for every element, iteratively (no recursion, so arbitrarily deep input
@@ -591,12 +600,16 @@ fn expand_uses(
             elements: 1,
             depth: 1,
             path_bytes: own_path,
+            arc_segments: node.attribute("d").map_or(0, arc_segment_estimate),
         };
         if let Some(m) = marker {
             let v = shape_vertices(node);
             if v > 0 {
                 e.elements = e.elements.saturating_add(v.saturating_mul(m.elements));
                 e.path_bytes = e.path_bytes.saturating_add(v.saturating_mul(m.path_bytes));
+                e.arc_segments = e
+                    .arc_segments
+                    .saturating_add(v.saturating_mul(m.arc_segments));
                 e.depth = e.depth.max(m.depth.saturating_add(1));
             }
         }
@@ -623,11 +636,89 @@ fn expand_uses(
             e.elements = e.elements.saturating_add(x.elements);
             e.depth = e.depth.max(x.depth.saturating_add(1));
             e.path_bytes = e.path_bytes.saturating_add(x.path_bytes);
+            e.arc_segments = e.arc_segments.saturating_add(x.arc_segments);
         }
         out[idx] = e;
         state[idx] = DONE;
     }
     Ok(out)
+}
+
+/// An upper estimate of the number of cubic segments the elliptical arcs of path data `d` turn
+/// into when usvg converts it (svgtypes approximates each arc with cubics to a tolerance of 0.1
+/// user units, so the count grows with the radius: about `(11·r)^(1/6)` per full ellipse, 10^16
+/// for `r = 10^96`). The conversion would run out of memory before the segment walk of the
+/// resolved tree could refuse such a path, so it is estimated from the path data first. Radii
+/// too small for the end points are scaled up exactly as the converter does; a non-finite
+/// estimate counts as `u64::MAX`.
+fn arc_segment_estimate(d: &str) -> u64 {
+    use svgtypes::PathSegment as S;
+    if !d.bytes().any(|b| b == b'a' || b == b'A') {
+        return 0;
+    }
+    let (mut x, mut y, mut start) = (0.0f64, 0.0f64, (0.0f64, 0.0f64));
+    let mut total = 0.0f64;
+    for seg in svgtypes::PathParser::from(d) {
+        // The converter keeps the segments before the first error and drops the rest.
+        let Ok(seg) = seg else { break };
+        let (abs, nx, ny) = match seg {
+            S::MoveTo { abs, x: px, y: py } => {
+                let p = if abs { (px, py) } else { (x + px, y + py) };
+                start = p;
+                (true, p.0, p.1)
+            }
+            S::ClosePath { .. } => (true, start.0, start.1),
+            S::HorizontalLineTo { abs, x: px } => (abs, px, if abs { y } else { 0.0 }),
+            S::VerticalLineTo { abs, y: py } => (abs, if abs { x } else { 0.0 }, py),
+            S::LineTo { abs, x, y }
+            | S::CurveTo { abs, x, y, .. }
+            | S::SmoothCurveTo { abs, x, y, .. }
+            | S::Quadratic { abs, x, y, .. }
+            | S::SmoothQuadratic { abs, x, y } => (abs, x, y),
+            S::EllipticalArc {
+                abs,
+                rx,
+                ry,
+                x_axis_rotation,
+                x: px,
+                y: py,
+                ..
+            } => {
+                let to = if abs { (px, py) } else { (x + px, y + py) };
+                total += arc_cubics((x, y), to, rx, ry, x_axis_rotation);
+                (true, to.0, to.1)
+            }
+        };
+        (x, y) = if abs { (nx, ny) } else { (x + nx, y + ny) };
+    }
+    if total.is_finite() {
+        // `as` saturates at u64::MAX.
+        total as u64
+    } else {
+        u64::MAX
+    }
+}
+
+/// The most cubic segments the converter (kurbo's `Arc::append_iter` at tolerance 0.1, after
+/// `Arc::from_svg_arc`) makes of one SVG arc; 0 where it draws a straight line instead.
+fn arc_cubics(from: (f64, f64), to: (f64, f64), rx: f64, ry: f64, rotation_deg: f64) -> f64 {
+    let (rx, ry) = (rx.abs(), ry.abs());
+    // kurbo's `SvgArc::is_straight_line`; NaN radii give no segments there either.
+    if !(rx > 1e-5 && ry > 1e-5) || from == to {
+        return 0.0;
+    }
+    let (sin, cos) = (rotation_deg.to_radians() % std::f64::consts::TAU).sin_cos();
+    let (hx, hy) = ((from.0 - to.0) * 0.5, (from.1 - to.1) * 0.5);
+    let (x1, y1) = (cos * hx + sin * hy, -sin * hx + cos * hy);
+    let lambda = (x1 / rx).powi(2) + (y1 / ry).powi(2);
+    let radius = rx.max(ry) * lambda.sqrt().max(1.0);
+    // Subdivisions per full ellipse; an arc sweeps at most one.
+    let n = (1.1163 * radius / 0.1).powf(1.0 / 6.0).max(3.999_999);
+    if n.is_nan() {
+        f64::INFINITY
+    } else {
+        n.ceil()
+    }
 }
 
 /// An upper estimate of the vertices of a shape element that can carry markers (numbers in its
@@ -831,5 +922,40 @@ impl TreeWalk {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arc_segment_estimate;
+
+    /// The cubics svgtypes (the converter usvg uses) actually makes of path data `d`.
+    fn converted_cubics(d: &str) -> u64 {
+        svgtypes::SimplifyingPathParser::from(d)
+            .map_while(Result::ok)
+            .filter(|s| matches!(s, svgtypes::SimplePathSegment::CurveTo { .. }))
+            .count() as u64
+    }
+
+    #[test]
+    fn arc_estimate_bounds_the_conversion_closely() {
+        for d in [
+            "M10 10A5 5 0 0 1 20 10",
+            "M10 10a5 5 0 1 1 10 0z m5 5 a1 2 30 1 0 3 3",
+            "M0 0A1e6 1e6 0 1 1 1 1",
+            "M0 0A1e9 2e9 45 1 0 3 -4",
+            "M0 0a0.0001 1 0 1 1 1e9 0",
+            "M3 4 h10 v-2 a100 30 -20 0 1 -40 8 Z a7 7 0 1 1 0 1",
+            "M1 1 a1 1 0 0 0 0 0",
+            "M1 1 a0 5 0 0 0 5 5",
+        ] {
+            let (est, real) = (arc_segment_estimate(d), converted_cubics(d));
+            assert!(est >= real, "{d}: estimate {est} < {real}");
+            assert!(est <= 2 * real + 8, "{d}: estimate {est} far above {real}");
+        }
+        assert_eq!(arc_segment_estimate("M0 0L10 10C1 2 3 4 5 6"), 0);
+        // (1.1163 · 3.5e96 / 0.1)^(1/6) ≈ 1.8e16 cubics, counted without converting.
+        let bomb = arc_segment_estimate("M0 0a3.5 3.5e96 0 1 1 -5 -5");
+        assert!((1.5e16..2.5e16).contains(&(bomb as f64)), "{bomb}");
     }
 }

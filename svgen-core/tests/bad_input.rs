@@ -514,3 +514,65 @@ fn deepest_nested_svg_image_inside_deepest_document_fits_the_stack() {
         .join()
         .expect("no stack overflow");
 }
+
+#[test]
+fn arc_with_astronomical_radius_is_too_many_segments_before_conversion() {
+    // svgtypes turns an arc of radius r into about (11·r)^(1/6) cubics: 10^16 here, which would
+    // exhaust memory inside the conversion; the pre-scan refuses it quickly instead.
+    for d in [
+        "M7 12a3.536 3.5e96 0 1 1 -5 -5",
+        "M7 12A1e300 1e300 0 1 0 8 12",
+        // Radii too small for the end points are scaled up: 1e-4 x 1 to span 1e60 units.
+        "M0 0a0.0001 1 0 1 1 1e60 0",
+        "M0 0a1 1 0 0 1 1e300 1e300",
+    ] {
+        let doc = svg(&format!("<path d='{d}' stroke='black'/>"));
+        let t = std::time::Instant::now();
+        match Svg::parse(doc.as_bytes()) {
+            Err(SvgError::TooManySegments { count, limit }) => assert!(count > limit, "{d}"),
+            other => panic!("{d}: expected TooManySegments, got {other:?}"),
+        }
+        assert!(t.elapsed().as_secs_f64() < 5.0, "{d}: {:?}", t.elapsed());
+    }
+    // The estimate is charged per <use> copy too.
+    let mut opts = ParseOptions::default();
+    opts.max_path_segments = 100_000;
+    let body = format!(
+        "<defs><path id='p' d='M0 0A1e20 1e20 0 0 1 5 5'/></defs>{}",
+        "<use href='#p'/>".repeat(200)
+    );
+    assert!(matches!(
+        Svg::parse_with(svg(&body).as_bytes(), &opts),
+        Err(SvgError::TooManySegments { .. })
+    ));
+}
+
+#[test]
+fn ordinary_and_large_arcs_still_parse() {
+    // 20,000 small arcs: four cubics each at most, far under the segment limit.
+    let d: String = (0..20_000).map(|_| "a2 2 0 0 1 4 0 ").collect();
+    let s = Svg::parse(svg(&format!("<path d='M0 50 {d}' fill='none' stroke='red'/>")).as_bytes())
+        .expect("many small arcs parse");
+    assert!(s.stats().segments >= 20_000);
+    // A large but finite radius: a few hundred cubics, accepted and rendered.
+    let s =
+        parse_and_render(svg("<path d='M10 50A1e12 1e12 0 0 1 90 50' stroke='black'/>").as_bytes())
+            .expect("a radius of 1e12 parses");
+    assert!(s.stats().segments >= 1);
+}
+
+#[test]
+fn far_away_stroke_geometry_renders_without_panicking() {
+    // tiny-skia 0.12 panics (alpha_runs.rs:170) on this stroke, which reaches 1e14 units away
+    // (found by compacting a mutated Tabler icon). `render` must still return an image.
+    let doc = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 240 240" width="24" height="24"><path d="M90 190C47 204 47 165 30 160m120 50V175c0-10 1-14-5-20c28-3 55-14 55-60A46 46 0 00187 63c-100000000000187 6-6 12-5 20v35" fill="none" stroke="black" stroke-width="20" stroke-linecap="round"/></svg>"#;
+    let svg = Svg::parse(doc.as_bytes()).expect("finite geometry parses");
+    for side in [32, 256] {
+        let img = render(&svg, &RenderOptions::square(side));
+        assert_eq!(img.dimensions(), (side, side));
+        if svgen_core::try_render(&svg, &RenderOptions::square(side)).is_none() {
+            // The fallback is the background alone.
+            assert!(img.pixels().all(|p| p.0 == [255, 255, 255, 255]));
+        }
+    }
+}

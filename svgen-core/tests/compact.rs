@@ -667,3 +667,158 @@ fn same_style_shapes_merge_over_shapes_they_do_not_overlap() {
     let (iou, colour) = visual(&svg, &out, 256);
     assert!(iou >= 0.999 && colour <= 1e-3, "{iou} {colour}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Odd input and odd options: no panic, and the output always parses
+// ---------------------------------------------------------------------------------------
+
+/// A deterministic xorshift64 generator for the mutation test.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())]
+    }
+}
+
+/// Random options, odd values included (zero and huge sizes, negative and NaN lengths).
+fn random_options(rng: &mut XorShift) -> CompactOptions {
+    let precision = match rng.below(3) {
+        0 => Precision::Auto {
+            render_size: rng.pick(&[0, 1, 16, 256, 512, 4096, u32::MAX]),
+        },
+        1 => Precision::Decimals(rng.pick(&[0, 1, 2, 3, 8, 9, 255])),
+        _ => Precision::Relative(rng.pick(&[0, 1, 10, 1000, 100_000, u32::MAX])),
+    };
+    let verify = match rng.below(3) {
+        0 => None,
+        _ => Some(Verify {
+            size: rng.pick(&[0, 1, 8, 64, 256]),
+            min_ink_iou: rng.pick(&[0.0, 0.9, 0.995, 1.0, 2.0, f64::NAN]),
+            max_colour_mae: rng.pick(&[0.0, 0.005, 1.0, -1.0, f64::NAN]),
+        }),
+    };
+    CompactOptions {
+        precision,
+        normalise_viewbox: rng.pick(&[
+            None,
+            None,
+            Some(200.0),
+            Some(1.0),
+            Some(0.0),
+            Some(-5.0),
+            Some(1e30),
+            Some(f32::NAN),
+            Some(f32::INFINITY),
+        ]),
+        integer_grid: rng.below(2) == 0,
+        simplify_tolerance: rng.pick(&[0.0, 0.0, 0.05, 1.0, 1e9, -1.0, f64::NAN, f64::INFINITY]),
+        recover_arcs: rng.below(2) == 0,
+        merge_paths: rng.below(2) == 0,
+        hoist_styles: rng.below(2) == 0,
+        keep_size: rng.below(2) == 0,
+        verify,
+    }
+}
+
+/// Replaces a few bytes (digits mostly) of `data` with number and command fragments.
+fn mutate(rng: &mut XorShift, data: &mut Vec<u8>) {
+    const SUBS: [&[u8]; 14] = [
+        b"-", b".", b"e9", b"e-9", b"0", b"1e30", b" ", b"a", b"z", b"M", b"999999", b"-.",
+        b"1e-30", b"a1e90 1",
+    ];
+    for _ in 0..1 + rng.below(6) {
+        let pos = rng.below(data.len());
+        let sub = SUBS[rng.below(SUBS.len())];
+        if data[pos].is_ascii_digit() || rng.below(4) == 0 {
+            data.splice(pos..pos + 1, sub.iter().copied());
+        }
+    }
+}
+
+#[test]
+fn mutated_icons_with_random_options_never_panic_and_always_give_parsable_output() {
+    let mut inputs: Vec<Vec<u8>> = icons().into_iter().map(|(_, src)| src).collect();
+    inputs.extend(
+        icons_under("compact_regression")
+            .into_iter()
+            .map(|(_, src)| src),
+    );
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let (mut compacted, mut unmutated) = (0, 0);
+    for it in 0..400 {
+        let mut data = inputs[rng.below(inputs.len())].clone();
+        // Every fourth case keeps the icon as it is, so the odd options meet real geometry.
+        let mutated = it % 4 != 0;
+        if mutated {
+            mutate(&mut rng, &mut data);
+        }
+        let opts = random_options(&mut rng);
+        let Ok(svg) = Svg::parse(&data) else {
+            assert!(mutated, "case {it}: an unmutated icon failed to parse");
+            continue;
+        };
+        let out = compact(&svg, &opts);
+        if let Err(e) = Svg::parse(out.as_bytes()) {
+            panic!(
+                "case {it}: output does not parse ({e}) with {opts:?}\ninput:\n{}\noutput:\n{out}",
+                String::from_utf8_lossy(&data)
+            );
+        }
+        compacted += 1;
+        unmutated += usize::from(!mutated);
+    }
+    assert!(
+        compacted >= 200 && unmutated == 100,
+        "{compacted} / {unmutated}"
+    );
+}
+
+#[test]
+fn far_away_geometry_tiny_sizes_and_huge_paths_compact_without_panicking() {
+    let cases = [
+        // A stroke reaching 6e29 units away: tiny-skia panics rendering it, so the verification
+        // must not (found by the mutation test).
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"><path d="M9 19c-4.3 1.4 -4.3 -2.5 -6 -3m12 5v-3.5c0 -1 .1 -1.4 -.5 -2c2.8 -.3 5.5 -1.4 5.5 -6a4.6 4.6 0 0 0 -1.3 -3.2c-.61e30.6 -.6 1.2 -.5 2v3.5"/></svg>"#.to_string(),
+        // The same, compacted once: tiny-skia panics on the input itself now.
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 240 240" width="24" height="24"><path d="M90 190C47 204 47 165 30 160m120 50V175c0-10 1-14-5-20c28-3 55-14 55-60A46 46 0 00187 63c-100000000000187 6-6 12-5 20v35" fill="none" stroke="black" stroke-width="20" stroke-linecap="round"/></svg>"#.to_string(),
+        // A width that rounds to 0 at any sensible precision must still be written non-zero
+        // (a zero width disables rendering and changes the aspect ratio).
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="2e-9" height="24" viewBox="0 0 24 24"><path d="M4 7a2 2 0 0 1 2 -2h12v14H6z"/></svg>"#.to_string(),
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 3e-7 2e-7"><rect width="1e-7" height="1e-7"/></svg>"#.to_string(),
+        // More segments than the integer-grid search takes on: one plain write instead.
+        {
+            let d: String = (0..25_000)
+                .map(|i| format!("L{} {} ", (i * 7) % 100, (i * 13) % 100))
+                .collect();
+            format!(r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100"><path d="M0 0 {d}" fill="none" stroke="black" stroke-width="0.1"/></svg>"#)
+        },
+    ];
+    for src in cases {
+        let svg = Svg::parse(src.as_bytes()).expect("parses");
+        for opts in [CompactOptions::default(), no_verify()] {
+            let out = compact(&svg, &opts);
+            let back =
+                Svg::parse(out.as_bytes()).unwrap_or_else(|e| panic!("output parses: {e}\n{out}"));
+            let (w, h) = (back.width(), back.height());
+            assert!(w > 0.0 && h > 0.0, "{w} x {h}\n{out}");
+            let ratio =
+                (f64::from(w) / f64::from(h)) / (f64::from(svg.width()) / f64::from(svg.height()));
+            assert!(
+                (ratio - 1.0).abs() < 1e-3,
+                "aspect ratio changed by {ratio}\n{out}"
+            );
+        }
+    }
+}
