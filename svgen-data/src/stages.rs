@@ -2,7 +2,8 @@
 //! the optional CLIP-similarity / aesthetic filters.
 
 use image::DynamicImage;
-use svgen_trace::preprocess::{normalise_background, BackgroundOptions, Threshold};
+use serde::Serialize;
+use svgen_trace::preprocess::{self, BackgroundOptions, Threshold};
 use svgen_trace::{Bitmap, SvgOptions, TraceParams};
 
 use crate::error::StageError;
@@ -50,7 +51,7 @@ pub fn normalise_background(
     image: &DynamicImage,
     options: &BackgroundOptions,
 ) -> Result<(DynamicImage, bool), StageError> {
-    let (out, decision) = normalise_background(image, options)
+    let (out, decision) = preprocess::normalise_background(image, options)
         .map_err(|e| StageError::internal(format!("background normalisation: {e}")))?;
     Ok((out, decision.inverted))
 }
@@ -65,7 +66,7 @@ pub fn normalise_background(
 /// assert_eq!(p.label(8_000), Label::Negative);
 /// assert_eq!(LabelPolicy::scaled().label(4_000), Label::Negative);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LabelPolicy {
     /// A sample is positive when it has fewer tokens than this.
     pub max_tokens: usize,
