@@ -26,19 +26,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use svgen_data::eval::EvalScorer;
-use svgen_data::generate::{
+use svgen::data::eval::EvalScorer;
+use svgen::data::generate::{
     ImageFolder, ImageGenerator, ImageManifest, OpenAiImages, SourceImages,
 };
-use svgen_data::http::{EndpointConfig, RetryPolicy};
-use svgen_data::prompt::PromptTemplate;
-use svgen_data::simplify::{AnswerCache, CachedSimplifier, CaptionSimplifier, ChatSimplifier};
-use svgen_data::source::{open_source, CaptionSource, ChainSource};
-use svgen_data::stages::{Cl100k, LabelPolicy, PotraceTracer};
-use svgen_data::storage::{ShardCompression, ShardOptions};
-use svgen_data::{DataError, PipelineConfig, ShardSpec, Stages};
+use svgen::data::http::{EndpointConfig, RetryPolicy};
+use svgen::data::prompt::PromptTemplate;
+use svgen::data::simplify::{AnswerCache, CachedSimplifier, CaptionSimplifier, ChatSimplifier};
+use svgen::data::source::{open_source, CaptionSource, ChainSource};
+use svgen::data::stages::{Cl100k, LabelPolicy, PotraceTracer};
+use svgen::data::storage::{ShardCompression, ShardOptions};
+use svgen::data::{DataError, PipelineConfig, ShardSpec, Stages};
 
-type B = svgen_eval::burn::backend::Flex;
+/// CLIP scoring runs on the CPU (`Flex`) whatever the features.
+type B = svgen::eval::burn::backend::Flex;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -252,7 +253,7 @@ fn build_stages(a: &RunArgs, default_captions: bool) -> Result<Stages, Box<dyn s
             if !default_captions {
                 return Err("--generator default only works with the embedded captions; choose dalle, folder, manifest or source".into());
             }
-            Box::new(svgen_data::default_job::image_source(a.size, a.dark_every))
+            Box::new(svgen::data::default_job::image_source(a.size, a.dark_every))
         }
         GeneratorKind::Dalle => Box::new(OpenAiImages::new(
             &endpoint(&a.images_url, &a.images_key_env, a),
@@ -308,7 +309,7 @@ fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&a.out)?;
     let default_captions = a.captions.is_empty();
     let mut source: Box<dyn CaptionSource> = if default_captions {
-        Box::new(svgen_data::default_job::caption_source())
+        Box::new(svgen::data::default_job::caption_source())
     } else {
         let sources = a
             .captions
@@ -342,88 +343,21 @@ fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     cfg.limit = a.limit;
     cfg.progress = !a.no_progress;
-    let s = svgen_data::run(source.as_mut(), &stages, &cfg)?;
-
-    println!("svgen-data run: {} (shard {})", a.out.display(), a.shard);
-    println!("| stage / outcome | count |");
-    println!("|---|---:|");
-    println!("| records read | {} |", s.read);
-    println!("| other workers' records | {} |", s.other_shards);
-    println!("| already done (resumed) | {} |", s.already_done);
-    println!("| triplets written | {} |", s.written);
-    println!("| positive (< {} tokens) | {} |", a.max_tokens, s.positive);
-    println!("| negative | {} |", s.negative);
-    if a.drop_negative {
-        println!("| negative dropped | {} |", s.dropped_negative);
-    }
-    println!("| dark backgrounds inverted | {} |", s.inverted);
-    for (stage, n) in &s.failed {
-        println!("| failed at {stage} | {n} |");
-    }
-    println!("| shards published | {} |", s.shards.len());
-    if s.written > 0 {
-        let t = s.tokens;
-        println!(
-            "tokens (cl100k) of the written SVGs: min {} / median {} / mean {:.0} / p95 {} / max {}",
-            t.min, t.median, t.mean, t.p95, t.max
-        );
-        println!(
-            "{:.1} s, {:.2} triplets/s",
-            s.elapsed.as_secs_f64(),
-            s.written as f64 / s.elapsed.as_secs_f64().max(1e-9)
-        );
-    } else if s.already_done > 0 {
-        println!(
-            "nothing left to do: every input is already in {} (use --fresh to rebuild)",
-            a.out.display()
-        );
-    }
-    for p in &s.shards {
-        println!("shard: {}", p.display());
-    }
-    if s.failures() > 0 {
-        println!("failures: {}", cfg.failures_path().display());
-    }
+    let summary = svgen::data::run(source.as_mut(), &stages, &cfg)?;
+    print!("{summary}");
     if let Some(dir) = &a.export {
-        let n = svgen_data::tools::export_folder(&a.out, dir)?;
+        let n = svgen::data::tools::export_folder(&a.out, dir)?;
         println!("exported {n} triplets to {}", dir.display());
     }
     Ok(())
 }
 
 fn print_stats(dir: &PathBuf, json: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let s = svgen_data::tools::stats(dir)?;
+    let s = svgen::data::tools::stats(dir)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
-    }
-    println!("| {} | |", dir.display());
-    println!("|---|---:|");
-    println!("| shards | {} |", s.shards);
-    println!("| rows | {} |", s.rows);
-    println!("| duplicate ids | {} |", s.duplicate_ids);
-    println!("| positive | {} |", s.positive);
-    println!("| negative | {} |", s.negative);
-    println!(
-        "| tokens min / median / mean / p95 / max | {} / {} / {:.0} / {} / {} |",
-        s.tokens.min, s.tokens.median, s.tokens.mean, s.tokens.p95, s.tokens.max
-    );
-    if let Some(c) = s.mean_clip_similarity {
-        println!("| mean CLIP similarity | {c:.4} |");
-    }
-    if let Some(a) = s.mean_aesthetic {
-        println!("| mean aesthetic | {a:.3} |");
-    }
-    println!("| PNG bytes | {} |", s.image_bytes);
-    println!("| SVG bytes | {} |", s.svg_bytes);
-    for (k, v) in &s.by_source {
-        println!("| source {k} | {v} |");
-    }
-    for (k, v) in &s.by_generator {
-        println!("| generator {k} | {v} |");
-    }
-    for (k, v) in &s.failures {
-        println!("| failed at {k} | {v} |");
+    } else {
+        print!("{s}");
     }
     Ok(())
 }
@@ -442,7 +376,7 @@ fn main() {
                 rows_per_shard: *rows_per_shard,
                 ..ShardOptions::default()
             };
-            svgen_data::tools::merge(inputs, out, &opts)
+            svgen::data::tools::merge(inputs, out, &opts)
                 .map(|m| {
                     println!(
                         "merged {} rows ({} duplicates dropped) into {} shards in {}",
@@ -454,7 +388,7 @@ fn main() {
                 })
                 .map_err(Into::into)
         }
-        Some(Command::Export { dir, out }) => svgen_data::tools::export_folder(dir, out)
+        Some(Command::Export { dir, out }) => svgen::data::tools::export_folder(dir, out)
             .map(|n| println!("exported {n} triplets to {}", out.display()))
             .map_err(Into::into),
     };

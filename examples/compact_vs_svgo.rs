@@ -1,4 +1,4 @@
-//! Compares `svgen_core::compact` with svgo's output on a directory of real icons: total
+//! Compares `svgen::core::compact` with svgo's output on a directory of real icons: total
 //! cl100k tokens (original / ours / svgo) and visual equality of every output (ink IoU against
 //! the original, both rendered at `--size` px).
 //!

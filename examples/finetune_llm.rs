@@ -23,11 +23,7 @@ use svgen::train::trainer::{
     pairs_from_dataset, read_jsonl, tokenize_pairs, SftConfig, SftTrainer,
 };
 use svgen::train::{Llama, LoadOptions, LoraConfig, LoraTarget};
-
-#[cfg(not(feature = "cuda"))]
-type Backend = svgen::train::burn::backend::Autodiff<svgen::train::burn::backend::Flex>;
-#[cfg(feature = "cuda")]
-type Backend = svgen::train::burn::backend::Autodiff<svgen::train::burn::backend::Cuda>;
+use svgen::DefaultTrainBackend;
 
 #[derive(Parser)]
 #[command(group(clap::ArgGroup::new("source").required(true)))]
@@ -94,7 +90,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tok = LlamaTokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;
     tok.add_special_tokens(&THESIS_SPECIAL_TOKENS)?;
     let dtype = if a.bf16 { DType::BF16 } else { DType::F32 };
-    let mut base = Llama::<Backend>::from_pretrained(&a.model, LoadOptions { dtype }, &device)?;
+    let mut base =
+        Llama::<DefaultTrainBackend>::from_pretrained(&a.model, LoadOptions { dtype }, &device)?;
     if tok.len() > base.config().vocab_size {
         base = base.resize_token_embeddings(tok.len())?;
     }

@@ -236,12 +236,98 @@ pub struct RunSummary {
     pub tokens: TokenStats,
     /// Wall time.
     pub elapsed: Duration,
+    /// Output folder of the run ([`PipelineConfig::out_dir`]).
+    pub out_dir: PathBuf,
+    /// This worker's part of the input ([`PipelineConfig::shard`]).
+    pub shard: ShardSpec,
+    /// The labelling threshold of the run ([`PipelineConfig::label`]).
+    pub label: LabelPolicy,
+    /// This worker's failures file ([`PipelineConfig::failures_path`]).
+    pub failures_path: PathBuf,
 }
 
 impl RunSummary {
     /// Total failures.
     pub fn failures(&self) -> usize {
         self.failed.values().sum()
+    }
+}
+
+/// The summary `build_dataset` prints: a markdown table of counts by stage and outcome, then
+/// the token statistics and throughput (or "nothing left to do" on a finished folder), the
+/// shards published and the failures file.
+///
+/// ```text
+/// svgen-data run: target/svgen-dataset (shard 0/1)
+/// | stage / outcome | count |
+/// |---|---:|
+/// | records read | 44 |
+/// | other workers' records | 0 |
+/// | already done (resumed) | 0 |
+/// | triplets written | 44 |
+/// | positive (< 8000 tokens) | 44 |
+/// | negative | 0 |
+/// | dark backgrounds inverted | 11 |
+/// | shards published | 1 |
+/// tokens (cl100k) of the written SVGs: min 311 / median 563 / mean 578 / p95 910 / max 1167
+/// 0.2 s, 222.94 triplets/s
+/// shard: target/svgen-dataset/part-00000-of-00001-000000.parquet
+/// ```
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "svgen-data run: {} (shard {})",
+            self.out_dir.display(),
+            self.shard
+        )?;
+        writeln!(f, "| stage / outcome | count |")?;
+        writeln!(f, "|---|---:|")?;
+        writeln!(f, "| records read | {} |", self.read)?;
+        writeln!(f, "| other workers' records | {} |", self.other_shards)?;
+        writeln!(f, "| already done (resumed) | {} |", self.already_done)?;
+        writeln!(f, "| triplets written | {} |", self.written)?;
+        writeln!(
+            f,
+            "| positive (< {} tokens) | {} |",
+            self.label.max_tokens, self.positive
+        )?;
+        writeln!(f, "| negative | {} |", self.negative)?;
+        if self.label.drop_negative {
+            writeln!(f, "| negative dropped | {} |", self.dropped_negative)?;
+        }
+        writeln!(f, "| dark backgrounds inverted | {} |", self.inverted)?;
+        for (stage, n) in &self.failed {
+            writeln!(f, "| failed at {stage} | {n} |")?;
+        }
+        writeln!(f, "| shards published | {} |", self.shards.len())?;
+        if self.written > 0 {
+            let t = self.tokens;
+            writeln!(
+                f,
+                "tokens (cl100k) of the written SVGs: min {} / median {} / mean {:.0} / p95 {} / max {}",
+                t.min, t.median, t.mean, t.p95, t.max
+            )?;
+            writeln!(
+                f,
+                "{:.1} s, {:.2} triplets/s",
+                self.elapsed.as_secs_f64(),
+                self.written as f64 / self.elapsed.as_secs_f64().max(1e-9)
+            )?;
+        } else if self.already_done > 0 {
+            writeln!(
+                f,
+                "nothing left to do: every input is already in {} (use --fresh to rebuild)",
+                self.out_dir.display()
+            )?;
+        }
+        for p in &self.shards {
+            writeln!(f, "shard: {}", p.display())?;
+        }
+        if self.failures() > 0 {
+            writeln!(f, "failures: {}", self.failures_path.display())?;
+        }
+        Ok(())
     }
 }
 
@@ -798,6 +884,10 @@ pub fn run_with_hook(
     summary.already_done = already;
     summary.tokens = TokenStats::of(&mut writer.token_counts);
     summary.elapsed = start.elapsed();
+    summary.out_dir = config.out_dir.clone();
+    summary.shard = config.shard;
+    summary.label = config.label;
+    summary.failures_path = config.failures_path();
     Ok(summary)
 }
 

@@ -16,11 +16,13 @@
 
 use std::str::FromStr;
 
+use serde::Serialize;
+
 use crate::error::DataError;
 use crate::sample::fnv1a64;
 
 /// Worker `index` of `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ShardSpec {
     /// 0-based worker index.
     pub index: u32,

@@ -2,6 +2,7 @@
 //! the optional CLIP-similarity / aesthetic filters.
 
 use image::DynamicImage;
+use serde::Serialize;
 use svgen_trace::preprocess::{self, BackgroundOptions, Threshold};
 use svgen_trace::{Bitmap, SvgOptions, TraceParams};
 
@@ -65,7 +66,7 @@ pub fn normalise_background(
 /// assert_eq!(p.label(8_000), Label::Negative);
 /// assert_eq!(LabelPolicy::scaled().label(4_000), Label::Negative);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LabelPolicy {
     /// A sample is positive when it has fewer tokens than this.
     pub max_tokens: usize,

@@ -15,8 +15,14 @@ use crate::storage::{
 };
 
 /// Statistics of an output folder.
+///
+/// `Display` writes the markdown table of `build_dataset stats`; the JSON form (`--json`) is
+/// the serde serialisation, which leaves out [`DatasetStats::dir`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DatasetStats {
+    /// The folder these statistics describe (the table's title; not serialised).
+    #[serde(skip)]
+    pub dir: PathBuf,
     /// Published shards.
     pub shards: usize,
     /// Rows.
@@ -48,7 +54,10 @@ pub struct DatasetStats {
 /// Reads every shard of `dir` (one batch at a time) and its failure files.
 pub fn stats(dir: impl AsRef<Path>) -> Result<DatasetStats, DataError> {
     let dir = dir.as_ref();
-    let mut s = DatasetStats::default();
+    let mut s = DatasetStats {
+        dir: dir.to_path_buf(),
+        ..DatasetStats::default()
+    };
     let mut seen = HashSet::new();
     let mut tokens = Vec::new();
     let (mut clip_sum, mut clip_n, mut aes_sum, mut aes_n) = (0f64, 0usize, 0f64, 0usize);
@@ -87,6 +96,45 @@ pub fn stats(dir: impl AsRef<Path>) -> Result<DatasetStats, DataError> {
         *s.failures.entry(f.stage.as_str().to_string()).or_default() += 1;
     }
     Ok(s)
+}
+
+/// The table `build_dataset stats` prints: one `| what | value |` row per count, the mean
+/// CLIP similarity and aesthetic score only when rows were scored, then the rows per source,
+/// per generator and the failures per stage.
+impl std::fmt::Display for DatasetStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "| {} | |", self.dir.display())?;
+        writeln!(f, "|---|---:|")?;
+        writeln!(f, "| shards | {} |", self.shards)?;
+        writeln!(f, "| rows | {} |", self.rows)?;
+        writeln!(f, "| duplicate ids | {} |", self.duplicate_ids)?;
+        writeln!(f, "| positive | {} |", self.positive)?;
+        writeln!(f, "| negative | {} |", self.negative)?;
+        let t = &self.tokens;
+        writeln!(
+            f,
+            "| tokens min / median / mean / p95 / max | {} / {} / {:.0} / {} / {} |",
+            t.min, t.median, t.mean, t.p95, t.max
+        )?;
+        if let Some(c) = self.mean_clip_similarity {
+            writeln!(f, "| mean CLIP similarity | {c:.4} |")?;
+        }
+        if let Some(a) = self.mean_aesthetic {
+            writeln!(f, "| mean aesthetic | {a:.3} |")?;
+        }
+        writeln!(f, "| PNG bytes | {} |", self.image_bytes)?;
+        writeln!(f, "| SVG bytes | {} |", self.svg_bytes)?;
+        for (k, v) in &self.by_source {
+            writeln!(f, "| source {k} | {v} |")?;
+        }
+        for (k, v) in &self.by_generator {
+            writeln!(f, "| generator {k} | {v} |")?;
+        }
+        for (k, v) in &self.failures {
+            writeln!(f, "| failed at {k} | {v} |")?;
+        }
+        Ok(())
+    }
 }
 
 /// What [`merge`] did.

@@ -7,12 +7,37 @@
 //! - [`ClipImageProcessor`]: bit-exact `CLIPImageProcessor` preprocessing (PIL bicubic);
 //! - [`AestheticPredictor`]: the LAION improved-aesthetic-predictor head (and the v1 linear head);
 //! - [`ClipScorer`]: batched `clip_similarity`, `clip_score` and `aesthetic` over rasters or SVGs;
-//! - [`report`]: evaluation reports (CSV, JSON, summary, markdown, contact sheet, histograms).
+//! - [`report`]: evaluation reports (CSV, JSON, summary, markdown, contact sheet, histograms) over
+//!   any inputs that yield a prompt and an SVG ([`report::PromptSvg`]).
+//!
+//! [`DefaultBackend`] names the usual backend: `Flex` (CPU), or `Cuda` with the `cuda` feature.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 /// The Burn version svgen-eval is built on (`=0.21.0`), re-exported for callers' backends.
 pub use burn;
+
+/// The backend the examples, benches and binaries run on: Burn's CPU backend `Flex` by default,
+/// `Cuda` (device 0 by default) when the crate is built with the `cuda` feature.
+///
+/// Every model type is generic over the backend; this alias only names the usual choice once.
+/// svgen-train adds `DefaultTrainBackend`, its `Autodiff` wrapper for training.
+///
+/// ```
+/// use svgen_eval::{ClipScorer, DefaultBackend};
+/// fn load(dir: &std::path::Path) -> svgen_eval::Result<ClipScorer<DefaultBackend>> {
+///     ClipScorer::from_pretrained(dir, &Default::default())
+/// }
+/// ```
+#[cfg(not(feature = "cuda"))]
+pub type DefaultBackend = burn::backend::Flex;
+/// The backend the examples, benches and binaries run on: Burn's CPU backend `Flex` by default,
+/// `Cuda` (device 0 by default) when the crate is built with the `cuda` feature.
+///
+/// Every model type is generic over the backend; this alias only names the usual choice once.
+/// svgen-train adds `DefaultTrainBackend`, its `Autodiff` wrapper for training.
+#[cfg(feature = "cuda")]
+pub type DefaultBackend = burn::backend::Cuda;
 
 pub mod aesthetic;
 pub mod clip;

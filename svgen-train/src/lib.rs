@@ -34,3 +34,6 @@ pub use burn;
 pub type CpuBackend = burn::backend::Flex;
 /// The CPU autodiff backend used for training on CPU.
 pub type CpuTrainBackend = burn::backend::Autodiff<burn::backend::Flex>;
+/// The training backend of the examples: `Autodiff` over svgen-eval's `DefaultBackend` (`Flex`
+/// on CPU, `Cuda` with the `cuda` feature).
+pub type DefaultTrainBackend = burn::backend::Autodiff<svgen_eval::DefaultBackend>;
