@@ -5,26 +5,20 @@
 //! KV-cache generation of SVG and the Llama 3 tokenizer with the thesis' special tokens.
 #![warn(missing_docs)]
 
-pub mod config;
 pub mod cpu;
-mod decode_cpu;
 pub mod error;
-pub mod generate;
 pub mod llama;
-pub mod lora;
-pub mod plot;
+pub mod nn;
 pub mod sd;
-pub mod sft;
-pub mod tokenizer;
-pub mod trainer;
+pub mod train;
 pub mod weights;
 
-pub use config::{LlamaConfig, RopeScaling};
 pub use error::{Result, TrainError};
-pub use generate::{GenerationConfig, GenerationOutput, Generator, StopReason, SvgReport};
+pub use llama::config::{LlamaConfig, RopeScaling};
+pub use llama::generate::{GenerationConfig, GenerationOutput, Generator, StopReason, SvgReport};
+pub use llama::tokenizer::LlamaTokenizer;
 pub use llama::{KvCache, Llama, LoadOptions};
-pub use lora::{LoraConfig, LoraLinear, LoraTarget};
-pub use tokenizer::LlamaTokenizer;
+pub use nn::lora::{LoraConfig, LoraLinear, LoraTarget};
 pub use weights::{Checkpoint, HostData, HostTensor, StoreDtype};
 
 /// Re-export of the pinned Burn, so users and examples need no direct dependency.

@@ -20,10 +20,10 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, PadMode};
 use burn::tensor::{s, DType, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 
-use super::{attention_cpu, geglu_cpu, group_norm_cpu};
+use crate::cpu::{attention as attention_cpu, geglu as geglu_cpu, group_norm as group_norm_cpu};
 use crate::error::{Result, TrainError};
 use crate::llama::{frozen_param, transpose};
-use crate::lora::LoraLinear;
+use crate::nn::lora::LoraLinear;
 use crate::weights::{read_safetensors, HostTensor};
 
 /// Where model weights come from: each tensor is asked for once, by diffusers key and shape
@@ -359,7 +359,7 @@ impl<B: Backend> GroupNorm<B> {
     /// Normalises each group of `C/groups` channels over channels and space.
     ///
     /// On exactly `burn::backend::Flex` with f32 data this runs in
-    /// [`group_norm_cpu`](super::group_norm_cpu) (two passes per group on host memory); every
+    /// [`group_norm_cpu`](crate::cpu::group_norm) (two passes per group on host memory); every
     /// other backend (`Autodiff<Flex>` for training, CUDA) uses the tensor ops below.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
@@ -742,7 +742,7 @@ impl<B: Backend> Attention<B> {
     /// `x` `[B, N, C]` attends to `context` `[B, T, C_ctx]` (self-attention when `None`).
     ///
     /// On exactly `burn::backend::Flex` with f32 data, the attention core runs in
-    /// [`attention_cpu`](super::attention_cpu) (multi-threaded, online softmax, bounded memory
+    /// [`attention_cpu`](crate::cpu::attention) (multi-threaded, online softmax, bounded memory
     /// whatever `slice_size`); every other backend (`Autodiff<Flex>` for training, CUDA) uses
     /// Burn's generic `attention` op, query-sliced when `slice_size` is set.
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {

@@ -59,11 +59,11 @@ use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::config::read_json;
 use crate::error::{Result, TrainError};
+use crate::llama::config::read_json;
 use crate::llama::transpose;
-pub use crate::lora::PeftScaling;
-use crate::lora::{
+pub use crate::nn::lora::PeftScaling;
+use crate::nn::lora::{
     host_f32, peft_adapter_state, peft_lora_json, write_peft_adapter, LoraAdapter, LoraLinear,
 };
 use crate::sd::unet::UNet2DConditionModel;

@@ -4,12 +4,9 @@
 //!
 //! The text encoder is svgen-eval's CLIP text model.
 
-pub mod attention_cpu;
 pub mod blocks;
 pub mod config;
-pub mod geglu_cpu;
 pub mod grid;
-pub mod group_norm_cpu;
 pub mod lora;
 pub mod pipeline;
 pub mod scheduler;

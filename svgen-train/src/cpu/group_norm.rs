@@ -19,7 +19,7 @@ use rayon::prelude::*;
 /// (callers pass the data of tensors whose dims they just read).
 ///
 /// ```
-/// use svgen_train::sd::group_norm_cpu::group_norm;
+/// use svgen_train::cpu::group_norm::group_norm;
 /// // one sample, two channels in one group, two positions: values 0, 1, 2, 3
 /// let y = group_norm(&[0.0, 1.0, 2.0, 3.0], 1, 2, 2, 1, &[1.0, 1.0], &[0.0, 0.0], 0.0);
 /// let want = [-1.3416408, -0.4472136, 0.4472136, 1.3416408];

@@ -51,7 +51,7 @@ pub enum PromptFormat {
 /// A HF `tokenizer.json` tokenizer with Llama 3 conventions.
 ///
 /// ```no_run
-/// use svgen_train::tokenizer::{LlamaTokenizer, ChatMessage};
+/// use svgen_train::llama::tokenizer::{LlamaTokenizer, ChatMessage};
 /// let tok = LlamaTokenizer::from_dir("Meta-Llama-3-8B-Instruct").unwrap();
 /// let ids = tok.encode_chat(&[ChatMessage::new("user", "a red apple icon")], true).unwrap();
 /// assert!(!ids.is_empty());

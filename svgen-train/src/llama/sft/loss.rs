@@ -5,8 +5,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use crate::error::{Result, TrainError};
+use crate::llama::tokenizer::{LlamaTokenizer, PromptFormat, END_SVG};
 use crate::llama::Llama;
-use crate::tokenizer::{LlamaTokenizer, PromptFormat, END_SVG};
 
 /// Label value of tokens that do not count in the loss (HF convention).
 pub const IGNORE_INDEX: i64 = -100;

@@ -56,7 +56,7 @@ pub struct AttentionShape {
 /// just read), or if `seq_kv` or `head_dim` is zero.
 ///
 /// ```
-/// use svgen_train::sd::attention_cpu::{attention_packed, AttentionShape};
+/// use svgen_train::cpu::attention::{attention_packed, AttentionShape};
 /// // one query, two keys, one head of width 1: equal scores -> the mean of the values
 /// let shape = AttentionShape { batch: 1, seq_q: 1, seq_kv: 2, heads: 1, head_dim: 1 };
 /// let out = attention_packed(&[1.0], &[0.5, 0.5], &[2.0, 4.0], shape);

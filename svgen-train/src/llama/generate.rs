@@ -5,9 +5,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Result, TrainError};
+use crate::llama::tokenizer::{LlamaTokenizer, END_SVG};
 use crate::llama::{KvCache, Llama};
-use crate::lora::host_f32;
-use crate::tokenizer::{LlamaTokenizer, END_SVG};
+use crate::nn::lora::host_f32;
 
 /// Decoding settings (HF `generate` names). `temperature == 0` means greedy.
 ///

@@ -4,6 +4,11 @@
 
 use core::any::TypeId;
 
+pub mod attention;
+pub(crate) mod decode;
+pub mod geglu;
+pub mod group_norm;
+
 /// `true` when `B` is exactly `burn::backend::Flex` (f32 floats, i32 ints), the backend the fast
 /// path is written for. `Autodiff<Flex>` and every GPU backend answer `false`.
 pub fn is_flex<B: 'static>() -> bool {

@@ -12,10 +12,10 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
-use crate::config::LlamaConfig;
-use crate::decode_cpu::{self, HostKv};
+use crate::cpu::decode::{self as decode_cpu, HostKv};
 use crate::error::{Result, TrainError};
-use crate::lora::LoraLinear;
+use crate::llama::config::LlamaConfig;
+use crate::nn::lora::LoraLinear;
 use crate::weights::Checkpoint;
 
 /// How to load a checkpoint.

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use svgen_data::pairs::PairDataset;
 
 use crate::error::{Result, TrainError};
+use crate::llama::sft::{batch_loss, SftSample};
+use crate::llama::tokenizer::{LlamaTokenizer, PromptFormat};
 use crate::llama::Llama;
-use crate::lora::{host_f32, LoraConfig, LoraLinear};
-use crate::sft::{batch_loss, SftSample};
-use crate::tokenizer::{LlamaTokenizer, PromptFormat};
+use crate::nn::lora::{host_f32, LoraConfig, LoraLinear};
 use crate::weights::{read_safetensors, write_safetensors, HostTensor, StoreDtype};
 
 /// One training pair.
@@ -54,13 +54,13 @@ impl From<svgen_data::pairs::Pair> for Pair {
 ///
 /// ```no_run
 /// use svgen_data::pairs::PairDataset;
-/// use svgen_train::trainer::{pairs_from_dataset, tokenize_pairs};
+/// use svgen_train::llama::sft::{pairs_from_dataset, tokenize_pairs};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let tokenizer = svgen_train::LlamaTokenizer::from_dir("model")?;
 /// let dataset = PairDataset::from_mmsvg_parquet("MMSVG-Icon/train.parquet", None)?;
 /// eprintln!("{} records skipped", dataset.skipped.len());
 /// let pairs = pairs_from_dataset(dataset);
-/// let format = svgen_train::tokenizer::PromptFormat::InstructionResponse;
+/// let format = svgen_train::llama::tokenizer::PromptFormat::InstructionResponse;
 /// let (samples, dropped) = tokenize_pairs(&tokenizer, &format, &pairs, 4096)?;
 /// # Ok(())
 /// # }
@@ -491,7 +491,7 @@ pub(crate) trait CheckpointedRun {
 /// `last_checkpoint`, and methods `save_checkpoint` and `write_logs`.
 macro_rules! impl_checkpointed_run {
     ($trainer:ident) => {
-        impl<B: burn::tensor::backend::AutodiffBackend> $crate::trainer::CheckpointedRun
+        impl<B: burn::tensor::backend::AutodiffBackend> $crate::llama::sft::trainer::CheckpointedRun
             for $trainer<B>
         {
             fn steps_done(&self) -> usize {
@@ -598,7 +598,7 @@ pub(crate) fn write_loss_logs<E: LoggedStep>(
         .iter()
         .filter_map(|e| e.val_loss().map(|v| (e.step() as f64, v)))
         .collect();
-    crate::plot::loss_curve_png(out_dir.join("loss_curve.png"), &train, &val)
+    crate::train::plot::loss_curve_png(out_dir.join("loss_curve.png"), &train, &val)
 }
 
 /// One logged optimiser step.
@@ -809,7 +809,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             let mut tokens = 0usize;
             for (k, batch) in micro.iter().enumerate() {
                 // Dropout masks depend only on the data position: resume is exact.
-                crate::lora::seed_lora_dropout(
+                crate::nn::lora::seed_lora_dropout(
                     self.cfg
                         .seed
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)

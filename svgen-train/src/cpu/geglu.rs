@@ -20,7 +20,7 @@ const CHUNK: usize = 4096;
 /// If the slices differ in length.
 ///
 /// ```
-/// use svgen_train::sd::geglu_cpu::geglu;
+/// use svgen_train::cpu::geglu::geglu;
 /// let y = geglu(&[2.0, 2.0], &[0.0, 1.0]);
 /// assert!(y[0].abs() < 1e-7 && (y[1] - 2.0 * 0.841_344_7).abs() < 1e-6);
 /// ```

@@ -13,8 +13,8 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::config::read_json;
 use crate::error::{Result, TrainError};
+use crate::llama::config::read_json;
 use crate::llama::{linear_shapes, transpose, Llama};
 use crate::weights::{read_safetensors, write_safetensors, HostTensor, StoreDtype};
 
@@ -191,7 +191,7 @@ impl LoraConfig {
 /// `lora_adapter_metadata` header), whatever the model.
 ///
 /// ```
-/// use svgen_train::lora::PeftScaling;
+/// use svgen_train::nn::lora::PeftScaling;
 /// let v = serde_json::json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_rslora": true});
 /// let s = PeftScaling::from_json(&v, "adapter_config.json").unwrap();
 /// assert_eq!((s.r, s.scale()), (4, 4.0));

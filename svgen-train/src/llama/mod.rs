@@ -1,0 +1,12 @@
+//! Llama 2/3/3.1/3.2.
+
+pub mod config;
+pub mod generate;
+mod model;
+pub mod sft;
+pub mod tokenizer;
+
+pub(crate) use model::{frozen_param, linear_shapes, transpose};
+pub use model::{
+    Attention, DecoderLayer, KvCache, Llama, LoadOptions, Mlp, RmsNorm, DEFAULT_KV_MERGE_INTERVAL,
+};

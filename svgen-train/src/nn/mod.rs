@@ -1,0 +1,3 @@
+//! Shared Burn plumbing.
+
+pub mod lora;

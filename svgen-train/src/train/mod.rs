@@ -1,0 +1,3 @@
+//! Training pieces shared by both trainers.
+
+pub mod plot;
