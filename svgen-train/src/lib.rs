@@ -18,7 +18,8 @@ pub use llama::config::{LlamaConfig, RopeScaling};
 pub use llama::generate::{GenerationConfig, GenerationOutput, Generator, StopReason, SvgReport};
 pub use llama::tokenizer::LlamaTokenizer;
 pub use llama::{KvCache, Llama, LoadOptions};
-pub use nn::lora::{LoraConfig, LoraLinear, LoraTarget};
+pub use llama::{LoraConfig, LoraTarget};
+pub use nn::LoraLinear;
 pub use weights::{Checkpoint, HostData, HostTensor, StoreDtype};
 
 /// Re-export of the pinned Burn, so users and examples need no direct dependency.

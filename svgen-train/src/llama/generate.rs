@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::{Result, TrainError};
 use crate::llama::tokenizer::{LlamaTokenizer, END_SVG};
 use crate::llama::{KvCache, Llama};
-use crate::nn::lora::host_f32;
+use crate::nn::tensor::host_f32;
 
 /// Decoding settings (HF `generate` names). `temperature == 0` means greedy.
 ///

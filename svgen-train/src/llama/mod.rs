@@ -2,11 +2,12 @@
 
 pub mod config;
 pub mod generate;
+pub mod lora;
 mod model;
 pub mod sft;
 pub mod tokenizer;
 
-pub(crate) use model::{frozen_param, linear_shapes, transpose};
+pub use lora::{LoraConfig, LoraTarget};
 pub use model::{
     Attention, DecoderLayer, KvCache, Llama, LoadOptions, Mlp, RmsNorm, DEFAULT_KV_MERGE_INTERVAL,
 };

@@ -16,6 +16,7 @@ use crate::cpu::decode::{self as decode_cpu, HostKv};
 use crate::error::{Result, TrainError};
 use crate::llama::config::LlamaConfig;
 use crate::nn::lora::LoraLinear;
+use crate::nn::tensor::{frozen_param, host_f32, transpose};
 use crate::weights::Checkpoint;
 
 /// How to load a checkpoint.
@@ -530,14 +531,6 @@ impl<B: Backend> Attention<B> {
     }
 }
 
-/// The values of an f32 tensor, row-major (host caches only hold f32 models' tensors).
-fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("data converted to f32 reads back as f32")
-}
-
 fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
@@ -601,27 +594,6 @@ pub(crate) fn linear_shapes(cfg: &LlamaConfig) -> [(&'static str, [usize; 2]); 7
         ("mlp.up_proj", [i, h]),
         ("mlp.down_proj", [h, i]),
     ]
-}
-
-/// Transposes a row-major `[rows, cols]` matrix.
-pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
-
-pub(crate) fn frozen_param<B: Backend, const D: usize>(
-    data: Vec<f32>,
-    shape: [usize; D],
-    dtype: DType,
-    device: &B::Device,
-) -> Param<Tensor<B, D>> {
-    let t = Tensor::<B, D>::from_data(TensorData::new(data, shape), (device, dtype));
-    Param::from_tensor(t).set_require_grad(false)
 }
 
 impl<B: Backend> Llama<B> {

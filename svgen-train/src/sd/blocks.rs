@@ -22,8 +22,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::cpu::{attention as attention_cpu, geglu as geglu_cpu, group_norm as group_norm_cpu};
 use crate::error::{Result, TrainError};
-use crate::llama::{frozen_param, transpose};
 use crate::nn::lora::LoraLinear;
+use crate::nn::tensor::{frozen_param, transpose};
 use crate::weights::{read_safetensors, HostTensor};
 
 /// Where model weights come from: each tensor is asked for once, by diffusers key and shape

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Result, TrainError};
-use crate::llama::config::read_json;
+use crate::nn::json::read_json;
 
 /// A diffusers config value that is either one number for every block or one per block
 /// (e.g. `attention_head_dim: 8` in SD1.5, `[5, 10, 20, 20]` in SD2).

@@ -60,12 +60,11 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::error::{Result, TrainError};
-use crate::llama::config::read_json;
-use crate::llama::transpose;
-pub use crate::nn::lora::PeftScaling;
-use crate::nn::lora::{
-    host_f32, peft_adapter_state, peft_lora_json, write_peft_adapter, LoraAdapter, LoraLinear,
-};
+use crate::nn::json::read_json;
+use crate::nn::lora::{LoraAdapter, LoraLinear};
+pub use crate::nn::peft::PeftScaling;
+use crate::nn::peft::{peft_adapter_state, peft_lora_json, write_peft_adapter, PEFT_PREFIX};
+use crate::nn::tensor::{host_f32, trainable_param, transpose};
 use crate::sd::unet::UNet2DConditionModel;
 use crate::weights::{read_safetensors, write_safetensors, HostData, HostTensor, StoreDtype};
 use svgen_eval::clip::ClipTextModel;
@@ -74,7 +73,7 @@ use svgen_eval::ClipTextConfig;
 /// Prefix of UNet keys in diffusers' pipeline LoRA files.
 pub const UNET_PREFIX: &str = "unet.";
 /// Prefix of keys in PEFT adapter folders.
-pub const PEFT_MODEL_PREFIX: &str = "base_model.model.";
+pub const PEFT_MODEL_PREFIX: &str = PEFT_PREFIX;
 /// Prefix of UNet keys in kohya files.
 pub const KOHYA_UNET_PREFIX: &str = "lora_unet_";
 /// The file diffusers' `save_lora_weights` writes.
@@ -691,16 +690,6 @@ fn scalar(key: &str, t: HostTensor) -> Result<f64> {
         })
 }
 
-fn param<B: Backend>(
-    data: Vec<f32>,
-    shape: [usize; 2],
-    like: &Tensor<B, 2>,
-    trainable: bool,
-) -> Param<Tensor<B, 2>> {
-    let t = Tensor::from_data(TensorData::new(data, shape), (&like.device(), like.dtype()));
-    Param::from_tensor(t).set_require_grad(trainable)
-}
-
 /// Standard normal draws (Box–Muller) from a host RNG.
 pub(crate) fn normal(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(n + 1);
@@ -748,8 +737,8 @@ pub fn add_lora<B: Backend>(
         };
         let w = lin.weight.val();
         lin.adapter = Some(LoraAdapter {
-            lora_a: param(transpose(&a, cfg.r, i), [i, cfg.r], &w, true),
-            lora_b: param(vec![0.0; cfg.r * o], [cfg.r, o], &w, true),
+            lora_a: trainable_param(transpose(&a, cfg.r, i), [i, cfg.r], w.dtype(), &w.device()),
+            lora_b: trainable_param(vec![0.0; cfg.r * o], [cfg.r, o], w.dtype(), &w.device()),
             scale: cfg.scale(),
             dropout: cfg.lora_dropout,
         });
@@ -796,8 +785,8 @@ pub fn apply_lora<B: Backend>(
         let (i, o) = (lin.in_features(), lin.out_features());
         let w = lin.weight.val();
         lin.adapter = Some(LoraAdapter {
-            lora_a: param(transpose(&down, r, i), [i, r], &w, true),
-            lora_b: param(transpose(&up, o, r), [r, o], &w, true),
+            lora_a: trainable_param(transpose(&down, r, i), [i, r], w.dtype(), &w.device()),
+            lora_b: trainable_param(transpose(&up, o, r), [r, o], w.dtype(), &w.device()),
             scale,
             dropout,
         });

@@ -322,7 +322,7 @@ impl SchedulerConfig {
     /// I/O and JSON errors, and [`TrainError::UnsupportedValue`] naming a key whose value we cannot use
     /// (e.g. `beta_schedule: "sigmoid"`, `prediction_type: "flow"`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_json(&crate::llama::config::read_json(path.as_ref())?)
+        Self::from_json(&crate::nn::json::read_json(path.as_ref())?)
     }
 
     /// Parses the JSON object of a `scheduler_config.json`.

@@ -48,17 +48,17 @@ use svgen_eval::clip::ClipTextModel;
 use svgen_eval::{ClipTextConfig, ClipTokenizer};
 
 use crate::error::{Result, TrainError};
-use crate::llama::sft::trainer::{
-    accumulate_grads, adapter_grads, adapter_params, check_finite_loss, clip_grad_norm,
-    impl_checkpointed_run, progress_bar, read_run_state, warmup_cosine_lr, write_loss_logs,
-    write_run_state, CheckpointedRun, LoggedStep, LoraOptimizer, ToF64, TrainSummary,
-};
 use crate::sd::lora::{normal, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME};
 use crate::sd::pipeline::require;
 use crate::sd::scheduler::{add_noise, velocity, PredictionType, SchedulerConfig};
 use crate::sd::tokenizer::load_tokenizer;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::sd::vae::AutoencoderKL;
+use crate::train::{
+    accumulate_grads, adapter_grads, adapter_params, check_finite_loss, clip_grad_norm,
+    impl_checkpointed_run, progress_bar, read_run_state, warmup_cosine_lr, write_loss_logs,
+    write_run_state, CheckpointedRun, LoggedStep, LoraOptimizer, ToF64, TrainSummary,
+};
 use crate::weights::HostTensor;
 
 /// One training example. The image is held encoded (as read from the file or shard) and decoded

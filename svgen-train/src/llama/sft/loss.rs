@@ -1,15 +1,12 @@
-//! Supervised fine-tuning pieces: the masked causal-LM loss and tokenised training samples.
+//! The masked causal-LM loss of supervised fine-tuning.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use crate::error::{Result, TrainError};
-use crate::llama::tokenizer::{LlamaTokenizer, PromptFormat, END_SVG};
+use crate::llama::sft::data::{SftSample, IGNORE_INDEX};
 use crate::llama::Llama;
-
-/// Label value of tokens that do not count in the loss (HF convention).
-pub const IGNORE_INDEX: i64 = -100;
 
 /// Next-token cross-entropy as HF's `ForCausalLMLoss`: logits at `t` predict `labels[t + 1]`;
 /// labels equal to [`IGNORE_INDEX`] are skipped; the mean is over counted tokens.
@@ -66,53 +63,6 @@ pub fn causal_lm_loss<B: Backend>(
     let w = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
     let loss = (picked * w).sum().neg().div_scalar(count as f64);
     Ok((loss, count))
-}
-
-/// One tokenised (description, SVG) pair: prompt tokens are masked out of the loss.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SftSample {
-    /// Prompt + SVG + end tokens.
-    pub input_ids: Vec<u32>,
-    /// `IGNORE_INDEX` on prompt positions, the token id on SVG positions.
-    pub labels: Vec<i64>,
-}
-
-impl SftSample {
-    /// Tokenises a pair: the prompt in `format`, then the SVG followed by `<|end_svg|>` (when
-    /// the tokenizer has it) and `<|eot_id|>` for the chat format. Only the SVG and end tokens
-    /// count in the loss.
-    pub fn encode(
-        tokenizer: &LlamaTokenizer,
-        format: &PromptFormat,
-        description: &str,
-        svg: &str,
-    ) -> Result<Self> {
-        let prompt = tokenizer.encode_prompt(format, description)?;
-        let mut target = tokenizer.encode(svg, false)?;
-        if let Some(id) = tokenizer.token_id(END_SVG) {
-            target.push(id);
-        }
-        if matches!(format, PromptFormat::Llama3Chat { .. }) {
-            if let Some(id) = tokenizer.token_id("<|eot_id|>") {
-                target.push(id);
-            }
-        }
-        let mut labels = vec![IGNORE_INDEX; prompt.len()];
-        labels.extend(target.iter().map(|&x| x as i64));
-        let mut input_ids = prompt;
-        input_ids.extend(target);
-        Ok(Self { input_ids, labels })
-    }
-
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.input_ids.len()
-    }
-
-    /// Whether the sample is empty.
-    pub fn is_empty(&self) -> bool {
-        self.input_ids.is_empty()
-    }
 }
 
 /// Loss of one batch of samples, right-padded with `pad_id` (padding labels ignored).

@@ -1,10 +1,10 @@
-//! Supervised fine-tuning.
+//! Supervised fine-tuning of LoRA adapters on a frozen Llama: (description, SVG) pairs, their
+//! tokenised samples, the masked causal-LM loss and the trainer.
 
+mod data;
 mod loss;
-pub(crate) mod trainer;
+mod trainer;
 
-pub use loss::{batch_loss, causal_lm_loss, SftSample, IGNORE_INDEX};
-pub use trainer::{
-    pairs_from_dataset, read_jsonl, tokenize_pairs, LogEntry, Pair, SftConfig, SftTrainer,
-    TrainSummary, TrainerState,
-};
+pub use data::{pairs_from_dataset, read_jsonl, tokenize_pairs, Pair, SftSample, IGNORE_INDEX};
+pub use loss::{batch_loss, causal_lm_loss};
+pub use trainer::{LogEntry, SftConfig, SftTrainer, TrainerState};
