@@ -1,9 +1,10 @@
 //! Multi-threaded, cache-blocked scaled dot-product attention on host memory: the inference fast
-//! path of [`Attention::forward`](super::blocks::Attention::forward) on the CPU backend.
+//! path of Stable Diffusion's [`Attention::forward`](crate::sd::blocks::Attention::forward) on the
+//! CPU backend.
 //!
 //! **When it is used:** only when the backend is exactly [`burn::backend::Flex`] (checked with
-//! [`core::any::TypeId`], see [`is_flex`](crate::cpu::is_flex)) and the projected tensors are `f32`. Every other
-//! backend, including `Autodiff<Flex>` (training needs the graph of the generic op) and CUDA,
+//! [`core::any::TypeId`], see [`is_flex`](crate::cpu::is_flex)) and the projected tensors are
+//! `f32` ([`forward`] returns `None` otherwise). Every other backend, including `Autodiff<Flex>` (training needs the graph of the generic op) and CUDA,
 //! keeps Burn's generic [`burn::tensor::module::attention`]. On Flex, reading a tensor's data and
 //! building one from a `Vec` are plain copies, so leaving the lazy tensor world here costs little.
 //!
@@ -20,9 +21,11 @@
 //! has it) and once for the baseline target. `exp` is [`exp_f32`](crate::cpu::exp_f32), a range-reduced polynomial
 //! that vectorises (unlike a call to `f32::exp`), within 3e-7 relative of `f32::exp`.
 
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::cpu::{exp_lane, madd};
+use crate::cpu::{exp_lane, madd, on_host};
 
 /// Queries per rayon task (and per register/cache block).
 pub const Q_BLOCK: usize = 32;
@@ -142,6 +145,31 @@ pub fn attention_packed(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) 
         }
     }
     o
+}
+
+/// [`attention_packed`] on tensors: `q` `[batch, seq_q, heads·d]`, `k` and `v`
+/// `[batch, seq_kv, heads·d]`; returns `[batch, seq_q, heads·d]`. `None` (take the generic op)
+/// unless the backend is exactly Flex with `f32` data and there are keys and head channels.
+pub(crate) fn forward<B: Backend>(
+    q: &Tensor<B, 3>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+    heads: usize,
+) -> Option<Tensor<B, 3>> {
+    let [batch, seq_q, width] = q.dims();
+    let shape = AttentionShape {
+        batch,
+        seq_q,
+        seq_kv: k.dims()[1],
+        heads,
+        head_dim: width / heads,
+    };
+    if shape.seq_kv == 0 || shape.head_dim == 0 {
+        return None;
+    }
+    on_host([q, k, v], [batch, seq_q, width], &q.device(), |[q, k, v]| {
+        attention_packed(&q, &k, &v, shape)
+    })
 }
 
 /// One head's keys (transposed, `[d, t_pad]`) and values (`[seq_kv, d_pad]`), zero-padded.
@@ -290,14 +318,12 @@ fn lane_sum(s: &[f32; KV_TILE]) -> f32 {
 mod tests {
     use super::*;
 
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Flex;
     use burn::tensor::module::attention;
     use burn::tensor::ops::AttentionModuleOptions;
-    use burn::tensor::{Distribution, Tensor, TensorData};
+    use burn::tensor::{Tensor, TensorData};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-
-    use crate::sd::blocks::{Attention, RandomWeights};
 
     /// Max abs difference between the fast path and Burn's generic op on `shape`.
     fn fast_vs_generic(shape: AttentionShape) -> f32 {
@@ -360,52 +386,6 @@ mod tests {
             };
             let diff = fast_vs_generic(shape);
             assert!(diff <= 1e-5, "{shape:?}: max abs diff {diff}");
-        }
-    }
-
-    #[test]
-    fn attention_module_on_flex_matches_autodiff_flex() {
-        // same seed -> same weights; Flex takes the fast path, Autodiff<Flex> the generic op
-        let dev = Default::default();
-        let x = Tensor::<Flex, 3>::random([2, 37, 40], Distribution::Normal(0.0, 1.0), &dev);
-        let ctx = Tensor::<Flex, 3>::random([2, 77, 24], Distribution::Normal(0.0, 1.0), &dev);
-        let to_ad = |y: &Tensor<Flex, 3>| Tensor::<Autodiff<Flex>, 3>::from_data(y.to_data(), &dev);
-        for (context, context_dim) in [(None, 40), (Some(&ctx), 24)] {
-            let load = |seed| RandomWeights::new(seed);
-            let fast = Attention::<Flex>::load(&mut load(3), "a", 40, context_dim, 5, false, &dev)
-                .expect("random attention");
-            let generic = Attention::<Autodiff<Flex>>::load(
-                &mut load(3),
-                "a",
-                40,
-                context_dim,
-                5,
-                false,
-                &dev,
-            )
-            .expect("random attention");
-            let a: Vec<f32> = fast
-                .forward(x.clone(), context)
-                .into_data()
-                .into_vec()
-                .expect("f32");
-            let ctx_ad = context.map(to_ad);
-            let g: Vec<f32> = generic
-                .forward(to_ad(&x), ctx_ad.as_ref())
-                .into_data()
-                .into_vec()
-                .expect("f32");
-            assert_eq!(a.len(), g.len());
-            let diff = a
-                .iter()
-                .zip(&g)
-                .map(|(a, g)| (a - g).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                diff <= 1e-5,
-                "cross={}: max abs diff {diff}",
-                context.is_some()
-            );
         }
     }
 }

@@ -2,7 +2,8 @@
 //! [`Llama::forward_cached`](crate::Llama::forward_cached) on the CPU backend.
 //!
 //! **When it is used:** only when the backend is exactly [`burn::backend::Flex`] (checked with
-//! [`core::any::TypeId`], see [`is_flex`]) and the model computes in `f32`. `Autodiff<Flex>`,
+//! [`core::any::TypeId`], see [`is_flex`](crate::cpu::is_flex)) and the model computes in `f32`
+//! ([`HostKv::for_backend`] gives `None` otherwise). `Autodiff<Flex>`,
 //! CUDA and Flex with a half-precision dtype keep the generic two-segment tensor cache of
 //! [`KvCache`](crate::KvCache).
 //!
@@ -30,8 +31,10 @@
 //! whenever anything else ran on it (the step then waits for a worker that is not scheduled),
 //! and the rest of the decode step is single-threaded anyway.
 
-use crate::cpu::exp_f32;
-pub(crate) use crate::cpu::is_flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
+
+use crate::cpu::{applies, exp_f32, on_host};
 
 /// Width of the hand-shaped accumulator arrays (two AVX2 registers of f32).
 const LANES: usize = 16;
@@ -61,6 +64,41 @@ impl HostKv {
             keys: vec![Vec::new(); batch * kv_heads],
             values: vec![Vec::new(); batch * kv_heads],
         }
+    }
+
+    /// An empty cache for `batch` rows when the fast path applies to a model computing in
+    /// `dtype` on backend `B` (exactly Flex, `f32`); `None` keeps the generic tensor cache.
+    pub(crate) fn for_backend<B: Backend>(
+        dtype: DType,
+        batch: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Option<Self> {
+        applies::<B>(dtype).then(|| Self::new(batch, kv_heads, head_dim))
+    }
+
+    /// One decode step: appends the new keys and values `k`, `v` (`[batch, kv_heads, 1,
+    /// head_dim]`, after RoPE) and attends the queries `q` (`[batch, heads, 1, head_dim]`,
+    /// unscaled) over the cache; `valid` as in [`HostKv::attend`]. Returns
+    /// `[batch, heads, 1, head_dim]`, or `None` (nothing appended) unless the tensors are Flex
+    /// `f32` data.
+    pub(crate) fn step<B: Backend>(
+        &mut self,
+        q: &Tensor<B, 4>,
+        k: &Tensor<B, 4>,
+        v: &Tensor<B, 4>,
+        valid: Option<&[Vec<bool>]>,
+    ) -> Option<Tensor<B, 4>> {
+        let [b, nh, _, hd] = q.dims();
+        on_host([q, k, v], [b, nh, 1, hd], &q.device(), |[mut q, k, v]| {
+            self.append(&k, &v, 1);
+            // The same f32 product as the generic path's `mul_scalar`.
+            let scale = (1.0 / (hd as f64).sqrt()) as f32;
+            for x in &mut q {
+                *x *= scale;
+            }
+            self.attend(&q, nh, valid)
+        })
     }
 
     /// Cached positions.

@@ -1,15 +1,18 @@
-//! The GEGLU product `hidden · gelu(gate)` on host memory: the inference fast path of
-//! [`FeedForward::forward`](super::blocks::FeedForward::forward) on the CPU backend.
+//! The GEGLU product `hidden · gelu(gate)` on host memory: the inference fast path of Stable
+//! Diffusion's [`FeedForward::forward`](crate::sd::blocks::FeedForward::forward) on the CPU
+//! backend.
 //!
 //! Used only when the backend is exactly [`burn::backend::Flex`] with `f32` data (see
-//! [`is_flex`](crate::cpu::is_flex)); `Autodiff<Flex>` (training) and GPU backends
+//! [`is_flex`](crate::cpu::is_flex); [`forward`] returns `None` otherwise); `Autodiff<Flex>` (training) and GPU backends
 //! keep Burn's `gelu` and multiply. Burn's CPU `gelu` evaluates a scalar library `erf` per
 //! element; here the exact (erf) GELU uses [`erf_f32`], a rational-exponential approximation
 //! that vectorises, and the product is fused into the same pass, split over rayon.
 
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::cpu::exp_f32;
+use crate::cpu::{exp_f32, on_host};
 
 /// Elements per rayon task.
 const CHUNK: usize = 4096;
@@ -35,6 +38,17 @@ pub fn geglu(hidden: &[f32], gate: &[f32]) -> Vec<f32> {
             }
         });
     y
+}
+
+/// [`geglu`] on tensors of one shape. `None` (take Burn's `gelu` and multiply) unless the
+/// backend is exactly Flex with `f32` data.
+pub(crate) fn forward<B: Backend>(
+    hidden: &Tensor<B, 2>,
+    gate: &Tensor<B, 2>,
+) -> Option<Tensor<B, 2>> {
+    on_host([hidden, gate], gate.dims(), &gate.device(), |[h, g]| {
+        geglu(&h, &g)
+    })
 }
 
 /// `erf(x)` for `f32` without branches (so loops over it vectorise): Abramowitz & Stegun

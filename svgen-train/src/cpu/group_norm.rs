@@ -1,15 +1,19 @@
-//! GroupNorm on host memory: the inference fast path of
-//! [`GroupNorm::forward`](super::blocks::GroupNorm::forward) on the CPU backend.
+//! GroupNorm on host memory: the inference fast path of Stable Diffusion's
+//! [`GroupNorm::forward`](crate::sd::blocks::GroupNorm::forward) on the CPU backend.
 //!
 //! Used only when the backend is exactly [`burn::backend::Flex`] with `f32` data (see
-//! [`is_flex`](crate::cpu::is_flex)); `Autodiff<Flex>` (training) and GPU backends
+//! [`is_flex`](crate::cpu::is_flex); [`forward`] returns `None` otherwise); `Autodiff<Flex>` (training) and GPU backends
 //! keep the generic tensor-op version. On Flex the generic version spends most of its time in
 //! broadcast binary ops (strided iteration); here each (sample, group) slice is read twice
 //! (mean, then centred variance, accumulated in `f64`) and written once with the affine
 //! transform folded into a per-channel scale and shift. Work is split over rayon by
 //! (sample, group).
 
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use crate::cpu::on_host;
 
 /// `torch.nn.GroupNorm` (biased variance, affine) on `x` `[batch, channels, spatial]`,
 /// row-major, with `gamma`/`beta` `[channels]`; returns the normalised data in the same layout.
@@ -77,6 +81,28 @@ pub fn group_norm(
     y
 }
 
+/// [`group_norm`] on tensors: `x` `[batch, channels, h, w]`, `gamma` and `beta` `[channels]`.
+/// `None` (take the generic ops) unless the backend is exactly Flex with `f32` data and `groups`
+/// divides `channels`.
+pub(crate) fn forward<B: Backend>(
+    x: &Tensor<B, 4>,
+    gamma: &Tensor<B, 1>,
+    beta: &Tensor<B, 1>,
+    groups: usize,
+    eps: f64,
+) -> Option<Tensor<B, 4>> {
+    let [b, c, h, w] = x.dims();
+    if groups == 0 || !c.is_multiple_of(groups) {
+        return None;
+    }
+    on_host(
+        [x, gamma, beta],
+        [b, c, h, w],
+        &x.device(),
+        |[x, gamma, beta]| group_norm(&x, b, c, h * w, groups, &gamma, &beta, eps),
+    )
+}
+
 /// `Σ x` (`SQUARED = false`) or `Σ (x - center)²` (`SQUARED = true`): summed in `f32` lanes over
 /// short blocks, accumulated across blocks in `f64`.
 fn block_sum<const SQUARED: bool>(x: &[f32], center: f64) -> f64 {
@@ -108,76 +134,6 @@ fn block_sum<const SQUARED: bool>(x: &[f32], center: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Tensor, TensorData};
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-
-    use crate::sd::blocks::GroupNorm;
-
-    #[test]
-    fn group_norm_module_on_flex_matches_autodiff_flex() {
-        // Flex takes the host path, Autodiff<Flex> the generic tensor ops; odd spatial sizes,
-        // one channel per group, and a shifted input (large mean) included
-        let dev = Default::default();
-        let mut rng = StdRng::seed_from_u64(7);
-        for (b, c, h, w, groups, offset) in [
-            (2, 64, 5, 7, 32, 0.0f32),
-            (1, 6, 3, 3, 6, 10.0),
-            (2, 12, 9, 1, 3, -3.0),
-        ] {
-            let mut gamma_beta =
-                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5f32..1.5)).collect() };
-            let (gamma, beta) = (gamma_beta(c), gamma_beta(c));
-            let x: Vec<f32> = (0..b * c * h * w)
-                .map(|_| rng.random_range(-2.0f32..2.0) + offset)
-                .collect();
-            let fast = GroupNorm::<Flex> {
-                gamma: burn::module::Param::from_tensor(Tensor::from_data(
-                    TensorData::new(gamma.clone(), [c]),
-                    &dev,
-                )),
-                beta: burn::module::Param::from_tensor(Tensor::from_data(
-                    TensorData::new(beta.clone(), [c]),
-                    &dev,
-                )),
-                groups,
-                eps: 1e-5,
-            };
-            let generic = GroupNorm::<Autodiff<Flex>> {
-                gamma: burn::module::Param::from_tensor(Tensor::from_data(
-                    TensorData::new(gamma, [c]),
-                    &dev,
-                )),
-                beta: burn::module::Param::from_tensor(Tensor::from_data(
-                    TensorData::new(beta, [c]),
-                    &dev,
-                )),
-                groups,
-                eps: 1e-5,
-            };
-            let data = TensorData::new(x, [b, c, h, w]);
-            let a: Vec<f32> = fast
-                .forward(Tensor::from_data(data.clone(), &dev))
-                .into_data()
-                .into_vec()
-                .expect("f32");
-            let g: Vec<f32> = generic
-                .forward(Tensor::from_data(data, &dev))
-                .into_data()
-                .into_vec()
-                .expect("f32");
-            let diff = a
-                .iter()
-                .zip(&g)
-                .map(|(a, g)| (a - g).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                diff <= 1e-5,
-                "{b}x{c}x{h}x{w}/{groups}: max abs diff {diff}"
-            );
-        }
-    }
 
     #[test]
     fn constant_group_normalises_to_the_bias() {

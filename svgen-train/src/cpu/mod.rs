@@ -1,13 +1,37 @@
-//! Small helpers shared by the CPU fast paths of the models (Stable Diffusion attention,
-//! GroupNorm and GEGLU in [`crate::sd`], the Llama KV-cache decode step): the check that selects
-//! them, and an `exp` that vectorises.
+//! The CPU fast paths: host-memory kernels that replace a few tensor ops of the models on
+//! exactly `burn::backend::Flex` with `f32` data, where Burn's generic CPU ops spend their time
+//! in strided iteration, scalar library calls or copies.
+//!
+//! | kernel | replaces | module |
+//! |---|---|---|
+//! | multi-head attention (online softmax, rayon) | Stable Diffusion `Attention` | [`attention`] |
+//! | GroupNorm (two passes per group, rayon) | Stable Diffusion `GroupNorm` | [`group_norm`] |
+//! | GEGLU product with a vectorising `erf` | Stable Diffusion `FeedForward` | [`geglu`] |
+//! | single-token attention over a host KV cache | the Llama decode step | `decode` |
+//!
+//! Model code reaches a kernel through its module's `forward`, which returns `None` (take the
+//! generic tensor ops) unless the backend is exactly Flex and every input is `f32`; otherwise it
+//! copies the inputs to the host, runs the kernel and rebuilds the tensor ([`on_host`], the one
+//! place that decides). `Autodiff<Flex>` (training needs the graph of the generic ops), CUDA and
+//! half-precision models keep the generic ops.
+//!
+//! This is the only module of the crate with `unsafe` code: each `unsafe` block calls a kernel
+//! variant compiled for a CPU feature (AVX2, FMA) that was detected at run time.
+#![allow(unsafe_code)]
 
 use core::any::TypeId;
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData};
+
 pub mod attention;
 pub(crate) mod decode;
+mod exp;
 pub mod geglu;
 pub mod group_norm;
+
+pub use exp::exp_f32;
+pub(crate) use exp::{exp_lane, madd};
 
 /// `true` when `B` is exactly `burn::backend::Flex` (f32 floats, i32 ints), the backend the fast
 /// path is written for. `Autodiff<Flex>` and every GPU backend answer `false`.
@@ -15,90 +39,57 @@ pub fn is_flex<B: 'static>() -> bool {
     TypeId::of::<B>() == TypeId::of::<burn::backend::Flex>()
 }
 
-/// `a·b + c`, fused when the variant is compiled with FMA (otherwise `mul_add` would be a
-/// library call).
-#[inline(always)]
-pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
+/// Whether the host kernels apply to data of `dtype` on backend `B`: exactly Flex, and `f32`.
+pub(crate) fn applies<B: 'static>(dtype: DType) -> bool {
+    is_flex::<B>() && dtype == DType::F32
+}
+
+/// A tensor of any rank whose values a host kernel reads.
+pub(crate) trait HostInput<B: Backend> {
+    /// The tensor's dtype.
+    fn host_dtype(&self) -> DType;
+    /// Its values, row-major, when it holds `f32`.
+    fn host_values(&self) -> Option<Vec<f32>>;
+}
+
+impl<B: Backend, const D: usize> HostInput<B> for Tensor<B, D> {
+    fn host_dtype(&self) -> DType {
+        self.dtype()
+    }
+
+    fn host_values(&self) -> Option<Vec<f32>> {
+        self.to_data().into_vec::<f32>().ok()
     }
 }
 
-/// `e^x` for `f32`, written so it vectorises: `x = n·ln2 + r` with `|r| ≤ ln2/2`,
-/// `e^r` by a degree-7 Taylor polynomial (truncation below 6e-9 relative), scaled by `2^n`
-/// through the exponent bits. Relative error against `f32::exp` is below 3e-7 on
-/// `[-87.33, 88]`; `x < -87.33` (results below the smallest normal float, including `-∞`) gives
-/// `0`, and `x > 88` gives `+∞` (`e^88.72` is the largest finite float; the kernel only
-/// exponentiates `x ≤ 0`). NaN is not propagated (callers never pass one).
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    exp_lane::<false>(x)
-}
-
-/// [`exp_f32`] with fused multiply-adds in the variants compiled for FMA.
-#[inline(always)]
-pub(crate) fn exp_lane<const FMA: bool>(x: f32) -> f32 {
-    const LOG2E: f32 = core::f32::consts::LOG2_E;
-    // ln 2 split so that n·LN2_HI is exact for |n| < 2^9
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // 1.5·2^23: adding it rounds to the nearest integer, kept in the low mantissa bits
-    const ROUND: f32 = 12_582_912.0;
-    const LO: f32 = -87.336_55;
-    const HI: f32 = 88.0;
-    let xc = if x > LO { x } else { LO };
-    let xc = if xc < HI { xc } else { HI };
-    let t = madd::<FMA>(xc, LOG2E, ROUND);
-    let n = t - ROUND;
-    let r = madd::<FMA>(-n, LN2_LO, madd::<FMA>(-n, LN2_HI, xc));
-    let mut p = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = madd::<FMA>(p, r, c);
+/// The one dispatch of the fast paths: when they apply to every input ([`applies`]), copies the
+/// inputs to the host, runs `kernel` on their values and returns its output as a tensor of
+/// `shape` on `device`; otherwise `None`, before anything is copied, and the caller takes the
+/// generic tensor ops.
+pub(crate) fn on_host<B: Backend, const N: usize, const D: usize>(
+    inputs: [&dyn HostInput<B>; N],
+    shape: [usize; D],
+    device: &B::Device,
+    kernel: impl FnOnce([Vec<f32>; N]) -> Vec<f32>,
+) -> Option<Tensor<B, D>> {
+    if !inputs.iter().all(|t| applies::<B>(t.host_dtype())) {
+        return None;
     }
-    // 2^n: the integer n sits in the low mantissa bits of t; n ∈ [-126, 127] is a normal scale
-    let biased = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32 - 127);
-    let y = p * f32::from_bits((biased << 23) as u32);
-    if x < LO {
-        0.0
-    } else if x > HI {
-        f32::INFINITY
-    } else {
-        y
+    let mut values = Vec::with_capacity(N);
+    for t in inputs {
+        values.push(t.host_values()?);
     }
+    let values: [Vec<f32>; N] = values.try_into().ok()?;
+    Some(Tensor::from_data(
+        TensorData::new(kernel(values), shape),
+        device,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
-
-    #[test]
-    fn exp_matches_std_over_the_normal_range() {
-        let mut worst = 0.0f64;
-        let n = 200_000;
-        for i in 0..=n {
-            let x = -87.3 + 175.3 * i as f32 / n as f32;
-            let want = (x as f64).exp();
-            let got = exp_f32(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 3e-7, "worst relative error {worst}");
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_f32(-100.0), 0.0);
-        assert_eq!(exp_f32(100.0), f32::INFINITY);
-        assert!(exp_f32(88.0).is_finite());
-    }
 
     #[test]
     fn is_flex_only_for_plain_flex() {

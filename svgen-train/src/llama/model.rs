@@ -12,7 +12,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
-use crate::cpu::decode::{self as decode_cpu, HostKv};
+use crate::cpu::decode::HostKv;
 use crate::error::{Result, TrainError};
 use crate::llama::config::LlamaConfig;
 use crate::nn::lora::LoraLinear;
@@ -209,7 +209,7 @@ impl<B: Backend> SegmentKv<B> {
 
 /// The cache of one layer: backend tensors in two segments (every backend), or host memory
 /// for the single-token fast path of exactly `burn::backend::Flex` in f32 (see
-/// [`decode_cpu`]). The choice is made when the first positions are appended.
+/// [`crate::cpu::decode`]). The choice is made when the first positions are appended.
 #[derive(Debug, Clone)]
 enum LayerKv<B: Backend> {
     Segments(SegmentKv<B>),
@@ -360,11 +360,10 @@ impl<B: Backend> Attention<B> {
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
         let out = match cache {
             Some(layer) => {
-                if matches!(layer, LayerKv::Segments(s) if s.is_empty())
-                    && decode_cpu::is_flex::<B>()
-                    && q.dtype() == DType::F32
-                {
-                    *layer = LayerKv::Host(HostKv::new(b, nkv, hd));
+                if matches!(layer, LayerKv::Segments(s) if s.is_empty()) {
+                    if let Some(host) = HostKv::for_backend::<B>(q.dtype(), b, nkv, hd) {
+                        *layer = LayerKv::Host(host);
+                    }
                 }
                 match layer {
                     LayerKv::Segments(layer) => {
@@ -421,7 +420,7 @@ impl<B: Backend> Attention<B> {
     }
 
     /// Attention with a host-memory cache (Flex, f32): appends the new keys/values (after
-    /// RoPE) in place; a single new token attends in [`decode_cpu`], a longer chunk with
+    /// RoPE) in place; a single new token attends in [`crate::cpu::decode`], a longer chunk with
     /// [`Self::attend_segments`] over the cache so far and the chunk. Returns
     /// `[B, heads, T, head_dim]`.
     fn attend_host(
@@ -432,19 +431,14 @@ impl<B: Backend> Attention<B> {
         host: &mut HostKv,
         inputs: &AttnInputs<'_, B>,
     ) -> Tensor<B, 4> {
-        let [b, nh, t, hd] = q.dims();
+        let [b, _, t, hd] = q.dims();
         let nkv = self.num_kv_heads;
         let device = q.device();
         if t == 1 {
-            host.append(&host_f32(k), &host_f32(v), 1);
-            // The same f32 product as the generic path's `mul_scalar`.
-            let scale = (1.0 / (hd as f64).sqrt()) as f32;
-            let mut q = host_f32(q);
-            for x in &mut q {
-                *x *= scale;
+            // `step` declines only data the host cache was not made for (not Flex f32).
+            if let Some(out) = host.step(&q, &k, &v, inputs.valid) {
+                return out;
             }
-            let out = host.attend(&q, nh, inputs.valid);
-            return Tensor::from_data(TensorData::new(out, [b, nh, 1, hd]), &device);
         }
         let mut segments = Vec::with_capacity(2);
         let past = host.len();

@@ -20,7 +20,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, PadMode};
 use burn::tensor::{s, DType, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 
-use crate::cpu::{attention as attention_cpu, geglu as geglu_cpu, group_norm as group_norm_cpu};
+use crate::cpu;
 use crate::error::{Result, TrainError};
 use crate::nn::lora::LoraLinear;
 use crate::nn::tensor::{frozen_param, transpose};
@@ -358,22 +358,19 @@ impl<B: Backend> GroupNorm<B> {
 
     /// Normalises each group of `C/groups` channels over channels and space.
     ///
-    /// On exactly `burn::backend::Flex` with f32 data this runs in
-    /// [`group_norm_cpu`](crate::cpu::group_norm) (two passes per group on host memory); every
-    /// other backend (`Autodiff<Flex>` for training, CUDA) uses the tensor ops below.
+    /// On exactly `burn::backend::Flex` with f32 data this runs in [`cpu::group_norm`] (two
+    /// passes per group on host memory); every other backend (`Autodiff<Flex>` for training,
+    /// CUDA) uses the tensor ops below.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        cpu::group_norm::forward(&x, &gamma, &beta, self.groups, self.eps)
+            .unwrap_or_else(|| self.forward_generic(x))
+    }
+
+    /// The tensor-op version of [`GroupNorm::forward`].
+    fn forward_generic(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let g = self.groups;
-        if crate::cpu::is_flex::<B>() && x.dtype() == DType::F32 && g > 0 && c.is_multiple_of(g) {
-            let host = |t: Tensor<B, 1>| t.into_data().into_vec::<f32>();
-            let data = x.clone().into_data().into_vec::<f32>();
-            if let (Ok(xd), Ok(gamma), Ok(beta)) =
-                (data, host(self.gamma.val()), host(self.beta.val()))
-            {
-                let y = group_norm_cpu::group_norm(&xd, b, c, h * w, g, &gamma, &beta, self.eps);
-                return Tensor::from_data(TensorData::new(y, [b, c, h, w]), &x.device());
-            }
-        }
         // Two-pass statistics per (sample, group); the affine transform is folded into one
         // per-(sample, channel) scale so the big tensor is touched by one multiply-add.
         let xg = x.reshape([b, g, (c / g) * h * w]);
@@ -742,34 +739,25 @@ impl<B: Backend> Attention<B> {
     /// `x` `[B, N, C]` attends to `context` `[B, T, C_ctx]` (self-attention when `None`).
     ///
     /// On exactly `burn::backend::Flex` with f32 data, the attention core runs in
-    /// [`attention_cpu`](crate::cpu::attention) (multi-threaded, online softmax, bounded memory
-    /// whatever `slice_size`); every other backend (`Autodiff<Flex>` for training, CUDA) uses
-    /// Burn's generic `attention` op, query-sliced when `slice_size` is set.
+    /// [`cpu::attention`] (multi-threaded, online softmax, bounded memory whatever
+    /// `slice_size`); every other backend (`Autodiff<Flex>` for training, CUDA) uses Burn's
+    /// generic `attention` op, query-sliced when `slice_size` is set.
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
-        let [b, n, _] = x.dims();
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
-        let t = ctx.dims()[1];
-        let inner = self.to_q.out_features();
-        let (h, d) = (self.heads, inner / self.heads);
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(ctx.clone());
         let v = self.to_v.forward(ctx);
-        if crate::cpu::is_flex::<B>() && q.dtype() == DType::F32 && t > 0 && d > 0 {
-            let device = q.device();
-            let host = |y: Tensor<B, 3>| y.into_data().into_vec::<f32>();
-            if let (Ok(qd), Ok(kd), Ok(vd)) = (host(q.clone()), host(k.clone()), host(v.clone())) {
-                let shape = attention_cpu::AttentionShape {
-                    batch: b,
-                    seq_q: n,
-                    seq_kv: t,
-                    heads: h,
-                    head_dim: d,
-                };
-                let o = attention_cpu::attention_packed(&qd, &kd, &vd, shape);
-                let o = Tensor::<B, 3>::from_data(TensorData::new(o, [b, n, inner]), &device);
-                return self.to_out.forward(o);
-            }
-        }
+        let o = cpu::attention::forward(&q, &k, &v, self.heads)
+            .unwrap_or_else(|| self.attend_generic(q, k, v));
+        self.to_out.forward(o)
+    }
+
+    /// The attention core with Burn's generic op: packed heads `q` `[B, N, inner]`, `k` and `v`
+    /// `[B, T, inner]` in, `[B, N, inner]` out.
+    fn attend_generic(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, n, inner] = q.dims();
+        let t = k.dims()[1];
+        let (h, d) = (self.heads, inner / self.heads);
         let split = |y: Tensor<B, 3>, len: usize| y.reshape([b, len, h, d]).swap_dims(1, 2);
         let (q, k, v) = (split(q, n), split(k, t), split(v, t));
         let opts = AttentionModuleOptions {
@@ -797,8 +785,7 @@ impl<B: Backend> Attention<B> {
             }
             _ => attention(q, k, v, None, None, opts),
         };
-        self.to_out
-            .forward(o.swap_dims(1, 2).reshape([b, n, inner]))
+        o.swap_dims(1, 2).reshape([b, n, inner])
     }
 }
 
@@ -854,20 +841,10 @@ impl<B: Backend> FeedForward<B> {
         let x = x.reshape([b * n, c]);
         let hidden = self.proj_hidden.forward(x.clone());
         let gate = self.proj_gate.forward(x);
-        // on exactly Flex (f32): the fused host GEGLU of `geglu_cpu`; elsewhere Burn's ops
-        if crate::cpu::is_flex::<B>() && gate.dtype() == DType::F32 {
-            let dims = gate.dims();
-            let host = |t: &Tensor<B, 2>| t.to_data().into_vec::<f32>();
-            if let (Ok(h), Ok(g)) = (host(&hidden), host(&gate)) {
-                let prod = TensorData::new(geglu_cpu::geglu(&h, &g), dims);
-                let y = self
-                    .out
-                    .forward(Tensor::<B, 2>::from_data(prod, &gate.device()));
-                return y.reshape([b, n, c]);
-            }
-        }
-        let y = self.out.forward(hidden * activation::gelu(gate));
-        y.reshape([b, n, c])
+        // on exactly Flex (f32): the fused host GEGLU of `cpu::geglu`; elsewhere Burn's ops
+        let prod =
+            cpu::geglu::forward(&hidden, &gate).unwrap_or_else(|| hidden * activation::gelu(gate));
+        self.out.forward(prod).reshape([b, n, c])
     }
 }
 
@@ -1054,5 +1031,123 @@ impl<B: Backend> SpatialSelfAttention<B> {
             .reshape([b, h, w, c])
             .permute([0, 3, 1, 2]);
         hs + x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::Distribution;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn attention_module_on_flex_matches_autodiff_flex() {
+        // same seed -> same weights; Flex takes the fast path, Autodiff<Flex> the generic op
+        let dev = Default::default();
+        let x = Tensor::<Flex, 3>::random([2, 37, 40], Distribution::Normal(0.0, 1.0), &dev);
+        let ctx = Tensor::<Flex, 3>::random([2, 77, 24], Distribution::Normal(0.0, 1.0), &dev);
+        let to_ad = |y: &Tensor<Flex, 3>| Tensor::<Autodiff<Flex>, 3>::from_data(y.to_data(), &dev);
+        for (context, context_dim) in [(None, 40), (Some(&ctx), 24)] {
+            let load = |seed| RandomWeights::new(seed);
+            let fast = Attention::<Flex>::load(&mut load(3), "a", 40, context_dim, 5, false, &dev)
+                .expect("random attention");
+            let generic = Attention::<Autodiff<Flex>>::load(
+                &mut load(3),
+                "a",
+                40,
+                context_dim,
+                5,
+                false,
+                &dev,
+            )
+            .expect("random attention");
+            let a: Vec<f32> = fast
+                .forward(x.clone(), context)
+                .into_data()
+                .into_vec()
+                .expect("f32");
+            let ctx_ad = context.map(to_ad);
+            let g: Vec<f32> = generic
+                .forward(to_ad(&x), ctx_ad.as_ref())
+                .into_data()
+                .into_vec()
+                .expect("f32");
+            assert_eq!(a.len(), g.len());
+            let diff = a
+                .iter()
+                .zip(&g)
+                .map(|(a, g)| (a - g).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                diff <= 1e-5,
+                "cross={}: max abs diff {diff}",
+                context.is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn group_norm_module_on_flex_matches_autodiff_flex() {
+        // Flex takes the host path, Autodiff<Flex> the generic tensor ops; odd spatial sizes,
+        // one channel per group, and a shifted input (large mean) included
+        let dev = Default::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        for (b, c, h, w, groups, offset) in [
+            (2, 64, 5, 7, 32, 0.0f32),
+            (1, 6, 3, 3, 6, 10.0),
+            (2, 12, 9, 1, 3, -3.0),
+        ] {
+            let mut gamma_beta =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5f32..1.5)).collect() };
+            let (gamma, beta) = (gamma_beta(c), gamma_beta(c));
+            let x: Vec<f32> = (0..b * c * h * w)
+                .map(|_| rng.random_range(-2.0f32..2.0) + offset)
+                .collect();
+            let fast = GroupNorm::<Flex> {
+                gamma: burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(gamma.clone(), [c]),
+                    &dev,
+                )),
+                beta: burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(beta.clone(), [c]),
+                    &dev,
+                )),
+                groups,
+                eps: 1e-5,
+            };
+            let generic = GroupNorm::<Autodiff<Flex>> {
+                gamma: burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(gamma, [c]),
+                    &dev,
+                )),
+                beta: burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(beta, [c]),
+                    &dev,
+                )),
+                groups,
+                eps: 1e-5,
+            };
+            let data = TensorData::new(x, [b, c, h, w]);
+            let a: Vec<f32> = fast
+                .forward(Tensor::from_data(data.clone(), &dev))
+                .into_data()
+                .into_vec()
+                .expect("f32");
+            let g: Vec<f32> = generic
+                .forward(Tensor::from_data(data, &dev))
+                .into_data()
+                .into_vec()
+                .expect("f32");
+            let diff = a
+                .iter()
+                .zip(&g)
+                .map(|(a, g)| (a - g).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                diff <= 1e-5,
+                "{b}x{c}x{h}x{w}/{groups}: max abs diff {diff}"
+            );
+        }
     }
 }
