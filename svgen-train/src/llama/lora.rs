@@ -10,14 +10,15 @@ use serde_json::{json, Value};
 
 use crate::error::{Result, TrainError};
 use crate::llama::config::LlamaConfig;
-use crate::llama::model::{linear_shapes, Llama};
+use crate::llama::model::Llama;
+use crate::llama::pretrained::linear_shapes;
 use crate::nn::json::read_json;
 use crate::nn::lora::{LoraAdapter, LoraLinear};
 use crate::nn::peft::{
     peft_adapter_state, peft_lora_json, write_peft_adapter, PeftScaling, PEFT_PREFIX,
 };
-use crate::nn::tensor::{host_f32, trainable_param, transpose};
-use crate::weights::{read_safetensors, write_safetensors, HostTensor, StoreDtype};
+use crate::nn::tensor::{trainable_param, transpose};
+use crate::weights::{read_safetensors, HostTensor};
 
 /// The Llama linears LoRA may target (PEFT `target_modules` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -311,73 +312,6 @@ impl<B: Backend> Llama<B> {
     pub fn merge_lora(self) -> Self {
         self.try_map_linears(|_, lin| Ok(lin.merged()))
             .unwrap_or_else(|_| unreachable!("merging cannot fail"))
-    }
-
-    /// All weights under HF names and layout (`[out, in]` linears).
-    pub fn hf_state(&self) -> BTreeMap<String, HostTensor> {
-        let cfg = self.config();
-        let mut out = BTreeMap::new();
-        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        out.insert(
-            "model.embed_tokens.weight".into(),
-            HostTensor::f32(vec![v, h], host_f32(self.embed_tokens.val())),
-        );
-        if let Some(w) = &self.lm_head {
-            let vocab = w.val().dims()[1];
-            out.insert(
-                "lm_head.weight".into(),
-                HostTensor::f32(vec![vocab, h], transpose(&host_f32(w.val()), h, vocab)),
-            );
-        }
-        out.insert(
-            "model.norm.weight".into(),
-            HostTensor::f32(vec![h], host_f32(self.norm.weight.val())),
-        );
-        for (l, layer) in self.layers.iter().enumerate() {
-            for (name, norm) in [
-                ("input_layernorm", &layer.input_layernorm),
-                ("post_attention_layernorm", &layer.post_attention_layernorm),
-            ] {
-                out.insert(
-                    format!("model.layers.{l}.{name}.weight"),
-                    HostTensor::f32(vec![h], host_f32(norm.weight.val())),
-                );
-            }
-        }
-        for (path, lin) in self.linears() {
-            let (i, o) = (lin.in_features(), lin.out_features());
-            out.insert(
-                format!("{path}.weight"),
-                HostTensor::f32(vec![o, i], transpose(&host_f32(lin.weight.val()), i, o)),
-            );
-        }
-        out
-    }
-
-    /// Writes a standalone HF checkpoint (`config.json` + `model.safetensors`). Adapters are
-    /// merged first, so the folder loads in transformers without PEFT.
-    pub fn save_pretrained(self, dir: impl AsRef<Path>, dtype: StoreDtype) -> Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-        let merged = self.merge_lora();
-        let mut config = merged.config().to_json();
-        config["dtype"] = match dtype {
-            StoreDtype::F32 => "float32",
-            StoreDtype::BF16 => "bfloat16",
-            StoreDtype::F16 => "float16",
-        }
-        .into();
-        let cfg_path = dir.join("config.json");
-        let text =
-            serde_json::to_string_pretty(&config).map_err(|e| TrainError::json(&cfg_path, e))?;
-        std::fs::write(&cfg_path, text).map_err(|e| TrainError::io(&cfg_path, e))?;
-        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-        write_safetensors(
-            dir.join("model.safetensors"),
-            &merged.hf_state(),
-            dtype,
-            Some(meta),
-        )
     }
 
     /// Number of trainable (adapter) parameters.
