@@ -1,214 +1,34 @@
-//! LoRA fine-tuning of the Stable Diffusion UNet on (image, caption) pairs.
-//!
-//! Each micro-batch: images resized (shorter side to the resolution) and center-cropped,
-//! mapped to `[-1, 1]`; the frozen VAE encodes them and a latent is sampled and multiplied by
-//! `scaling_factor`; per sample a random timestep and Gaussian noise are drawn; the latents are
-//! noised with the DDPM forward process ([`add_noise`]); the frozen CLIP text encoder embeds the
-//! captions; the UNet (with trainable LoRA adapters on its attention projections) predicts the
-//! noise (or `v` for `prediction_type: v_prediction`) and the loss is the mean squared error.
-//! Gradients are accumulated over micro-batches, clipped by global norm, and AdamW (shared with
-//! the Llama trainer) with warmup + cosine updates the adapters.
-//!
-//! All randomness (batch order, VAE sampling noise, timesteps, diffusion noise, LoRA dropout)
-//! is drawn from host RNGs seeded by `seed` and the data position, so a run resumed from a
-//! checkpoint (`checkpoint-N/`: adapter in diffusers format, AdamW moments, position and log)
-//! continues bit for bit as if it had never stopped.
-//!
-//! Data: a folder of images with same-named `.txt` captions ([`ImageCaption::from_folder`]) or
-//! `svgen-data` shards, whose positive rows store the PNG and the caption
-//! ([`ImageCaption::from_shards`]).
-//!
-//! ```no_run
-//! use svgen_train::sd::lora::UNetLoraConfig;
-//! use svgen_train::sd::train::{ImageCaption, SdLoraTrainConfig, SdLoraTrainer, SdTrainingModels};
-//! # fn main() -> svgen_train::Result<()> {
-//! type B = svgen_train::CpuTrainBackend;
-//! let models = SdTrainingModels::<B>::from_pretrained("sd15", &Default::default())?;
-//! let lora = UNetLoraConfig { r: 8, lora_alpha: 8.0, ..UNetLoraConfig::default() };
-//! let cfg = SdLoraTrainConfig { total_steps: 500, checkpoint_every: 100, ..Default::default() };
-//! let data = ImageCaption::load("silhouettes/")?; // images + .txt captions, or shards
-//! let mut trainer = SdLoraTrainer::new(models, lora.clone(), cfg, "out")?;
-//! trainer.train(&data, None)?; // out/checkpoint-N/pytorch_lora_weights.safetensors, loss_log.csv
-//! trainer.unet().save_lora_weights(&lora, "out")?;
-//! # Ok(())
-//! # }
-//! ```
+//! The LoRA trainer: seeded batches and noise, optional caching of the frozen encoders' outputs,
+//! gradient accumulation, clipping, AdamW with warmup + cosine, checkpoints with exact resume and
+//! loss logs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, Param};
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use svgen_eval::clip::ClipTextModel;
-use svgen_eval::{ClipTextConfig, ClipTokenizer};
 
+use super::data::{preprocess, ImageCaption};
+use super::loss::diffusion_loss;
+use super::models::SdTrainingModels;
+use super::optim::{lora_gradients, LoraAdamW};
 use crate::error::{Result, TrainError};
-use crate::sd::lora::{normal, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME};
-use crate::sd::pipeline::require;
-use crate::sd::scheduler::{add_noise, velocity, PredictionType, SchedulerConfig};
-use crate::sd::tokenizer::load_tokenizer;
-use crate::sd::unet::UNet2DConditionModel;
-use crate::sd::vae::AutoencoderKL;
-use crate::train::{
-    accumulate_grads, adapter_grads, adapter_params, check_finite_loss, clip_grad_norm,
-    impl_checkpointed_run, progress_bar, read_run_state, warmup_cosine_lr, write_loss_logs,
-    write_run_state, CheckpointedRun, LoggedStep, LoraOptimizer, ToF64, TrainSummary,
+use crate::nn::lora::seed_lora_dropout;
+use crate::sd::lora::{
+    apply_lora, check_savable, normal, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME,
 };
-use crate::weights::HostTensor;
-
-/// One training example. The image is held encoded (as read from the file or shard) and decoded
-/// when it is used, so a dataset costs its size on disk in memory, not its pixel count.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageCaption {
-    /// Where it came from (file stem or shard row id).
-    pub id: String,
-    /// The encoded image (PNG, JPEG, BMP or PNM bytes).
-    pub encoded: Vec<u8>,
-    /// Its caption (the prompt the model learns to associate with it).
-    pub caption: String,
-}
-
-/// Files [`ImageCaption::from_folder`] treats as images. Formats the build cannot decode (WebP,
-/// GIF) are listed so that they fail with a typed error instead of being skipped silently.
-const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "pnm", "ppm", "webp", "gif"];
-
-/// Checks that `bytes` hold a decodable image header; the error names `what`.
-fn check_image(bytes: &[u8], what: &str) -> Result<()> {
-    image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| TrainError::InvalidArgument(format!("image {what}: {e}")))?
-        .into_dimensions()
-        .map(|_| ())
-        .map_err(|e| TrainError::InvalidArgument(format!("image {what}: {e}")))
-}
-
-impl ImageCaption {
-    /// Decodes the image to RGB; a corrupt image is a typed error naming the example.
-    pub fn image(&self) -> Result<image::RgbImage> {
-        image::load_from_memory(&self.encoded)
-            .map(|i| i.to_rgb8())
-            .map_err(|e| TrainError::InvalidArgument(format!("image {}: {e}", self.id)))
-    }
-}
-
-impl ImageCaption {
-    /// Every image in `dir` (png, jpg, bmp, pnm; sorted by name) with the caption in the
-    /// same-named `.txt` file. An image without caption file, or one that cannot be decoded
-    /// (WebP and GIF are not built in), is a typed error naming it.
-    pub fn from_folder(dir: impl AsRef<Path>) -> Result<Vec<Self>> {
-        let dir = dir.as_ref();
-        let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
-        let mut files: Vec<PathBuf> = Vec::new();
-        for entry in rd {
-            let p = entry.map_err(|e| TrainError::io(dir, e))?.path();
-            let ext = p
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
-            if p.is_file() && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
-                files.push(p);
-            }
-        }
-        files.sort();
-        let mut out = Vec::with_capacity(files.len());
-        for p in files {
-            let txt = p.with_extension("txt");
-            let caption = std::fs::read_to_string(&txt).map_err(|e| TrainError::io(&txt, e))?;
-            let bytes = std::fs::read(&p).map_err(|e| TrainError::io(&p, e))?;
-            check_image(&bytes, &p.display().to_string())?;
-            out.push(Self {
-                id: p
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                encoded: bytes,
-                caption: caption.trim().to_string(),
-            });
-        }
-        Ok(out)
-    }
-
-    /// The positive rows of every `svgen-data` shard in `dir`: the stored PNG and the caption
-    /// (the simplified caption when the shard has one, as `svgen_data::pairs` does).
-    pub fn from_shards(dir: impl AsRef<Path>) -> Result<Vec<Self>> {
-        let dir = dir.as_ref();
-        let data_err = |e: svgen_data::DataError| TrainError::InvalidArgument(e.to_string());
-        let mut out = Vec::new();
-        for shard in svgen_data::storage::list_shards(dir).map_err(data_err)? {
-            let mut err = None;
-            svgen_data::storage::for_each_triplet(&shard, |t| {
-                if t.label != svgen_data::Label::Positive {
-                    return Ok(());
-                }
-                match check_image(&t.image, &format!("{} in {}", t.id, shard.display())) {
-                    Ok(()) => out.push(Self {
-                        id: t.id,
-                        encoded: t.image,
-                        caption: t.simplified.unwrap_or(t.caption),
-                    }),
-                    Err(e) => {
-                        if err.is_none() {
-                            err = Some(e);
-                        }
-                    }
-                }
-                Ok(())
-            })
-            .map_err(data_err)?;
-            if let Some(e) = err {
-                return Err(e);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Shards when `path` holds `*.parquet` shards, else a folder of images and captions.
-    pub fn load(path: impl AsRef<Path>) -> Result<Vec<Self>> {
-        let path = path.as_ref();
-        let has_shards = svgen_data::storage::list_shards(path).is_ok_and(|s| !s.is_empty());
-        if has_shards {
-            Self::from_shards(path)
-        } else {
-            Self::from_folder(path)
-        }
-    }
-}
-
-/// Resizes `img` so its shorter side is `resolution` (bilinear, like torchvision's `Resize`),
-/// center-crops it to `resolution²` and returns `[3, resolution, resolution]` values in
-/// `[-1, 1]`, row-major.
-pub fn preprocess(img: &image::RgbImage, resolution: usize) -> Vec<f32> {
-    let (w, h) = img.dimensions();
-    let res = resolution as u32;
-    let scale = res as f64 / w.min(h).max(1) as f64;
-    let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(res),
-        ((h as f64 * scale).round() as u32).max(res),
-    );
-    let resized = if (nw, nh) == (w, h) {
-        img.clone()
-    } else {
-        image::imageops::resize(img, nw, nh, image::imageops::FilterType::Triangle)
-    };
-    let (x0, y0) = ((nw - res) / 2, (nh - res) / 2);
-    let n = resolution * resolution;
-    let mut out = vec![0f32; 3 * n];
-    for y in 0..res {
-        for x in 0..res {
-            let p = resized.get_pixel(x0 + x, y0 + y);
-            let i = (y * res + x) as usize;
-            for c in 0..3 {
-                out[c * n + i] = p[c] as f32 / 127.5 - 1.0;
-            }
-        }
-    }
-    out
-}
+use crate::sd::scheduler::PredictionType;
+use crate::sd::unet::UNet2DConditionModel;
+use crate::train::{
+    accumulate_grads, check_finite_loss, clip_grad_norm, impl_checkpointed_run, progress_bar,
+    read_run_state, warmup_cosine_lr, write_loss_logs, write_run_state, CheckpointedRun,
+    LoggedStep, ToF64, TrainSummary,
+};
 
 /// Trainer settings (diffusers' `train_text_to_image_lora.py` names where they exist).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,107 +133,6 @@ pub struct SdTrainerState {
     pub log: Vec<SdLogEntry>,
 }
 
-/// The noise-prediction loss of one batch: `noisy = add_noise(latents, noise, t)`, target
-/// `noise` (epsilon) or `velocity(latents, noise, t)` (v-prediction), MSE (mean over every
-/// element) against the UNet's prediction. `latents` are already multiplied by the VAE's
-/// `scaling_factor`.
-pub fn diffusion_loss<B: Backend>(
-    unet: &UNet2DConditionModel<B>,
-    scheduler: &SchedulerConfig,
-    prediction: PredictionType,
-    latents: Tensor<B, 4>,
-    noise: Tensor<B, 4>,
-    timesteps: &[usize],
-    encoder_hidden_states: Tensor<B, 3>,
-) -> Result<Tensor<B, 1>> {
-    let device = latents.device();
-    let target = match prediction {
-        PredictionType::Epsilon => noise.clone(),
-        PredictionType::VPrediction => {
-            velocity(scheduler, latents.clone(), noise.clone(), timesteps)?
-        }
-        PredictionType::Sample => {
-            return Err(TrainError::UnsupportedValue {
-                key: "prediction_type".into(),
-                value: "\"sample\"".into(),
-            })
-        }
-    };
-    let noisy = add_noise(scheduler, latents, noise, timesteps)?;
-    let t: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
-    let t = Tensor::<B, 1>::from_data(TensorData::new(t, [timesteps.len()]), &device);
-    let pred = unet.forward(noisy, t, encoder_hidden_states);
-    Ok((pred - target).powi_scalar(2).mean())
-}
-
-/// The gradients of every LoRA matrix, keyed `<path>.lora_A` / `<path>.lora_B`, in our layout
-/// (`lora_A` `[in, r]`, `lora_B` `[r, out]`).
-pub fn lora_gradients<B: AutodiffBackend>(
-    unet: &UNet2DConditionModel<B>,
-    grads: &B::Gradients,
-) -> BTreeMap<String, Tensor<B::InnerBackend, 2>> {
-    let mut m = unet.clone();
-    let linears = m.attention_linears_mut();
-    adapter_grads(linears.into_iter().map(|(p, l)| (p, &*l)), grads)
-}
-
-/// AdamW over the UNet's LoRA matrices, with its moments (the Llama trainer's optimiser).
-#[derive(Debug, Clone)]
-pub struct LoraAdamW<B: Backend> {
-    inner: LoraOptimizer<B>,
-}
-
-impl<B: Backend> LoraAdamW<B> {
-    /// Fresh moments.
-    pub fn new(betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
-        Self {
-            inner: LoraOptimizer::new(betas, eps, weight_decay),
-        }
-    }
-
-    /// Applies one update (1-based `step`) with gradients scaled by `clip` to every adapter
-    /// matrix that has a gradient in `grads` (keys as [`lora_gradients`]).
-    pub fn step<AB: AutodiffBackend<InnerBackend = B>>(
-        &mut self,
-        unet: &mut UNet2DConditionModel<AB>,
-        grads: &BTreeMap<String, Tensor<B, 2>>,
-        lr: f64,
-        clip: f64,
-        step: usize,
-    ) {
-        for (path, lin) in unet.attention_linears_mut() {
-            let Some(a) = &mut lin.adapter else { continue };
-            for (half, p) in [("lora_A", &mut a.lora_a), ("lora_B", &mut a.lora_b)] {
-                let key = format!("{path}.{half}");
-                let Some(g) = grads.get(&key) else { continue };
-                let w = self.inner.update(key, p.val().inner(), g, lr, clip, step);
-                *p = Param::from_tensor(Tensor::from_inner(w).require_grad());
-            }
-        }
-    }
-
-    /// The moments as `exp_avg.<key>` / `exp_avg_sq.<key>` host tensors.
-    pub fn state(&self) -> BTreeMap<String, HostTensor> {
-        self.inner.state()
-    }
-
-    /// Restores moments written by [`LoraAdamW::state`]; every adapter matrix of `unet` must
-    /// have both, with its shape.
-    pub fn load_state<AB: AutodiffBackend<InnerBackend = B>>(
-        &mut self,
-        unet: &UNet2DConditionModel<AB>,
-        state: &BTreeMap<String, HostTensor>,
-        origin: &Path,
-    ) -> Result<()> {
-        let mut m = unet.clone();
-        let linears = m.attention_linears_mut();
-        let matrices = adapter_params(linears.iter().map(|(p, l)| (p.clone(), &**l)))
-            .into_iter()
-            .map(|(key, p)| (key, p.val().inner()));
-        self.inner.load_state(matrices, state, origin)
-    }
-}
-
 fn mix(seed: u64, a: u64, salt: u64) -> u64 {
     // SplitMix64 finaliser over the combined words.
     let mut z = seed
@@ -424,58 +143,10 @@ fn mix(seed: u64, a: u64, salt: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The frozen parts of the pipeline the trainer needs.
-pub struct SdTrainingModels<B: AutodiffBackend> {
-    /// The UNet (adapters are added or loaded by the trainer).
-    pub unet: UNet2DConditionModel<B>,
-    /// The VAE (encoder used), on the inner backend: no graph is recorded through it.
-    pub vae: AutoencoderKL<B::InnerBackend>,
-    /// The CLIP text encoder, on the inner backend.
-    pub text_encoder: ClipTextModel<B::InnerBackend>,
-    /// Its tokenizer.
-    pub tokenizer: ClipTokenizer,
-    /// `scheduler/scheduler_config.json` (the DDPM forward process and `prediction_type`).
-    pub scheduler: SchedulerConfig,
-}
-
-impl<B: AutodiffBackend> SdTrainingModels<B> {
-    /// Loads `unet/`, `vae/`, `text_encoder/`, `tokenizer/` and `scheduler/` from a diffusers
-    /// pipeline folder; a missing sub-folder is a typed error naming it.
-    pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let unet = require(dir, "unet")?;
-        let vae = require(dir, "vae")?;
-        let text_encoder = require(dir, "text_encoder")?;
-        let tokenizer = require(dir, "tokenizer")?;
-        let scheduler = require(dir, "scheduler")?;
-        let (text_encoder, te_config) = load_text_encoder(&text_encoder, device)?;
-        Ok(Self {
-            unet: UNet2DConditionModel::from_pretrained(unet, device)?,
-            vae: AutoencoderKL::from_pretrained(vae, device)?,
-            text_encoder,
-            tokenizer: load_tokenizer(tokenizer)?
-                .with_context_length(te_config.max_position_embeddings)?,
-            scheduler: SchedulerConfig::from_file(scheduler.join("scheduler_config.json"))?,
-        })
-    }
-}
-
-/// Loads a diffusers `text_encoder/` folder (`config.json` + `model.safetensors`) into
-/// svgen-eval's CLIP text model, with its configuration; keys with the `text_model.` prefix
-/// (transformers ≤ 4) or without it (transformers 5) are both accepted.
-pub fn load_text_encoder<B: Backend>(
-    dir: &Path,
-    device: &B::Device,
-) -> Result<(ClipTextModel<B>, ClipTextConfig)> {
-    let cfg = ClipTextConfig::from_file(dir.join("config.json"))?;
-    let model = ClipTextModel::from_pretrained_with_config(&cfg, dir, device)?;
-    Ok((model, cfg))
-}
-
 /// What a finished (or stopped) run reports (the same as the Llama trainer's).
 pub type SdTrainSummary = TrainSummary;
 
-/// LoRA fine-tuning of the UNet (see the [module docs](self)).
+/// LoRA fine-tuning of the UNet (see the [module docs](crate::sd::train)).
 pub struct SdLoraTrainer<B: AutodiffBackend> {
     models: SdTrainingModels<B>,
     lora: UNetLoraConfig,
@@ -522,7 +193,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
     ) -> Result<Self> {
         models.unet = models.unet.no_grad();
         let mut linears = models.unet.attention_linears_mut();
-        crate::sd::lora::check_savable(&linears, &lora)?;
+        check_savable(&linears, &lora)?;
         for (_, lin) in linears.iter_mut() {
             if let Some(a) = &mut lin.adapter {
                 a.lora_a = a.lora_a.clone().set_require_grad(true);
@@ -597,7 +268,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
             }
         }
         models.unet = models.unet.no_grad();
-        crate::sd::lora::apply_lora(models.unet.attention_linears_mut(), &file)?;
+        apply_lora(models.unet.attention_linears_mut(), &file)?;
         // The dropout of the run, not the one recorded in the file.
         for (_, lin) in models.unet.attention_linears_mut() {
             if let Some(a) = &mut lin.adapter {
@@ -774,7 +445,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
                 let pos = self.state.micro_batches + k;
                 let idx = self.micro_batch(data.len(), pos);
                 images += idx.len();
-                crate::nn::lora::seed_lora_dropout(mix(self.cfg.seed, pos as u64, 3));
+                seed_lora_dropout(mix(self.cfg.seed, pos as u64, 3));
                 let (latents, noise, timesteps, text) = self.batch_inputs(data, &idx, pos)?;
                 let loss = diffusion_loss(
                     &self.models.unet,
@@ -850,10 +521,3 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
 }
 
 impl_checkpointed_run!(SdLoraTrainer);
-
-impl<B: AutodiffBackend> SdTrainingModels<B> {
-    /// `2^(len(vae.block_out_channels) − 1)`: pixels per latent.
-    pub fn vae_scale_factor(&self) -> usize {
-        1 << self.vae.config().block_out_channels.len().saturating_sub(1)
-    }
-}
