@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod config;
+pub mod generator;
 pub mod grid;
 pub mod lora;
 pub mod pipeline;
@@ -16,7 +17,8 @@ pub mod unet;
 pub mod vae;
 
 pub use config::{AutoencoderKLConfig, UNet2DConditionConfig};
-pub use grid::{GridReport, GridSpec, ImageScorer, SdImageGenerator, TraceTokenScorer};
+pub use generator::SdImageGenerator;
+pub use grid::{GridReport, GridSpec, ImageScorer, TraceTokenScorer};
 pub use lora::{LoraFormat, UNetLoraConfig};
 pub use pipeline::{GenerateParams, StableDiffusion};
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
