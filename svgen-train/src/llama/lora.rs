@@ -319,7 +319,7 @@ impl<B: Backend> Llama<B> {
         self.linears()
             .iter()
             .filter_map(|(_, l)| l.adapter.as_ref())
-            .map(|a| a.lora_a.shape().num_elements() + a.lora_b.shape().num_elements())
+            .map(LoraAdapter::num_params)
             .sum()
     }
 }

@@ -23,6 +23,13 @@ pub struct LoraAdapter<B: Backend> {
     pub dropout: f64,
 }
 
+impl<B: Backend> LoraAdapter<B> {
+    /// Number of trainable parameters (`A` and `B`).
+    pub(crate) fn num_params(&self) -> usize {
+        self.lora_a.shape().num_elements() + self.lora_b.shape().num_elements()
+    }
+}
+
 /// A linear layer (bias optional) with an optional LoRA adapter.
 #[derive(Module, Debug)]
 pub struct LoraLinear<B: Backend> {
@@ -82,19 +89,21 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// `W + s·A·B` as a plain linear (the adapter is folded in).
-    pub fn merged(self) -> Self {
-        match self.adapter {
-            None => self,
-            Some(a) => {
-                let delta = a.lora_a.val().matmul(a.lora_b.val()).mul_scalar(a.scale);
-                let w = (self.weight.val() + delta).detach();
-                Self {
-                    weight: Param::from_tensor(w).set_require_grad(false),
-                    bias: self.bias,
-                    adapter: None,
-                }
-            }
-        }
+    pub fn merged(mut self) -> Self {
+        self.merge_adapter();
+        self
+    }
+
+    /// Folds the adapter, if any, into the frozen base weight (`W + s·A·B`) and drops it;
+    /// returns whether there was one.
+    pub(crate) fn merge_adapter(&mut self) -> bool {
+        let Some(a) = self.adapter.take() else {
+            return false;
+        };
+        let delta = a.lora_a.val().matmul(a.lora_b.val()).mul_scalar(a.scale);
+        let w = (self.weight.val() + delta).detach();
+        self.weight = Param::from_tensor(w).set_require_grad(false);
+        true
     }
 }
 

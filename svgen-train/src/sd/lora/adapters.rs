@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
 use burn::tensor::backend::Backend;
 use rand::{Rng, SeedableRng};
 
@@ -17,6 +16,7 @@ use crate::error::{Result, TrainError};
 use crate::nn::lora::{LoraAdapter, LoraLinear};
 use crate::nn::peft::peft_adapter_state;
 use crate::nn::tensor::{trainable_param, transpose};
+use crate::sd::pipeline::randn_host;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::weights::HostTensor;
 
@@ -29,21 +29,6 @@ pub struct LoraLoadReport {
     pub modules: Vec<String>,
     /// Ranks seen (usually one).
     pub ranks: BTreeSet<usize>,
-}
-
-/// Standard normal draws (Box–Muller) from a host RNG.
-pub(crate) fn normal(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let u1: f64 = 1.0 - rng.random::<f64>();
-        let u2: f64 = rng.random::<f64>();
-        let rad = (-2.0 * u1.ln()).sqrt();
-        let th = std::f64::consts::TAU * u2;
-        out.push((rad * th.cos()) as f32);
-        out.push((rad * th.sin()) as f32);
-    }
-    out.truncate(n);
-    out
 }
 
 /// Adds fresh adapters to the targeted linears of `linears` (from
@@ -71,7 +56,7 @@ pub fn add_lora<B: Backend>(
                     .map(|_| rng.random_range(-bound..bound))
                     .collect()
             }
-            LoraInit::Gaussian => normal(&mut rng, cfg.r * i)
+            LoraInit::Gaussian => randn_host(&mut rng, cfg.r * i)
                 .into_iter()
                 .map(|x| x / cfg.r as f32)
                 .collect(),
@@ -193,10 +178,7 @@ pub(crate) fn check_savable<B: Backend>(
 pub fn fuse_lora<B: Backend>(linears: Vec<(String, &mut LoraLinear<B>)>) -> usize {
     let mut n = 0;
     for (_, lin) in linears {
-        if let Some(a) = lin.adapter.take() {
-            let delta = a.lora_a.val().matmul(a.lora_b.val()).mul_scalar(a.scale);
-            let w = (lin.weight.val() + delta).detach();
-            lin.weight = Param::from_tensor(w).set_require_grad(false);
+        if lin.merge_adapter() {
             n += 1;
         }
     }
@@ -257,7 +239,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         m.attention_linears_mut()
             .iter()
             .filter_map(|(_, l)| l.adapter.as_ref())
-            .map(|a| a.lora_a.shape().num_elements() + a.lora_b.shape().num_elements())
+            .map(LoraAdapter::num_params)
             .sum()
     }
 }

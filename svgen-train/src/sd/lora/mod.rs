@@ -66,8 +66,8 @@ mod peft;
 mod text_encoder;
 
 pub use crate::nn::peft::PeftScaling;
+pub(crate) use adapters::check_savable;
 pub use adapters::{add_lora, apply_lora, fuse_lora, lora_state, LoraLoadReport};
-pub(crate) use adapters::{check_savable, normal};
 pub use config::{AttnProjection, LoraInit, UNetLoraConfig};
 pub use diffusers::{
     read_safetensors_metadata, save_lora_weights, LORA_METADATA_KEY, LORA_WEIGHT_NAME, UNET_PREFIX,

@@ -19,9 +19,8 @@ use super::models::SdTrainingModels;
 use super::optim::{lora_gradients, LoraAdamW};
 use crate::error::{Result, TrainError};
 use crate::nn::lora::seed_lora_dropout;
-use crate::sd::lora::{
-    apply_lora, check_savable, normal, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME,
-};
+use crate::sd::lora::{apply_lora, check_savable, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME};
+use crate::sd::pipeline::randn_host;
 use crate::sd::scheduler::PredictionType;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::train::{
@@ -405,8 +404,8 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
         let n: usize = dims.iter().product();
         let device = mean.device();
         let mut rng = rand::rngs::StdRng::seed_from_u64(mix(self.cfg.seed, pos as u64, 2));
-        let sample_noise = normal(&mut rng, n);
-        let noise = normal(&mut rng, n);
+        let sample_noise = randn_host(&mut rng, n);
+        let noise = randn_host(&mut rng, n);
         let t_max = self.models.scheduler.num_train_timesteps;
         let timesteps: Vec<usize> = (0..idx.len()).map(|_| rng.random_range(0..t_max)).collect();
         let eps =
