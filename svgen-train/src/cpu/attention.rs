@@ -4,7 +4,7 @@
 //!
 //! **When it is used:** only when the backend is exactly [`burn::backend::Flex`] (checked with
 //! [`core::any::TypeId`], see [`is_flex`](crate::cpu::is_flex)) and the projected tensors are
-//! `f32` ([`forward`] returns `None` otherwise). Every other backend, including `Autodiff<Flex>` (training needs the graph of the generic op) and CUDA,
+//! `f32` (`forward` returns `None` otherwise). Every other backend, including `Autodiff<Flex>` (training needs the graph of the generic op) and CUDA,
 //! keeps Burn's generic [`burn::tensor::module::attention`]. On Flex, reading a tensor's data and
 //! building one from a `Vec` are plain copies, so leaving the lazy tensor world here costs little.
 //!

@@ -3,7 +3,7 @@
 //! backend.
 //!
 //! Used only when the backend is exactly [`burn::backend::Flex`] with `f32` data (see
-//! [`is_flex`](crate::cpu::is_flex); [`forward`] returns `None` otherwise); `Autodiff<Flex>` (training) and GPU backends
+//! [`is_flex`](crate::cpu::is_flex); `forward` returns `None` otherwise); `Autodiff<Flex>` (training) and GPU backends
 //! keep Burn's `gelu` and multiply. Burn's CPU `gelu` evaluates a scalar library `erf` per
 //! element; here the exact (erf) GELU uses [`erf_f32`], a rational-exponential approximation
 //! that vectorises, and the product is fused into the same pass, split over rayon.

@@ -2,7 +2,7 @@
 //! [`GroupNorm::forward`](crate::sd::blocks::GroupNorm::forward) on the CPU backend.
 //!
 //! Used only when the backend is exactly [`burn::backend::Flex`] with `f32` data (see
-//! [`is_flex`](crate::cpu::is_flex); [`forward`] returns `None` otherwise); `Autodiff<Flex>` (training) and GPU backends
+//! [`is_flex`](crate::cpu::is_flex); `forward` returns `None` otherwise); `Autodiff<Flex>` (training) and GPU backends
 //! keep the generic tensor-op version. On Flex the generic version spends most of its time in
 //! broadcast binary ops (strided iteration); here each (sample, group) slice is read twice
 //! (mean, then centred variance, accumulated in `f64`) and written once with the affine

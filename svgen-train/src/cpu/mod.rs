@@ -11,7 +11,7 @@
 //!
 //! Model code reaches a kernel through its module's `forward`, which returns `None` (take the
 //! generic tensor ops) unless the backend is exactly Flex and every input is `f32`; otherwise it
-//! copies the inputs to the host, runs the kernel and rebuilds the tensor ([`on_host`], the one
+//! copies the inputs to the host, runs the kernel and rebuilds the tensor (`on_host`, the one
 //! place that decides). `Autodiff<Flex>` (training needs the graph of the generic ops), CUDA and
 //! half-precision models keep the generic ops.
 //!

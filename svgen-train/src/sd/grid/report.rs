@@ -25,7 +25,7 @@ pub struct GridRow {
     pub svg_file: Option<PathBuf>,
 }
 
-/// The ranked result of [`grid_search`].
+/// The ranked result of [`grid_search`](super::grid_search)(super::grid_search).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridReport {
     /// The scorer's name.

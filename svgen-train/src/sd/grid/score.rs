@@ -24,7 +24,7 @@ pub struct Score {
     pub svg: Option<String>,
 }
 
-/// Scores one (background-normalised) grid image. Supplied by the caller of [`grid_search`].
+/// Scores one (background-normalised) grid image. Supplied by the caller of [`grid_search`](super::grid_search)(super::grid_search).
 pub trait ImageScorer {
     /// Name for reports and errors.
     fn name(&self) -> &str;

@@ -191,7 +191,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         add_lora(self.attention_linears_mut(), cfg, seed)
     }
 
-    /// Loads a LoRA file or folder in any supported format (see the [module docs](self)).
+    /// Loads a LoRA file or folder in any supported format (see the [module docs](crate::sd::lora)).
     pub fn load_lora(&mut self, path: impl AsRef<Path>) -> Result<LoraLoadReport> {
         let file = LoraFile::read(path)?;
         apply_lora(self.attention_linears_mut(), &file)

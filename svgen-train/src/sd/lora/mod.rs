@@ -45,9 +45,10 @@
 //! ```
 //!
 //! The functions work on the list of `(diffusers path, &mut LoraLinear)` pairs that
-//! `UNet2DConditionModel::attention_linears_mut` returns; [`UNet2DConditionModel`] has
-//! convenience methods ([`UNet2DConditionModel::add_lora`], [`UNet2DConditionModel::load_lora`],
-//! …) that call them.
+//! `UNet2DConditionModel::attention_linears_mut` returns;
+//! [`UNet2DConditionModel`](crate::sd::UNet2DConditionModel) has convenience methods
+//! ([`add_lora`](crate::sd::UNet2DConditionModel::add_lora),
+//! [`load_lora`](crate::sd::UNet2DConditionModel::load_lora), …) that call them.
 //!
 //! | module | contents |
 //! |---|---|

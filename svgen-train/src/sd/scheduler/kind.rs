@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use crate::error::{Result, TrainError};
 
-/// Which sampler a [`Scheduler`] runs.
+/// Which sampler a [`Scheduler`](super::Scheduler) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
     /// `DDIMScheduler` (deterministic, η = 0).
@@ -13,7 +13,7 @@ pub enum SchedulerKind {
     /// `EulerDiscreteScheduler` (Karras et al. Euler method on σ).
     Euler,
     /// `EulerAncestralDiscreteScheduler` (Euler with fresh noise each step; needs `noise` in
-    /// [`Scheduler::step`]).
+    /// [`Scheduler::step`](super::Scheduler::step)).
     EulerAncestral,
     /// `DPMSolverMultistepScheduler`, DPM-Solver++ of order 2 ("DPM++ 2M").
     DpmSolverMultistep,

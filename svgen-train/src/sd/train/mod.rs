@@ -3,7 +3,7 @@
 //! Each micro-batch: images resized (shorter side to the resolution) and center-cropped,
 //! mapped to `[-1, 1]`; the frozen VAE encodes them and a latent is sampled and multiplied by
 //! `scaling_factor`; per sample a random timestep and Gaussian noise are drawn; the latents are
-//! noised with the DDPM forward process ([`add_noise`]); the frozen CLIP text encoder embeds the
+//! noised with the DDPM forward process ([`add_noise`](crate::sd::scheduler::add_noise)); the frozen CLIP text encoder embeds the
 //! captions; the UNet (with trainable LoRA adapters on its attention projections) predicts the
 //! noise (or `v` for `prediction_type: v_prediction`) and the loss is the mean squared error.
 //! Gradients are accumulated over micro-batches, clipped by global norm, and AdamW (shared with
