@@ -12,7 +12,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use svgen::train::burn::backend::{Autodiff, Flex};
 use svgen::train::burn::tensor::{Int, Tensor, TensorData};
-use svgen::train::sft::causal_lm_loss;
+use svgen::train::llama::sft::causal_lm_loss;
 use svgen::train::{KvCache, Llama, LoadOptions, LoraConfig};
 
 #[path = "support/llama_model.rs"]

@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use clap::Parser;
 use svgen::data::pairs::PairDataset;
 use svgen::train::burn::tensor::DType;
-use svgen::train::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
-use svgen::train::trainer::{
+use svgen::train::llama::sft::{
     pairs_from_dataset, read_jsonl, tokenize_pairs, SftConfig, SftTrainer,
 };
+use svgen::train::llama::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
 use svgen::train::{Llama, LoadOptions, LoraConfig, LoraTarget};
 use svgen::DefaultTrainBackend;
 

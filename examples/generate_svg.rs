@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use svgen::train::generate::validate_svgs;
-use svgen::train::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
+use svgen::train::llama::generate::validate_svgs;
+use svgen::train::llama::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
 use svgen::train::{GenerationConfig, Generator, Llama, LoadOptions};
 use svgen::DefaultBackend;
 

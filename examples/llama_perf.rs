@@ -22,8 +22,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use svgen::train::burn::backend::{Autodiff, Flex};
 use svgen::train::burn::tensor::{Int, Tensor, TensorData};
-use svgen::train::sft::SftSample;
-use svgen::train::trainer::{SftConfig, SftTrainer};
+use svgen::train::llama::sft::SftSample;
+use svgen::train::llama::sft::{SftConfig, SftTrainer};
 use svgen::train::{KvCache, Llama, LoadOptions, LoraConfig};
 
 #[path = "../benches/support/llama_model.rs"]

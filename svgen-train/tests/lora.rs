@@ -6,7 +6,7 @@ use burn::backend::Autodiff;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use serde_json::Value;
-use svgen_train::sft::causal_lm_loss;
+use svgen_train::llama::sft::causal_lm_loss;
 use svgen_train::weights::read_safetensors;
 use svgen_train::{Llama, LoadOptions, LoraConfig, LoraTarget, StoreDtype, TrainError};
 

@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
-use svgen_train::sft::causal_lm_loss;
+use svgen_train::llama::sft::causal_lm_loss;
 use svgen_train::{Llama, LoadOptions, LoraConfig};
 
 type AB = Autodiff<B>;

@@ -3,7 +3,9 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use svgen_train::tokenizer::{ChatMessage, LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
+use svgen_train::llama::tokenizer::{
+    ChatMessage, LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS,
+};
 use svgen_train::TrainError;
 
 fn reference() -> Value {

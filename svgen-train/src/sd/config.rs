@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::read_json;
 use crate::error::{Result, TrainError};
+use crate::nn::json::read_json;
 
 /// A diffusers config value that is either one number for every block or one per block
 /// (e.g. `attention_head_dim: 8` in SD1.5, `[5, 10, 20, 20]` in SD2).

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::error::{Result, TrainError};
-use crate::lora::LoraLinear;
+use crate::nn::lora::LoraLinear;
 use crate::sd::blocks::{
     timestep_embedding, Attention, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetSpec,
     TensorMap, TimestepEmbedding, Transformer2DModel, TransformerSpec, Upsample2D, WeightSource,

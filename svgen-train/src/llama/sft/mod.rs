@@ -1,0 +1,10 @@
+//! Supervised fine-tuning of LoRA adapters on a frozen Llama: (description, SVG) pairs, their
+//! tokenised samples, the masked causal-LM loss and the trainer.
+
+mod data;
+mod loss;
+mod trainer;
+
+pub use data::{pairs_from_dataset, read_jsonl, tokenize_pairs, Pair, SftSample, IGNORE_INDEX};
+pub use loss::{batch_loss, causal_lm_loss};
+pub use trainer::{LogEntry, SftConfig, SftTrainer, TrainerState};

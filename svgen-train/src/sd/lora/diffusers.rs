@@ -1,0 +1,143 @@
+//! diffusers' files: `pytorch_lora_weights.safetensors` with the PEFT configuration in the
+//! `lora_adapter_metadata` header (read and written), and the older `lora.down` / `lora.up` keys
+//! and attention-processor form (read).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use serde_json::Value;
+
+use super::adapters::{check_savable, lora_state};
+use super::config::UNetLoraConfig;
+use super::file::Half;
+use crate::error::{Result, TrainError};
+use crate::nn::lora::LoraLinear;
+use crate::nn::peft::PeftScaling;
+use crate::weights::{write_safetensors, StoreDtype};
+
+/// Prefix of UNet keys in diffusers' pipeline LoRA files.
+pub const UNET_PREFIX: &str = "unet.";
+/// The file diffusers' `save_lora_weights` writes.
+pub const LORA_WEIGHT_NAME: &str = "pytorch_lora_weights.safetensors";
+/// The safetensors metadata entry holding diffusers' PEFT configuration.
+pub const LORA_METADATA_KEY: &str = "lora_adapter_metadata";
+/// Key suffix of the down half in older diffusers files.
+pub(super) const DOWN_SUFFIX: &str = "lora.down.weight";
+/// Key suffix of the up half in older diffusers files.
+pub(super) const UP_SUFFIX: &str = "lora.up.weight";
+
+/// The module and half of a key in the attention-processor form of diffusers < 0.17
+/// (`<attn>.processor.to_q_lora.down.weight`; `to_out_lora` is `to_out.0`).
+pub(super) fn split_processor_key(key: &str) -> Option<(String, Half)> {
+    for (suffix, half) in [
+        ("_lora.down.weight", Half::Down),
+        ("_lora.up.weight", Half::Up),
+    ] {
+        let Some(m) = key.strip_suffix(suffix) else {
+            continue;
+        };
+        let Some((attn, proj)) = m.rsplit_once(".processor.") else {
+            continue;
+        };
+        let proj = match proj {
+            "to_q" | "to_k" | "to_v" => proj,
+            "to_out" => "to_out.0",
+            _ => continue,
+        };
+        return Some((format!("{attn}.{proj}"), half));
+    }
+    None
+}
+
+/// Reads the `__metadata__` map of a safetensors header (without reading the tensors).
+pub fn read_safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
+    let bad = |m: &str| TrainError::Safetensors {
+        path: path.to_path_buf(),
+        message: m.to_string(),
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| TrainError::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| TrainError::io(path, e))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 || n + 8 > file_len {
+        return Err(bad("header length out of range"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| TrainError::io(path, e))?;
+    let v: Value = serde_json::from_slice(&header).map_err(|e| bad(&e.to_string()))?;
+    let mut out = HashMap::new();
+    if let Some(m) = v.get("__metadata__").and_then(Value::as_object) {
+        for (k, val) in m {
+            if let Some(s) = val.as_str() {
+                out.insert(k.clone(), s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The part of diffusers' `lora_adapter_metadata` for the model whose keys start with `prefix`
+/// (`unet.r`, … / `text_encoder.r`, … in pipeline files); with `bare`, unprefixed keys
+/// (`save_lora_adapter` files) count too.
+pub(super) fn scaling_from_metadata(
+    text: &str,
+    path: &Path,
+    prefix: &str,
+    bare: bool,
+) -> Result<Option<PeftScaling>> {
+    let v: Value = serde_json::from_str(text).map_err(|e| TrainError::json(path, e))?;
+    let Some(obj) = v.as_object() else {
+        return Err(TrainError::json(
+            path,
+            format!("`{LORA_METADATA_KEY}` is not an object"),
+        ));
+    };
+    let prefixed: serde_json::Map<String, Value> = obj
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+        .collect();
+    let cfg = if !prefixed.is_empty() {
+        Value::Object(prefixed)
+    } else if bare && obj.contains_key("r") {
+        v.clone()
+    } else {
+        return Ok(None);
+    };
+    let origin = format!("{} ({LORA_METADATA_KEY})", path.display());
+    PeftScaling::from_json(&cfg, &origin).map(Some)
+}
+
+/// Writes `dir/pytorch_lora_weights.safetensors` as diffusers' `save_lora_weights` does (see
+/// the module docs). Adapters whose scale differs from `cfg.scale()` (e.g. loaded from a kohya
+/// file with per-module alphas) have the ratio folded into `lora_B`, so the file reproduces the
+/// model under `cfg`. Returns the file written.
+pub fn save_lora_weights<B: Backend>(
+    linears: &[(String, &mut LoraLinear<B>)],
+    cfg: &UNetLoraConfig,
+    dir: impl AsRef<Path>,
+) -> Result<PathBuf> {
+    check_savable(linears, cfg)?;
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let state = lora_state(linears, UNET_PREFIX, Some(cfg.scale()));
+    let mut meta = serde_json::Map::new();
+    if let Value::Object(o) = cfg.to_peft_json() {
+        for (k, v) in o {
+            meta.insert(format!("{UNET_PREFIX}{k}"), v);
+        }
+    }
+    let path = dir.join(LORA_WEIGHT_NAME);
+    let meta_text = serde_json::to_string_pretty(&Value::Object(meta))
+        .map_err(|e| TrainError::json(&path, e))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (LORA_METADATA_KEY.to_string(), meta_text),
+    ]);
+    write_safetensors(&path, &state, StoreDtype::F32, Some(metadata))?;
+    Ok(path)
+}
