@@ -4,6 +4,8 @@
 
 use core::any::TypeId;
 
+pub(crate) mod flash_attention;
+
 /// `true` when `B` is exactly `burn::backend::Flex` (f32 floats, i32 ints), the backend the fast
 /// path is written for. `Autodiff<Flex>` and every GPU backend answer `false`.
 pub fn is_flex<B: 'static>() -> bool {

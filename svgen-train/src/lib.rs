@@ -12,6 +12,7 @@ pub mod error;
 pub mod generate;
 pub mod llama;
 pub mod lora;
+pub mod nn;
 pub mod plot;
 pub mod sd;
 pub mod sft;
