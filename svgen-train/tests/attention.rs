@@ -653,3 +653,86 @@ fn matches_pytorch_sdpa_forward_and_backward() {
         }
     }
 }
+
+/// q, k and v computed from tracked parameters (as projections and RoPE do in a model): the
+/// parameters' gradients match the unfused path, under both checkpointing strategies (the
+/// balanced one recomputes the memory-bound parents of the op in the backward pass).
+fn projected_grads<B: burn::tensor::backend::AutodiffBackend>(use_flash: bool) -> Vec<Vec<f32>> {
+    let (b, t, width, h, hkv, d) = (2, 50, 16, 4, 2, 8);
+    let mut rng = StdRng::seed_from_u64(77);
+    let mut rnd =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+    let dev = Default::default();
+    let x = Tensor::<B, 3>::from_data(TensorData::new(rnd(b * t * width), [b, t, width]), &dev);
+    let param = |cols: usize, data: Vec<f32>| {
+        Tensor::<B, 2>::from_data(TensorData::new(data, [width, cols]), &dev).require_grad()
+    };
+    let wq = param(h * d, rnd(width * h * d));
+    let wk = param(hkv * d, rnd(width * hkv * d));
+    let wv = param(hkv * d, rnd(width * hkv * d));
+    let go = Tensor::<B, 4>::from_data(TensorData::new(rnd(b * h * t * d), [b, h, t, d]), &dev);
+    let heads = |w: &Tensor<B, 2>, n: usize| {
+        // a memory-bound tail (scale, then a sine) after the projection, like RoPE
+        let y = x.clone().matmul(w.clone().unsqueeze::<3>()).mul_scalar(0.5);
+        (y.clone() + y.sin()).reshape([b, t, n, d]).swap_dims(1, 2)
+    };
+    let (q, k, v) = (heads(&wq, h), heads(&wk, hkv), heads(&wv, hkv));
+    let valid = vec![pad_row(t, 0..7), pad_row(t, 44..50)];
+    let out = if use_flash {
+        let mask = AttentionMask::causal().with_key_padding(valid);
+        flash_attention(q, k, v, &mask, &AttentionOptions::default()).expect("valid")
+    } else {
+        let c = case(
+            "projected",
+            (b, h, hkv, t, t, d),
+            true,
+            None,
+            Some(valid),
+            AttentionMask::causal(),
+        );
+        let g = h / hkv;
+        let rep = |y: Tensor<B, 4>| {
+            y.reshape([b, hkv, 1, t, d])
+                .expand([b, hkv, g, t, d])
+                .reshape([b, h, t, d])
+        };
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(c.hidden(), [b, 1, t, t]), &dev)
+            .expand([b, h, t, t]);
+        let opts = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
+        attention(q, rep(k), rep(v), Some(mask), None, opts)
+    };
+    let grads = (out * go).sum().backward();
+    [&wq, &wk, &wv]
+        .iter()
+        .map(|w| {
+            w.grad(&grads)
+                .expect("tracked")
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32")
+        })
+        .collect()
+}
+
+#[test]
+fn gradients_reach_the_projections_under_both_checkpointing_strategies() {
+    let want = projected_grads::<AD>(false);
+    for (label, got) in [
+        ("no checkpointing", projected_grads::<AD>(true)),
+        (
+            "balanced checkpointing",
+            projected_grads::<Autodiff<Flex, BalancedCheckpointing>>(true),
+        ),
+    ] {
+        for (name, (a, b)) in ["wq", "wk", "wv"].iter().zip(got.iter().zip(&want)) {
+            let (abs, rel) = (max_abs_diff(a, b), max_rel_diff(a, b));
+            println!("{label}: d{name} {abs:.1e}/{rel:.1e}");
+            assert!(rel <= 1e-5, "{label}: d{name} relative diff {rel}");
+        }
+    }
+}

@@ -76,7 +76,7 @@ impl FlashShape {
     }
     fn check(&self, mask: &ResolvedMask, q: usize, kv: usize) {
         assert!(
-            self.kv_heads > 0 && self.heads % self.kv_heads == 0 && self.head_dim > 0,
+            self.kv_heads > 0 && self.heads.is_multiple_of(self.kv_heads) && self.head_dim > 0,
             "flash attention: bad head counts"
         );
         assert_eq!(

@@ -143,7 +143,7 @@ impl AttentionPlan {
                 "attention: empty queries {q_dims:?} or keys/values {kv_dims:?}"
             ));
         }
-        if heads % kv_heads != 0 {
+        if !heads.is_multiple_of(kv_heads) {
             return bad(format!(
                 "attention: {heads} query heads are not a multiple of {kv_heads} kv heads"
             ));
@@ -342,9 +342,9 @@ impl FlashAttentionBackend for Flex {
         let shape = plan.flash_shape();
         let device = tensor::<Self, 4>(q.clone()).device();
         let (out, lse) = kernel::forward(
-            &host(q),
-            &host(k),
-            &host(v),
+            &host::<4>(q),
+            &host::<4>(k),
+            &host::<4>(v),
             shape,
             plan.mask(),
             plan.scale as f32,
@@ -371,12 +371,12 @@ impl FlashAttentionBackend for Flex {
         let shape = plan.flash_shape();
         let device = tensor::<Self, 4>(q.clone()).device();
         let (dq, dk, dv) = kernel::backward(
-            &host(q),
-            &host(k),
-            &host(v),
-            &host(out),
-            &host(lse),
-            &host(grad_out),
+            &host::<4>(q),
+            &host::<4>(k),
+            &host::<4>(v),
+            &host::<4>(out),
+            &host::<3>(lse),
+            &host::<4>(grad_out),
             shape,
             plan.mask(),
             plan.scale as f32,
@@ -471,10 +471,10 @@ pub(crate) fn tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B,
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// The values of an `f32` Flex tensor, row-major.
-fn host(t: FloatTensor<Flex>) -> Vec<f32> {
-    let t: Tensor<Flex, 1> = tensor::<Flex, 1>(t);
-    t.into_data()
+/// The values of an `f32` Flex tensor of rank `D`, row-major.
+fn host<const D: usize>(t: FloatTensor<Flex>) -> Vec<f32> {
+    tensor::<Flex, D>(t)
+        .into_data()
         .into_vec::<f32>()
         .expect("checked f32 tensor reads back as f32")
 }

@@ -51,18 +51,18 @@ fn blocks(range: std::ops::Range<usize>, block: usize) -> Vec<(usize, usize)> {
 /// The key span any query of `queries` may see over the whole batch (empty when none).
 fn batch_key_span(plan: &AttentionPlan, queries: std::ops::Range<usize>) -> std::ops::Range<usize> {
     let mask = plan.mask();
-    let mut span = usize::MAX..0;
+    let (mut lo, mut hi) = (usize::MAX, 0);
     for b in 0..mask.batch {
         let s = mask.key_span(b, queries.clone());
         if !s.is_empty() {
-            span.start = span.start.min(s.start);
-            span.end = span.end.max(s.end);
+            lo = lo.min(s.start);
+            hi = hi.max(s.end);
         }
     }
-    if span.start >= span.end {
+    if lo >= hi {
         0..0
     } else {
-        span
+        lo..hi
     }
 }
 

@@ -167,14 +167,15 @@ impl AttentionMask {
                 let pos = offset + i;
                 let seg = if self.segments.is_some() { raw[pos] } else { 0 };
                 let range = match spans.get(&seg) {
-                    Some(&(lo, hi, count)) if seg >= 0 => {
-                        let hi = if self.causal { hi.min(pos + 1) } else { hi };
+                    Some(&(lo, end, count)) if seg >= 0 => {
+                        let hi = if self.causal { end.min(pos + 1) } else { end };
                         if hi > lo {
                             QueryRange {
                                 lo,
                                 hi,
                                 seg,
-                                exact: count == spans[&seg].1 - lo,
+                                // every key of the sample's span belongs to it
+                                exact: count == end - lo,
                             }
                         } else {
                             QueryRange::EMPTY
@@ -358,18 +359,18 @@ impl ResolvedMask {
 
     /// The keys any query of `queries` in row `b` may see (empty when none).
     pub fn key_span(&self, b: usize, queries: Range<usize>) -> Range<usize> {
-        let mut span = usize::MAX..0;
+        let (mut lo, mut hi) = (usize::MAX, 0);
         for i in queries {
             let r = self.row(b, i);
             if !r.is_empty() {
-                span.start = span.start.min(r.lo);
-                span.end = span.end.max(r.hi);
+                lo = lo.min(r.lo);
+                hi = hi.max(r.hi);
             }
         }
-        if span.start >= span.end {
+        if lo >= hi {
             0..0
         } else {
-            span
+            lo..hi
         }
     }
 }
