@@ -257,7 +257,7 @@ fn cases() -> Vec<Case> {
         if causal {
             AttentionMask::causal()
         } else {
-            AttentionMask::full()
+            AttentionMask::bidirectional()
         }
     };
     let mut v = Vec::new();
@@ -426,6 +426,27 @@ fn queries_that_see_no_key_give_zero_output_and_gradients() {
             got.dq.iter().any(|&x| x != 0.0),
             "{label}: all-zero gradient"
         );
+    }
+    // a batch in which no query sees anything (whole blocks skipped on every row)
+    let c = case(
+        "all blind",
+        (1, 2, 2, 70, 70, 8),
+        false,
+        None,
+        Some(vec![vec![false; 70]]),
+        AttentionMask::bidirectional().with_key_padding(vec![vec![false; 70]]),
+    );
+    let data = c.inputs(8);
+    for (label, opts) in implementations() {
+        let got = flash::<AD>(&c, &data, DType::F32, &opts);
+        for (name, x) in [
+            ("out", &got.out),
+            ("dq", &got.dq),
+            ("dk", &got.dk),
+            ("dv", &got.dv),
+        ] {
+            assert!(x.iter().all(|&x| x == 0.0), "{label}: {name} not all zero");
+        }
     }
 }
 
@@ -618,7 +639,7 @@ fn pytorch_case(name: &'static str) -> (Case, [Vec<f32>; 4], Run) {
     let mask = if causal {
         AttentionMask::causal()
     } else {
-        AttentionMask::full()
+        AttentionMask::bidirectional()
     }
     .with_segment_ids(seg.clone())
     .with_key_padding(valid.clone());

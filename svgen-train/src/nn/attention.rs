@@ -8,10 +8,10 @@
 //!
 //! **One function, two implementations.**
 //! - On `burn::backend::Flex` with `f32` tensors (and as the inner backend of `Autodiff<Flex>`):
-//!   the multi-threaded blocked CPU kernel of [`crate::cpu::flash_attention`], forward and
+//!   the multi-threaded blocked CPU kernel of `svgen-train/src/cpu/flash_attention.rs`, forward and
 //!   backward.
 //! - On every other backend (CUDA included), and on Flex with half-precision tensors: a blockwise
-//!   version in Burn tensor ops ([`blockwise`]): query blocks × key blocks with an online softmax
+//!   version in Burn tensor ops (`nn/attention/blockwise.rs`): query blocks × key blocks with an online softmax
 //!   in the forward pass and recomputation in the backward pass, so CUDA training gets the same
 //!   memory bound without a hand-written GPU kernel. `bf16`/`f16` inputs are multiplied in their
 //!   own dtype (as HF's eager attention does) while the softmax statistics, the accumulators and
@@ -72,11 +72,11 @@ pub struct AttentionOptions {
     /// Score scale; `None` is `1/√head_dim`.
     pub scale: Option<f64>,
     /// Queries per block of the blockwise tensor-op version (the CPU kernel uses its own
-    /// [`kernel::Q_BLOCK`]). Larger blocks mean fewer kernel launches on a GPU and more
+    /// 32-query blocks). Larger blocks mean fewer kernel launches on a GPU and more
     /// transient memory: `B·heads·query_block·key_block` f32 per tile.
     pub query_block: usize,
     /// Keys per block of the blockwise tensor-op version (the CPU kernel uses its own
-    /// [`kernel::KV_TILE`]).
+    /// 64-key tiles).
     pub key_block: usize,
     /// Which implementation runs.
     pub kernel: AttentionKernel,
@@ -488,4 +488,149 @@ fn from_host<const D: usize>(
         TensorData::new(data, shape),
         device,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use burn::tensor::Distribution;
+
+    /// `f64` attention of one (row, head) from the dense rule, for checking the kernel alone.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        g_out: &[f32],
+        mask: &ResolvedMask,
+        b: usize,
+        (t, s, d): (usize, usize, usize),
+        scale: f64,
+    ) -> [Vec<f64>; 4] {
+        let (mut o, mut dq, mut dk, mut dv) = (
+            vec![0.0; t * d],
+            vec![0.0; t * d],
+            vec![0.0; s * d],
+            vec![0.0; s * d],
+        );
+        for i in 0..t {
+            let dot = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| *x as f64 * *y as f64)
+                    .sum::<f64>()
+            };
+            let scores: Vec<Option<f64>> = (0..s)
+                .map(|j| {
+                    mask.allows(b, i, j)
+                        .then(|| scale * dot(&q[i * d..(i + 1) * d], &k[j * d..(j + 1) * d]))
+                })
+                .collect();
+            let m = scores
+                .iter()
+                .flatten()
+                .fold(f64::NEG_INFINITY, |a, &x| a.max(x));
+            let z: f64 = scores.iter().flatten().map(|x| (x - m).exp()).sum();
+            if z == 0.0 {
+                continue;
+            }
+            let p: Vec<f64> = scores
+                .iter()
+                .map(|x| x.map_or(0.0, |x| (x - m).exp() / z))
+                .collect();
+            for j in 0..s {
+                for c in 0..d {
+                    o[i * d + c] += p[j] * v[j * d + c] as f64;
+                }
+            }
+            let dp: Vec<f64> = (0..s)
+                .map(|j| dot(&g_out[i * d..(i + 1) * d], &v[j * d..(j + 1) * d]))
+                .collect();
+            let delta: f64 = (0..s).map(|j| p[j] * dp[j]).sum();
+            for j in 0..s {
+                let ds = p[j] * (dp[j] - delta);
+                for c in 0..d {
+                    dq[i * d + c] += scale * ds * k[j * d + c] as f64;
+                    dk[j * d + c] += scale * ds * q[i * d + c] as f64;
+                    dv[j * d + c] += p[j] * g_out[i * d + c] as f64;
+                }
+            }
+        }
+        [o, dq, dk, dv]
+    }
+
+    #[test]
+    fn cpu_kernel_matches_a_naive_f64_reference() {
+        let (t, s, d) = (45, 45, 5);
+        let ids: Vec<i64> = (0..s as i64)
+            .map(|j| {
+                if j < 20 {
+                    0
+                } else if j < 40 {
+                    1
+                } else {
+                    -1
+                }
+            })
+            .collect();
+        let mask = AttentionMask::causal()
+            .with_segment_ids(vec![ids])
+            .with_key_padding(vec![(0..s).map(|j| j != 25).collect()]);
+        let resolved = mask.resolve(1, t, s).expect("valid");
+        let shape = FlashShape {
+            batch: 1,
+            heads: 1,
+            kv_heads: 1,
+            seq_q: t,
+            seq_kv: s,
+            head_dim: d,
+        };
+        let rnd = |n: usize, seed: u64| -> Vec<f32> {
+            (0..n as u64)
+                .map(|i| ((((i + 1) * 2_654_435_761) ^ seed) % 2000) as f32 / 1000.0 - 1.0)
+                .collect()
+        };
+        let (q, k, v, go) = (rnd(t * d, 1), rnd(s * d, 2), rnd(s * d, 3), rnd(t * d, 4));
+        let scale = 0.4;
+        let (o, lse) = kernel::forward(&q, &k, &v, shape, &resolved, scale);
+        let (dq, dk, dv) = kernel::backward(&q, &k, &v, &o, &lse, &go, shape, &resolved, scale);
+        let want = naive(&q, &k, &v, &go, &resolved, 0, (t, s, d), scale as f64);
+        for (name, got, want) in [
+            ("out", &o, &want[0]),
+            ("dq", &dq, &want[1]),
+            ("dk", &dk, &want[2]),
+            ("dv", &dv, &want[3]),
+        ] {
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(want) {
+                assert!((*a as f64 - b).abs() <= 1e-5, "{name}: {a} vs {b}");
+            }
+        }
+        // position 40.. belong to no sample: zero output, infinite lse
+        assert!(lse[40..].iter().all(|&l| l == f32::INFINITY));
+        assert!(o[40 * d..].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn flex_f32_runs_the_cpu_kernel() {
+        let dev = Default::default();
+        let n = Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<Flex, 4>::random([1, 2, 40, 8], n, &dev);
+        let kv = Tensor::<Flex, 4>::random([1, 1, 40, 8], n, &dev);
+        let mask = AttentionMask::causal();
+        let opts = AttentionOptions::default();
+        let got = flash_attention(q.clone(), kv.clone(), kv.clone(), &mask, &opts).expect("valid");
+        let plan = AttentionPlan::new(q.dims(), kv.dims(), &mask, &opts).expect("valid");
+        let data = |t: Tensor<Flex, 4>| t.into_data().into_vec::<f32>().expect("f32");
+        let (want, _) = kernel::forward(
+            &data(q),
+            &data(kv.clone()),
+            &data(kv),
+            plan.flash_shape(),
+            plan.mask(),
+            plan.scale() as f32,
+        );
+        assert_eq!(data(got), want, "bit-identical to the kernel");
+    }
 }

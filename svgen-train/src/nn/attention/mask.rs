@@ -54,8 +54,8 @@ enum Segments {
 }
 
 impl AttentionMask {
-    /// Every query attends to every key (encoder / cross-attention).
-    pub fn full() -> Self {
+    /// Every query attends to every key (encoders, cross-attention); the default.
+    pub fn bidirectional() -> Self {
         Self::default()
     }
 
