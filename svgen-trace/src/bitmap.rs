@@ -165,6 +165,23 @@ impl Bitmap {
         crate::pbm::read_pbm(data, max_pixels)
     }
 
+    /// Like [`Bitmap::from_pbm`], streaming from a reader: the raster goes row by row straight
+    /// into the bitmap, so a file is never held in memory whole. Data after the raster is left
+    /// unread; read failures other than truncation give [`TraceError::Io`].
+    ///
+    /// ```
+    /// use std::io::BufReader;
+    /// use svgen_trace::{Bitmap, DEFAULT_PIXEL_LIMIT};
+    /// # fn main() -> Result<(), svgen_trace::TraceError> {
+    /// let file: &[u8] = b"P4\n3 2\n\xa0\x40"; // or a std::fs::File
+    /// let bm = Bitmap::read_pbm(BufReader::new(file), DEFAULT_PIXEL_LIMIT)?;
+    /// assert_eq!((bm.width(), bm.count_black()), (3, 3));
+    /// # Ok(()) }
+    /// ```
+    pub fn read_pbm(reader: impl std::io::BufRead, max_pixels: u64) -> Result<Bitmap, TraceError> {
+        crate::pbm::read_pbm(reader, max_pixels)
+    }
+
     /// Writes the bitmap as a binary `P4` PBM file.
     pub fn to_pbm(&self) -> Vec<u8> {
         let mut out = format!("P4\n{} {}\n", self.width, self.height).into_bytes();
