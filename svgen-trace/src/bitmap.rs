@@ -237,6 +237,41 @@ impl Bitmap {
         }
     }
 
+    /// A bitmap from an 8-bit pixel buffer: `height` rows of `width` pixels of `N` bytes each
+    /// (row 0 = top), pixel `(x, y)` black when `black(x, y, pixel)`. Packs 64 pixels to a word
+    /// straight from the buffer (crate-internal builder for the image thresholds). `data` must
+    /// hold at least `width × height × N` bytes.
+    pub(crate) fn from_pixels<const N: usize>(
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+        data: &[u8],
+        mut black: impl FnMut(u32, u32, &[u8; N]) -> bool,
+    ) -> Result<Bitmap, TraceError> {
+        let mut bm = Bitmap::with_limit(width, height, max_pixels)?;
+        let row_bytes = width as usize * N;
+        if row_bytes == 0 {
+            return Ok(bm);
+        }
+        for (y, row) in data
+            .chunks_exact(row_bytes)
+            .take(height as usize)
+            .enumerate()
+        {
+            let words = &mut bm.words[y * bm.stride..(y + 1) * bm.stride];
+            for (wi, (chunk, word)) in row.chunks(WORD_BITS * N).zip(words).enumerate() {
+                let mut w = 0u64;
+                for (b, px) in chunk.chunks_exact(N).enumerate() {
+                    let px: &[u8; N] = px.try_into().expect("chunks_exact(N)");
+                    let x = (wi * WORD_BITS + b) as u32;
+                    w |= u64::from(black(x, y as u32, px)) << (WORD_BITS - 1 - b);
+                }
+                *word = w;
+            }
+        }
+        Ok(bm)
+    }
+
     /// Sets word `wi` of row `y` (crate-internal builder use; padding bits are cleared).
     pub(crate) fn set_word(&mut self, y: usize, wi: usize, word: u64) {
         let mut word = word;

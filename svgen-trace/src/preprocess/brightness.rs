@@ -117,6 +117,13 @@ impl<'a> PixelSource<'a> {
     #[inline]
     pub(super) fn potrace_black(&self, x: u32, y: u32, blacklevel: f64) -> bool {
         let (s, n, max) = self.sum(x, y);
-        s <= f64::from(n) * blacklevel * max
+        potrace_black(s, n, max, blacklevel)
     }
+}
+
+/// potrace's black test on a channel sum `s` of `n` channels with maximum `max`: the one
+/// comparison behind [`PixelSource::potrace_black`] and the tables of its fast paths.
+#[inline]
+pub(super) fn potrace_black(s: f64, n: u32, max: f64, blacklevel: f64) -> bool {
+    s <= f64::from(n) * blacklevel * max
 }

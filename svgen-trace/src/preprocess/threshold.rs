@@ -4,7 +4,7 @@
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
-use super::brightness::PixelSource;
+use super::brightness::{potrace_black, PixelSource};
 use super::check_finite;
 use super::greymap::Greymap;
 use super::mkbitmap::{mkbitmap, MkbitmapParams};
@@ -57,12 +57,10 @@ impl Bitmap {
         threshold: &Threshold,
         max_pixels: u64,
     ) -> Result<Bitmap, TraceError> {
-        let (w, h) = (image.width(), image.height());
         match threshold {
             Threshold::BlackLevel(k) => {
                 check_finite("blacklevel", *k)?;
-                let src = PixelSource::new(image);
-                Bitmap::from_fn_with_limit(w, h, max_pixels, |x, y| src.potrace_black(x, y, *k))
+                black_level(image, *k, max_pixels)
             }
             Threshold::Otsu => {
                 let g = Greymap::from_image_with_limit(image, max_pixels)?;
@@ -74,6 +72,59 @@ impl Bitmap {
                 mkbitmap(&g, p, max_pixels)
             }
         }
+    }
+}
+
+/// [`Threshold::BlackLevel`]. For opaque 8-bit pixels — the common case — the black test is
+/// a comparison of the integer channel sum with the largest sum that potrace's test calls black
+/// (the test is monotone in the sum, and that largest sum is found by running the very
+/// comparison the per-pixel path makes on every possible sum), so the result is the same bit
+/// for bit; other pixels take the per-pixel path.
+fn black_level(image: &DynamicImage, k: f64, max_pixels: u64) -> Result<Bitmap, TraceError> {
+    let (w, h) = (image.width(), image.height());
+    let src = PixelSource::new(image);
+    // The largest black channel sum of n 8-bit channels, or -1 when none is black.
+    let lightest_black = |n: u32| -> i32 {
+        (0..=255 * n)
+            .rev()
+            .find(|&s| potrace_black(f64::from(s), n, 255.0, k))
+            .map_or(-1, |s| s as i32)
+    };
+    let sum3 = |p: &[u8]| i32::from(p[0]) + i32::from(p[1]) + i32::from(p[2]);
+    match image {
+        DynamicImage::ImageLuma8(img) => {
+            let m = lightest_black(1);
+            Bitmap::from_pixels(w, h, max_pixels, img.as_raw(), |_, _, &[v]| {
+                i32::from(v) <= m
+            })
+        }
+        DynamicImage::ImageLumaA8(img) => {
+            let m = lightest_black(1);
+            Bitmap::from_pixels(w, h, max_pixels, img.as_raw(), |x, y, &[v, a]| {
+                if a == 255 {
+                    i32::from(v) <= m
+                } else {
+                    src.potrace_black(x, y, k)
+                }
+            })
+        }
+        DynamicImage::ImageRgb8(img) => {
+            let m = lightest_black(3);
+            Bitmap::from_pixels(w, h, max_pixels, img.as_raw(), |_, _, p: &[u8; 3]| {
+                sum3(p) <= m
+            })
+        }
+        DynamicImage::ImageRgba8(img) => {
+            let m = lightest_black(3);
+            Bitmap::from_pixels(w, h, max_pixels, img.as_raw(), |x, y, p: &[u8; 4]| {
+                if p[3] == 255 {
+                    sum3(p) <= m
+                } else {
+                    src.potrace_black(x, y, k)
+                }
+            })
+        }
+        _ => Bitmap::from_fn_with_limit(w, h, max_pixels, |x, y| src.potrace_black(x, y, k)),
     }
 }
 
@@ -117,4 +168,60 @@ impl Greymap {
 #[inline]
 fn bin(v: f32) -> usize {
     ((v.clamp(0.0, 1.0) * 256.0) as usize).min(255)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayAlphaImage, GrayImage, RgbImage, RgbaImage};
+
+    #[test]
+    fn black_level_fast_paths_match_the_per_pixel_test() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut byte = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        };
+        // Alpha is opaque, transparent or anything, a third of the time each.
+        let mut alpha = {
+            let mut b = byte;
+            move || match b() % 3 {
+                0 => 255,
+                1 => 0,
+                _ => b(),
+            }
+        };
+        let (w, h) = (131, 7); // two full words and a partial one per row
+        let mut px = Vec::new();
+        for _ in 0..w * h {
+            px.push([byte(), byte(), byte(), alpha()]);
+        }
+        let at = |x: u32, y: u32| px[(y * w + x) as usize];
+        let images = [
+            DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| [at(x, y)[0]].into())),
+            DynamicImage::ImageLumaA8(GrayAlphaImage::from_fn(w, h, |x, y| {
+                let p = at(x, y);
+                [p[0], p[3]].into()
+            })),
+            DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+                let p = at(x, y);
+                [p[0], p[1], p[2]].into()
+            })),
+            DynamicImage::ImageRgba8(RgbaImage::from_fn(w, h, |x, y| at(x, y).into())),
+        ];
+        for image in &images {
+            let src = PixelSource::new(image);
+            for k in [-0.1, 0.0, 0.1, 0.4, 0.5, 0.5019607843137255, 0.7, 1.0, 1.2] {
+                let fast = Bitmap::from_image(image, &Threshold::BlackLevel(k)).unwrap();
+                let slow = Bitmap::from_fn(w, h, |x, y| src.potrace_black(x, y, k)).unwrap();
+                assert_eq!(fast, slow, "{:?} at k = {k}", image.color());
+            }
+        }
+        // Exact boundaries: with -k 0.4 and maxval 255, grey 102 is black and 103 white.
+        let img = DynamicImage::ImageLuma8(GrayImage::from_fn(2, 1, |x, _| [102 + x as u8].into()));
+        let bm = Bitmap::from_image(&img, &Threshold::BlackLevel(0.4)).unwrap();
+        assert!(bm.get(0, 0) && !bm.get(1, 0));
+    }
 }
