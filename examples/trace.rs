@@ -32,7 +32,8 @@ use svgen::trace::{trace, Bitmap, SvgOptions, TraceError, TraceParams, TurnPolic
 #[derive(Parser, Debug)]
 #[command(
     name = "trace",
-    about = "Trace a raster image to SVG with svgen-trace (potrace-compatible flags)"
+    about = "Trace a raster image to SVG with svgen-trace (potrace-compatible flags)",
+    allow_negative_numbers = true
 )]
 struct Args {
     /// Input image: PBM, PNG, JPEG, BMP or PGM/PPM, or `-` for standard input.
@@ -59,7 +60,7 @@ struct Args {
     #[arg(short = 'i', long = "invert")]
     invert: bool,
     /// Black/white cutoff for grey and colour input (potrace `-k`): black when brightness <=
-    /// blacklevel.
+    /// blacklevel. Like potrace, a PBM's own black and white are kept.
     #[arg(short = 'k', long = "blacklevel", default_value_t = 0.5)]
     blacklevel: f64,
     /// Quantise output to 1/unit pixels (potrace `-u`).
@@ -112,14 +113,10 @@ struct Args {
 
 impl Args {
     /// Whether the input must be decoded as an image even when it is a PBM: colour tracing and
-    /// preprocessing work on images, and `-k` outside `[0, 1)` changes what a PBM's black and
-    /// white pixels become.
+    /// preprocessing work on images. (`-k` does not apply to a PBM, whose bits are used as they
+    /// are, as potrace does.)
     fn needs_image(&self) -> bool {
-        self.color.is_some()
-            || self.normalise_background
-            || self.mkbitmap
-            || self.otsu
-            || !(0.0..1.0).contains(&self.blacklevel)
+        self.color.is_some() || self.normalise_background || self.mkbitmap || self.otsu
     }
 
     fn is_stdin(&self) -> bool {

@@ -261,8 +261,7 @@ impl Bitmap {
             let words = &mut bm.words[y * bm.stride..(y + 1) * bm.stride];
             for (wi, (chunk, word)) in row.chunks(WORD_BITS * N).zip(words).enumerate() {
                 let mut w = 0u64;
-                for (b, px) in chunk.chunks_exact(N).enumerate() {
-                    let px: &[u8; N] = px.try_into().expect("chunks_exact(N)");
+                for (b, px) in chunk.as_chunks::<N>().0.iter().enumerate() {
                     let x = (wi * WORD_BITS + b) as u32;
                     w |= u64::from(black(x, y as u32, px)) << (WORD_BITS - 1 - b);
                 }
