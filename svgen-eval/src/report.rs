@@ -39,9 +39,11 @@ pub fn read_pairs_jsonl(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str::<Pair>(l).map_err(|e| EvalError::Config {
-                path: path.to_path_buf(),
-                message: format!("line {}: {e}", i + 1),
+            serde_json::from_str::<Pair>(l).map_err(|e| {
+                EvalError::Config(crate::hf_config::ConfigError::Json {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: {e}", i + 1),
+                })
             })
         })
         .collect()
