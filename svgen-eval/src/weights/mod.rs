@@ -1,8 +1,8 @@
 //! One loader for every Burn model of svgen: Hugging Face safetensors checkpoints, single-file or
 //! sharded, in any stored dtype, with keys exactly as in the checkpoint.
 //!
-//! - **Opening** reads and checks every header up front ([`header`](self#limits) limits below) and
-//!   keeps the files open; [`Weights::open`] takes a folder and a stem (`model`,
+//! - **Opening** reads and checks every header up front (see [Limits](#limits)) and keeps the
+//!   files open; [`Weights::open`] takes a folder and a stem (`model`,
 //!   `diffusion_pytorch_model`, `adapter_model`: `{stem}.safetensors` or
 //!   `{stem}.safetensors.index.json`), [`Weights::open_file`] a file or an index.
 //! - **Taking** a tensor ([`Weights::take`], [`Weights::tensor`], [`Weights::linear`], ...) reads its
