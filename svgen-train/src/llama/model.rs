@@ -138,6 +138,65 @@ pub struct Llama<B: Backend> {
 }
 
 impl<B: Backend> Llama<B> {
+    /// A model of architecture `config` with random frozen weights drawn on the device (linears
+    /// and embeddings `N(0, 0.02²)`, HF's `initializer_range`; norms at 1), held in `dtype`.
+    /// For benchmarks and memory checks at the shapes of real models without their weights;
+    /// the backend's RNG is seeded with `seed` first.
+    pub fn random(
+        config: LlamaConfig,
+        dtype: DType,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if !dtype.is_float() {
+            return Err(TrainError::InvalidArgument(format!(
+                "weights must be floating point, not {dtype:?}"
+            )));
+        }
+        B::seed(device, seed);
+        let dist = burn::tensor::Distribution::Normal(0.0, 0.02);
+        let matrix = |rows: usize, cols: usize| {
+            Param::from_tensor(Tensor::<B, 2>::random([rows, cols], dist, (device, dtype)))
+                .set_require_grad(false)
+        };
+        let norm = || RmsNorm {
+            weight: Param::from_tensor(Tensor::<B, 1>::ones([config.hidden_size], (device, dtype)))
+                .set_require_grad(false),
+            eps: config.rms_norm_eps,
+        };
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let q = config.num_attention_heads * config.head_dim;
+        let kv = config.num_key_value_heads * config.head_dim;
+        let lin = |rows, cols| LoraLinear::new(matrix(rows, cols));
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                self_attn: Attention {
+                    q_proj: lin(h, q),
+                    k_proj: lin(h, kv),
+                    v_proj: lin(h, kv),
+                    o_proj: lin(q, h),
+                    num_heads: config.num_attention_heads,
+                    num_kv_heads: config.num_key_value_heads,
+                    head_dim: config.head_dim,
+                },
+                mlp: Mlp {
+                    gate_proj: lin(h, i),
+                    up_proj: lin(h, i),
+                    down_proj: lin(i, h),
+                },
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+            })
+            .collect();
+        Ok(Self {
+            embed_tokens: matrix(config.vocab_size, h),
+            layers,
+            norm: norm(),
+            lm_head: (!config.tie_word_embeddings).then(|| matrix(h, config.vocab_size)),
+            config,
+        })
+    }
+
     /// The architecture.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
