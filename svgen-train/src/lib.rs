@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 
 pub mod cpu;
+pub mod diffusion;
 pub mod error;
 pub mod llama;
 pub mod nn;
