@@ -101,8 +101,9 @@ pub enum TrainError {
     /// A `scheduler_config.json` names a scheduler class we do not implement.
     #[error(
         "unknown scheduler `{0}` (supported: DDIMScheduler, EulerDiscreteScheduler, \
-         EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler; other SD configs can be \
-         used with an explicit scheduler kind)"
+         EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler for Stable Diffusion, \
+         FlowMatchEulerDiscreteScheduler for FLUX; other SD configs can be used with an explicit \
+         scheduler kind)"
     )]
     UnknownScheduler(String),
     /// An error of svgen-eval (CLIP text encoder, tokenizer, scorer) used by the SD pipeline.
@@ -118,12 +119,17 @@ pub enum TrainError {
     },
     /// A checkpoint holds a tensor the configured architecture has no place for (the config
     /// and the weights disagree, e.g. more layers in the file than `layers_per_block` says).
-    #[error("unexpected tensor `{key}` in {path} (not part of the configured architecture)")]
+    #[error(
+        "unexpected tensor `{key}` in {path} (not part of the configured architecture){}",
+        if *.more > 0 { format!("; {} more unused tensor(s)", .more) } else { String::new() }
+    )]
     UnexpectedTensor {
-        /// The key in the file.
+        /// The (first, in key order) key in the file.
         key: String,
         /// The checkpoint file.
         path: PathBuf,
+        /// How many other tensors were left unused.
+        more: usize,
     },
     /// A configuration key holds a value we do not support (e.g. `beta_schedule: "sigmoid"`).
     #[error("unsupported value {value} for `{key}`")]
@@ -175,6 +181,86 @@ impl TrainError {
         Self::Json {
             path: path.into(),
             message: err.to_string(),
+        }
+    }
+}
+
+impl From<svgen_eval::WeightError> for TrainError {
+    /// The shared loader's errors, mapped onto this crate's variants (which callers match on):
+    /// a file that cannot be parsed (corrupt header, bad shard index, unusable key, PyTorch pickle)
+    /// becomes [`TrainError::Safetensors`] naming the file; tensors left unused by the model become
+    /// [`TrainError::UnexpectedTensor`] naming the first of them.
+    fn from(e: svgen_eval::WeightError) -> Self {
+        use svgen_eval::WeightError as W;
+        match e {
+            W::Io { path, source } => Self::Io { path, source },
+            W::MissingTensor { key, path, .. } => Self::MissingTensor { key, path },
+            W::ShapeMismatch {
+                key,
+                expected,
+                found,
+            } => Self::ShapeMismatch {
+                key,
+                expected,
+                found,
+            },
+            W::UnsupportedDtype { key, dtype } => Self::UnsupportedDtype { key, dtype },
+            W::UnusedTensors { path, mut keys } => {
+                let more = keys.len().saturating_sub(1);
+                let key = if keys.is_empty() {
+                    String::new()
+                } else {
+                    keys.swap_remove(0)
+                };
+                Self::UnexpectedTensor { key, path, more }
+            }
+            W::Corrupt { path, problem } => Self::Safetensors {
+                path,
+                message: problem.to_string(),
+            },
+            W::BadIndex { path, problem } => Self::Safetensors {
+                path,
+                message: format!("shard index: {problem}"),
+            },
+            W::BadKey { key, path, reason } => Self::Safetensors {
+                path,
+                message: format!("tensor `{key}`: {reason}"),
+            },
+            W::Pytorch { path, message } => Self::Safetensors { path, message },
+        }
+    }
+}
+
+impl From<svgen_eval::ConfigError> for TrainError {
+    /// The shared config reader's errors, mapped onto this crate's variants: unreadable files
+    /// [`TrainError::Io`] / [`TrainError::Json`], values of the wrong type or unsupported values
+    /// [`TrainError::UnsupportedValue`] naming the key (with its section), missing or invalid
+    /// values [`TrainError::Config`] with the reader's message (file and key).
+    fn from(e: svgen_eval::ConfigError) -> Self {
+        use svgen_eval::ConfigError as C;
+        match e {
+            C::Io { path, source } => Self::Io { path, source },
+            C::Json { path, message } => Self::Json { path, message },
+            C::WrongType {
+                key,
+                expected,
+                found,
+                ..
+            } => Self::UnsupportedValue {
+                key,
+                value: format!("{found} (must be {expected})"),
+            },
+            C::Unsupported {
+                key, value, reason, ..
+            } => Self::UnsupportedValue {
+                key,
+                value: if reason.is_empty() {
+                    value
+                } else {
+                    format!("{value} ({reason})")
+                },
+            },
+            e @ (C::Missing { .. } | C::Invalid { .. }) => Self::Config(e.to_string()),
         }
     }
 }

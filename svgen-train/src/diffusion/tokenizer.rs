@@ -1,4 +1,4 @@
-//! The CLIP tokenizer of a Stable Diffusion folder (`tokenizer/`).
+//! The CLIP tokenizer of a Stable Diffusion or FLUX folder (`tokenizer/`).
 //!
 //! Folders saved by recent transformers hold a `tokenizer.json`; the original SD 1.x hub folders hold
 //! only the slow tokenizer's `vocab.json` + `merges.txt`. Both give the same [`ClipTokenizer`] (from
@@ -9,7 +9,7 @@
 //!
 //! ```
 //! # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sd/tiny-sd/tokenizer");
-//! use svgen_train::sd::tokenizer::load_tokenizer;
+//! use svgen_train::diffusion::tokenizer::load_tokenizer;
 //! let tok = load_tokenizer(dir)?;
 //! let ids = tok.encode_batch(&["a red circle"])?;
 //! assert_eq!(ids.input_ids.len(), 77);

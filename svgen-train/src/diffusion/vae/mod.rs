@@ -1,7 +1,8 @@
-//! `AutoencoderKL`: the Stable Diffusion VAE. The encoder maps images in `[-1, 1]` to a diagonal
-//! Gaussian over latents (used to build training latents); the decoder maps latents back to images.
-//! Configured from a diffusers `vae/config.json`, weights from `diffusion_pytorch_model.safetensors`
-//! with diffusers' key names.
+//! `AutoencoderKL`: the VAE of Stable Diffusion (4 latent channels) and FLUX (16 latent channels,
+//! with a `shift_factor`). The encoder maps images in `[-1, 1]` to a diagonal Gaussian over
+//! latents (used to build training latents); the decoder maps latents back to images. Configured
+//! from a diffusers `vae/config.json`, weights from `diffusion_pytorch_model.safetensors` (single
+//! or sharded, any float dtype) with diffusers' key names.
 
 use std::path::Path;
 
@@ -10,13 +11,18 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::{s, Tensor};
 
-use crate::error::{Result, TrainError};
-use crate::sd::blocks::{
-    Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetSpec, SpatialSelfAttention, TensorMap,
-    Upsample2D, WeightSource,
+use svgen_eval::weights::diffusers_legacy_attention_key;
+
+use crate::diffusion::blocks::{
+    open_diffusers_weights, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetSpec,
+    SpatialSelfAttention, Upsample2D, WeightSource,
 };
-use crate::sd::config::AutoencoderKLConfig;
-use crate::sd::unet::missing_folder;
+use crate::diffusion::folder::missing_folder;
+use crate::error::{Result, TrainError};
+
+mod config;
+
+pub use config::AutoencoderKLConfig;
 
 /// The VAE's norms use eps 1e-6 (hard-coded in diffusers' `Encoder`/`Decoder`).
 const VAE_EPS: f64 = 1e-6;
@@ -347,10 +353,10 @@ impl<B: Backend> Decoder<B> {
     }
 }
 
-/// The Stable Diffusion VAE (diffusers `AutoencoderKL`), generic over the backend.
+/// The VAE of Stable Diffusion and FLUX (diffusers `AutoencoderKL`), generic over the backend.
 ///
 /// ```no_run
-/// use svgen_train::sd::vae::AutoencoderKL;
+/// use svgen_train::diffusion::vae::AutoencoderKL;
 /// use svgen_train::burn::tensor::Tensor;
 /// type B = svgen_train::CpuBackend;
 /// let device = Default::default();
@@ -385,8 +391,7 @@ impl<B: Backend> AutoencoderKL<B> {
             return Err(missing_folder(dir));
         }
         let config = AutoencoderKLConfig::from_file(&dir.join("config.json"))?;
-        let mut weights = TensorMap::open(dir, "diffusion_pytorch_model")?;
-        weights.rename_legacy_attention();
+        let mut weights = open_diffusers_weights(dir)?.rename(diffusers_legacy_attention_key)?;
         let model = Self::load(config, &mut weights, device)?;
         weights.finish()?;
         Ok(model)

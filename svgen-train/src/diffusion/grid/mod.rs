@@ -1,15 +1,16 @@
 //! Grid search over prompt wordings × inference steps × seeds × guidance scales (× schedulers), the
-//! thesis' way of finding "SVG-friendly" Stable Diffusion settings.
+//! thesis' way of finding "SVG-friendly" generation settings, for any pipeline implementing
+//! [`GridModel`] (Stable Diffusion and FLUX).
 //!
-//! Every grid image is background-normalised (svgen-trace's dark-background detection: a dark border
-//! means the image is inverted so the drawing is dark on white, ready for tracing), then scored by a
+//! Every grid image is background-normalised (svgen-data's tracer stage: a dark border means the
+//! image is inverted so the drawing is dark on white, ready for tracing), then scored by a
 //! caller-supplied [`ImageScorer`]. [`TraceTokenScorer`] is the thesis' criterion: trace the image with
-//! svgen-trace, count the SVG's `cl100k_base` tokens (fewer is better) and optionally measure the CLIP
-//! similarity of the traced SVG to the subject (higher is better). The result is a ranked
-//! [`GridReport`], written as CSV and markdown next to the PNG images (and traced SVGs).
+//! svgen-data's Potrace tracer, count the SVG's `cl100k_base` tokens (fewer is better) and optionally
+//! measure the CLIP similarity of the traced SVG to the subject (higher is better). The result is a
+//! ranked [`GridReport`], written as CSV and markdown next to the PNG images (and traced SVGs).
 //!
 //! ```no_run
-//! use svgen_train::sd::grid::{grid_search, GridSpec, TraceTokenScorer};
+//! use svgen_train::diffusion::grid::{grid_search, GridSpec, TraceTokenScorer};
 //! use svgen_train::sd::pipeline::StableDiffusion;
 //! use svgen_train::CpuBackend;
 //!
@@ -38,12 +39,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
-use image::{DynamicImage, ImageFormat};
-use svgen_trace::preprocess::{normalise_background, BackgroundOptions};
+use image::{DynamicImage, ImageFormat, RgbImage};
+use svgen_data::stages::{normalise_background, BackgroundOptions};
 
-use super::pipeline::{GenerateParams, StableDiffusion};
-use super::scheduler::SchedulerKind;
+use crate::diffusion::scheduler_kind::SchedulerKind;
 use crate::error::{Result, TrainError};
 
 mod report;
@@ -71,15 +70,16 @@ pub struct GridSpec {
     pub seeds: Vec<u64>,
     /// Guidance scales.
     pub guidance_scales: Vec<f64>,
-    /// Schedulers (one by default: DPM-Solver++ 2M).
+    /// Schedulers (one by default: DPM-Solver++ 2M; FLUX runs [`SchedulerKind::FlowMatchEuler`]
+    /// only).
     pub schedulers: Vec<SchedulerKind>,
-    /// Karras noise levels for Euler and DPM-Solver (see [`GenerateParams::karras_sigmas`]).
+    /// Karras noise levels (Stable Diffusion's Euler and DPM-Solver, FLUX's flow-matching Euler).
     pub karras_sigmas: bool,
     /// Image width.
     pub width: usize,
     /// Image height.
     pub height: usize,
-    /// CLIP skip (see [`GenerateParams::clip_skip`]).
+    /// CLIP skip (Stable Diffusion only; see `sd::pipeline::GenerateParams::clip_skip`).
     pub clip_skip: Option<usize>,
     /// Dark-background normalisation applied to every image before scoring.
     pub background: BackgroundOptions,
@@ -182,22 +182,29 @@ impl GridSpec {
         Ok(out)
     }
 
-    fn params(&self, p: &GridPoint) -> GenerateParams {
-        GenerateParams {
-            prompt: p.prompt.clone(),
-            negative_prompt: self.negative_prompt.clone(),
-            steps: p.steps,
-            guidance_scale: p.guidance_scale,
-            seed: p.seed,
-            width: self.width,
-            height: self.height,
-            scheduler: p.scheduler,
-            karras_sigmas: self.karras_sigmas,
-            latents: None,
-            batch: 1,
-            clip_skip: self.clip_skip,
+    /// The FLUX.1-schnell settings of the grid: 4 steps, guidance 0 (schnell is not
+    /// guidance-distilled), the flow-matching Euler sampler, 1024 × 1024.
+    pub fn flux_schnell() -> Self {
+        Self {
+            steps: vec![4],
+            guidance_scales: vec![0.0],
+            schedulers: vec![SchedulerKind::FlowMatchEuler],
+            width: 1024,
+            height: 1024,
+            ..Self::default()
         }
     }
+}
+
+/// A text-to-image pipeline the grid can drive (implemented by Stable Diffusion and FLUX).
+pub trait GridModel {
+    /// Generates the image of `point` with the fixed settings of `spec` (its negative prompt,
+    /// size, Karras flag, CLIP skip).
+    ///
+    /// # Errors
+    /// Settings the pipeline does not support (e.g. a Stable Diffusion sampler for FLUX) are
+    /// [`TrainError::InvalidArgument`] / [`TrainError::UnsupportedValue`]; generation errors.
+    fn generate_point(&self, spec: &GridSpec, point: &GridPoint) -> Result<RgbImage>;
 }
 
 fn save_png(image: &DynamicImage, path: &Path) -> Result<()> {
@@ -213,8 +220,8 @@ fn save_png(image: &DynamicImage, path: &Path) -> Result<()> {
 ///
 /// # Errors
 /// Bad grid specs or generation parameters ([`TrainError::InvalidArgument`]), scorer failures, I/O.
-pub fn grid_search<B: Backend>(
-    sd: &StableDiffusion<B>,
+pub fn grid_search<M: GridModel + ?Sized>(
+    model: &M,
     spec: &GridSpec,
     scorer: &dyn ImageScorer,
     out_dir: Option<&Path>,
@@ -231,10 +238,9 @@ pub fn grid_search<B: Backend>(
     let mut rows = Vec::with_capacity(total);
     for point in points {
         let start = Instant::now();
-        let mut images = sd.generate(&spec.params(&point))?;
+        let raw = DynamicImage::ImageRgb8(model.generate_point(spec, &point)?);
         let generate_seconds = start.elapsed().as_secs_f64();
-        let raw = DynamicImage::ImageRgb8(images.remove(0));
-        let (image, decision) = normalise_background(&raw, &spec.background)
+        let (image, inverted) = normalise_background(&raw, &spec.background)
             .map_err(|e| TrainError::InvalidArgument(format!("background options: {e}")))?;
         let score = scorer.score(&point, &image)?;
         let (mut image_file, mut svg_file) = (None, None);
@@ -253,7 +259,7 @@ pub fn grid_search<B: Backend>(
             rank: 0,
             point,
             score,
-            inverted: decision.inverted,
+            inverted,
             generate_seconds,
             image_file,
             svg_file,

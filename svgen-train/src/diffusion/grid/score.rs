@@ -3,9 +3,8 @@
 use burn::tensor::backend::Backend;
 use image::DynamicImage;
 use svgen_core::{Cl100k, Svg, TokenCounter};
+use svgen_data::stages::{PotraceTracer, SvgOptions, Threshold, TraceParams, Tracer};
 use svgen_eval::{ClipScorer, ScoreImage};
-use svgen_trace::preprocess::Threshold;
-use svgen_trace::{Bitmap, SvgOptions, TraceParams};
 
 use super::GridPoint;
 use crate::error::{Result, TrainError};
@@ -37,7 +36,8 @@ pub trait ImageScorer {
 
 type Similarity<'a> = Box<dyn Fn(&Svg, &str) -> Result<f32> + 'a>;
 
-/// The thesis' criterion: trace with svgen-trace (potrace's defaults), count the SVG's `cl100k_base`
+/// The thesis' criterion: trace with svgen-data's [`PotraceTracer`] stage (potrace's defaults, the
+/// tracer of the dataset pipeline), count the SVG's `cl100k_base`
 /// tokens, and optionally measure the CLIP similarity of the traced SVG (rendered on white) to the
 /// point's subject.
 ///
@@ -116,12 +116,15 @@ impl ImageScorer for TraceTokenScorer<'_> {
         if self.token_budget.is_nan() || self.token_budget <= 0.0 || !self.clip_weight.is_finite() {
             return Err(self.fail("token_budget must be positive and clip_weight finite"));
         }
-        let bitmap = Bitmap::from_image(image, &self.threshold)
-            .map_err(|e| self.fail(format!("thresholding: {e}")))?;
-        let paths = svgen_trace::trace(&bitmap, &self.params)
-            .map_err(|e| self.fail(format!("tracing: {e}")))?;
-        let n_paths = paths.paths().len();
-        let svg = paths.to_svg(&self.svg);
+        let tracer = PotraceTracer {
+            threshold: self.threshold.clone(),
+            params: self.params,
+            svg: self.svg.clone(),
+        };
+        let svg = tracer
+            .trace(image)
+            .map_err(|e| self.fail(format!("tracing: {}", e.message)))?;
+        let n_paths = path_elements(&svg);
         let tokens = Cl100k.count(&svg);
         let mut metrics = vec![
             ("tokens".to_string(), tokens as f64),
@@ -142,4 +145,10 @@ impl ImageScorer for TraceTokenScorer<'_> {
             svg: Some(svg),
         })
     }
+}
+
+/// The number of non-empty `<path>` elements of a traced SVG: one per top-level traced outline
+/// (with its holes) in potrace's grouped output.
+fn path_elements(svg: &str) -> usize {
+    svg.matches("<path").count() - svg.matches("<path d=\"\"").count()
 }

@@ -1,11 +1,14 @@
-//! Which sampler a [`Scheduler`](super::Scheduler) runs, by diffusers class or short name.
+//! Which sampler a pipeline runs, by diffusers class or short name: the four Stable Diffusion
+//! samplers of [`crate::sd::scheduler`] and FLUX's flow-matching Euler
+//! ([`crate::flux::scheduler`]). Shared so that the grid search and the dataset generators name
+//! samplers the same way for every pipeline.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Result, TrainError};
 
-/// Which sampler a [`Scheduler`](super::Scheduler) runs.
+/// Which sampler a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
     /// `DDIMScheduler` (deterministic, η = 0).
@@ -17,10 +20,12 @@ pub enum SchedulerKind {
     EulerAncestral,
     /// `DPMSolverMultistepScheduler`, DPM-Solver++ of order 2 ("DPM++ 2M").
     DpmSolverMultistep,
+    /// `FlowMatchEulerDiscreteScheduler`: Euler steps of a rectified-flow velocity (FLUX).
+    FlowMatchEuler,
 }
 
 impl SchedulerKind {
-    /// All kinds, in a stable order.
+    /// The Stable Diffusion samplers, in a stable order.
     pub const ALL: [SchedulerKind; 4] = [
         SchedulerKind::Ddim,
         SchedulerKind::Euler,
@@ -31,9 +36,10 @@ impl SchedulerKind {
     /// The kind named by a diffusers `_class_name`.
     ///
     /// # Errors
-    /// [`TrainError::UnknownScheduler`] naming the class for anything but the four implemented ones.
+    /// [`TrainError::UnknownScheduler`] naming the class for anything but the implemented ones.
     pub fn from_class_name(name: &str) -> Result<Self> {
         match name {
+            "FlowMatchEulerDiscreteScheduler" => Ok(Self::FlowMatchEuler),
             "DDIMScheduler" => Ok(Self::Ddim),
             "EulerDiscreteScheduler" => Ok(Self::Euler),
             "EulerAncestralDiscreteScheduler" => Ok(Self::EulerAncestral),
@@ -49,17 +55,24 @@ impl SchedulerKind {
             Self::Euler => "EulerDiscreteScheduler",
             Self::EulerAncestral => "EulerAncestralDiscreteScheduler",
             Self::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            Self::FlowMatchEuler => "FlowMatchEulerDiscreteScheduler",
         }
     }
 
-    /// The short command-line name: `ddim`, `euler`, `euler-a`, `dpmpp-2m`.
+    /// The short command-line name: `ddim`, `euler`, `euler-a`, `dpmpp-2m`, `flow-euler`.
     pub fn short_name(self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
             Self::Euler => "euler",
             Self::EulerAncestral => "euler-a",
             Self::DpmSolverMultistep => "dpmpp-2m",
+            Self::FlowMatchEuler => "flow-euler",
         }
+    }
+
+    /// Whether Stable Diffusion pipelines run this sampler (all but [`SchedulerKind::FlowMatchEuler`]).
+    pub fn is_stable_diffusion(self) -> bool {
+        self != Self::FlowMatchEuler
     }
 }
 
@@ -72,8 +85,8 @@ impl fmt::Display for SchedulerKind {
 impl FromStr for SchedulerKind {
     type Err = TrainError;
 
-    /// Accepts the short names (`ddim`, `euler`, `euler-a`/`euler_a`, `dpmpp-2m`/`dpm++2m`/`dpmpp_2m`)
-    /// and the diffusers class names.
+    /// Accepts the short names (`ddim`, `euler`, `euler-a`/`euler_a`, `dpmpp-2m`/`dpm++2m`/`dpmpp_2m`,
+    /// `flow-euler`/`flow-match-euler`) and the diffusers class names.
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "ddim" => Ok(Self::Ddim),
@@ -83,6 +96,9 @@ impl FromStr for SchedulerKind {
             }
             "dpmpp-2m" | "dpmpp_2m" | "dpm++2m" | "dpm++-2m" | "dpm-solver++" | "dpmsolver++" => {
                 Ok(Self::DpmSolverMultistep)
+            }
+            "flow-euler" | "flow_euler" | "flow-match-euler" | "flow_match_euler" => {
+                Ok(Self::FlowMatchEuler)
             }
             _ => Self::from_class_name(s),
         }
