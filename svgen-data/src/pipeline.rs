@@ -284,7 +284,7 @@ pub struct RunSummary {
     pub inverted: usize,
     /// Failures recorded in this run, by stage.
     pub failed: BTreeMap<String, usize>,
-    /// Shards published in this run.
+    /// Shards published in this run (for an object-store run: their URLs).
     pub shards: Vec<PathBuf>,
     /// Token statistics of the triplets written in this run.
     pub tokens: TokenStats,
@@ -893,6 +893,7 @@ impl Writer<'_> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let name_for_summary = name.clone();
         append_manifest(
             &self.config.manifest_path(),
             &ManifestEntry {
@@ -901,10 +902,14 @@ impl Writer<'_> {
                 ids: published.ids,
             },
         )?;
-        if let Some(remote) = self.remote.as_mut() {
-            remote.publish_shard(&published.path)?;
+        match self.remote.as_mut() {
+            Some(remote) => {
+                remote.publish_shard(&published.path)?;
+                let url = format!("{}/{name_for_summary}", remote.out.url());
+                self.summary.shards.push(PathBuf::from(url));
+            }
+            None => self.summary.shards.push(published.path.clone()),
         }
-        self.summary.shards.push(published.path.clone());
         Ok(Some(published.path))
     }
 }

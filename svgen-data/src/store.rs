@@ -271,6 +271,7 @@ impl RunStore for LocalDir {
     }
 }
 
+#[cfg_attr(feature = "cloud", allow(dead_code))]
 struct ThreadWaker(std::thread::Thread);
 
 impl Wake for ThreadWaker {
@@ -280,7 +281,8 @@ impl Wake for ThreadWaker {
 }
 
 /// Drives a future to completion on this thread (enough for the in-memory store, whose
-/// futures never wait on I/O).
+/// futures never wait on I/O; the `cloud` build uses a tokio runtime instead).
+#[cfg_attr(feature = "cloud", allow(dead_code))]
 fn park_block_on<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));

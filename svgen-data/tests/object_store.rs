@@ -66,6 +66,14 @@ fn a_killed_worker_resumes_from_the_store_on_another_machine() {
     )
     .unwrap();
     assert!(s0.marker.is_some());
+    assert!(!s0.shards.is_empty());
+    for p in &s0.shards {
+        let p = p.to_string_lossy();
+        assert!(
+            p.starts_with("memory:///runs/r1/part-00000-of-00002-"),
+            "{p}"
+        );
+    }
     let err = run_with_hook(
         &mut VecSource::from_pairs("n", items()),
         &stages,
