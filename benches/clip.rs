@@ -7,13 +7,9 @@
 //! `cargo bench --bench clip`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use svgen_eval::burn::prelude::*;
-use svgen_eval::{ClipConfig, ClipImageProcessor, ClipVisionModel, Weights};
-
-#[cfg(not(feature = "cuda"))]
-type B = svgen_eval::burn::backend::Flex;
-#[cfg(feature = "cuda")]
-type B = svgen_eval::burn::backend::Cuda;
+use svgen::eval::burn::prelude::*;
+use svgen::eval::{ClipConfig, ClipImageProcessor, ClipVisionModel, Weights};
+use svgen::DefaultBackend as B;
 
 struct Lcg(u64);
 impl Lcg {

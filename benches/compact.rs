@@ -1,4 +1,4 @@
-//! Compaction time per icon (`svgen_core::compact`) on the committed real icons
+//! Compaction time per icon (`svgen::core::compact`) on the committed real icons
 //! (`svgen-core/tests/data/icons`, Tabler MIT + MDI Apache-2.0, and the regression sample in
 //! `svgen-core/tests/data/compact_regression`), with the default rendering check and without
 //! it (`verify: None`), and with a fixed precision.

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use svgen_core::{render, Cl100k, RenderOptions, Svg, TokenCounter};
+use svgen::core::{render, Cl100k, RenderOptions, Svg, TokenCounter};
 
 fn icons() -> Vec<(PathBuf, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use svgen_data::generate::{GeneratedImage, GenerationRequest, ImageGenerator};
-use svgen_data::source::VecSource;
-use svgen_data::stages::{Cl100k, PotraceTracer};
-use svgen_data::{PipelineConfig, StageError, Stages};
+use svgen::data::generate::{GeneratedImage, GenerationRequest, ImageGenerator};
+use svgen::data::source::VecSource;
+use svgen::data::stages::{Cl100k, PotraceTracer};
+use svgen::data::{PipelineConfig, StageError, Stages};
 
 /// Images generated beforehand, handed out by id (so only the CPU stages are measured).
 struct Pregenerated(HashMap<String, Vec<u8>>);
@@ -36,11 +36,11 @@ impl ImageGenerator for Pregenerated {
 const COPIES: usize = 6;
 
 fn images(side: u32) -> (Vec<(String, String)>, Pregenerated) {
-    let render = svgen_data::default_job::image_source(side, 4);
-    let mut src = svgen_data::default_job::caption_source();
+    let render = svgen::data::default_job::image_source(side, 4);
+    let mut src = svgen::data::default_job::caption_source();
     let mut captions = Vec::new();
     let mut map = HashMap::new();
-    use svgen_data::source::CaptionSource;
+    use svgen::data::source::CaptionSource;
     while let Some(Ok(c)) = src.next_record() {
         let req = GenerationRequest {
             id: &c.id,
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     let (captions, generator) = images(512);
     let stages = Stages {
         simplifier: None,
-        template: svgen_data::prompt::PromptTemplate::silhouette(),
+        template: svgen::data::prompt::PromptTemplate::silhouette(),
         generator: Box::new(generator),
         tracer: Box::new(PotraceTracer::default()),
         counter: Box::new(Cl100k::new()),
@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
                     cfg.cpu_workers = threads;
                     cfg.network_workers = 1;
                     let mut src = VecSource::from_pairs("bench", captions.clone());
-                    let s = svgen_data::run(&mut src, &stages, &cfg).expect("run");
+                    let s = svgen::data::run(&mut src, &stages, &cfg).expect("run");
                     assert_eq!(s.written, captions.len());
                 })
             },

@@ -12,7 +12,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use svgen::train::burn::backend::{Autodiff, Flex};
 use svgen::train::burn::tensor::{Int, Tensor, TensorData};
-use svgen::train::sft::causal_lm_loss;
+use svgen::train::llama::sft::causal_lm_loss;
 use svgen::train::{KvCache, Llama, LoadOptions, LoraConfig};
 
 #[path = "support/llama_model.rs"]
@@ -50,7 +50,8 @@ fn bench(c: &mut Criterion) {
     let labels = token_ids(SEQ);
     g.bench_function("lora_step_seq512", |b| {
         b.iter(|| {
-            let (loss, _) = causal_lm_loss(model.forward(ids(SEQ, &device)), &labels).unwrap();
+            let (loss, _) =
+                causal_lm_loss(model.forward(ids(SEQ, &device)).unwrap(), &labels).unwrap();
             let grads = loss.backward();
             std::hint::black_box(grads);
         })

@@ -12,13 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use svgen_eval::burn::prelude::*;
-use svgen_eval::{ClipModel, Weights};
-
-#[cfg(not(feature = "cuda"))]
-type B = svgen_eval::burn::backend::Flex;
-#[cfg(feature = "cuda")]
-type B = svgen_eval::burn::backend::Cuda;
+use svgen::eval::burn::prelude::*;
+use svgen::eval::{ClipModel, Weights};
+use svgen::DefaultBackend as B;
 
 #[derive(Parser)]
 #[command(about = "Compare svgen-eval's CLIP with reference outputs")]

@@ -1,4 +1,4 @@
-//! Compares `svgen_core::compact` with svgo's output on directories of real icons, per icon
+//! Compares `svgen::core::compact` with svgo's output on directories of real icons, per icon
 //! set: total cl100k tokens (original / ours / svgo), the ratio ours/svgo, and the visual
 //! equality of EVERY output against the original, both rendered at `--size` px: ink IoU (at
 //! least `--min-iou`) and colour (largest per-channel mean absolute error at most

@@ -8,14 +8,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use svgen::train::generate::validate_svgs;
-use svgen::train::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
+use svgen::train::llama::generate::validate_svgs;
+use svgen::train::llama::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
 use svgen::train::{GenerationConfig, Generator, Llama, LoadOptions};
-
-#[cfg(not(feature = "cuda"))]
-type Backend = svgen::train::burn::backend::Flex;
-#[cfg(feature = "cuda")]
-type Backend = svgen::train::burn::backend::Cuda;
+use svgen::DefaultBackend;
 
 #[derive(Parser)]
 struct Args {
@@ -60,7 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let mut tok = LlamaTokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;
     tok.add_special_tokens(&THESIS_SPECIAL_TOKENS)?;
-    let mut model = Llama::<Backend>::from_pretrained(&a.model, LoadOptions::default(), &device)?;
+    let mut model =
+        Llama::<DefaultBackend>::from_pretrained(&a.model, LoadOptions::default(), &device)?;
     if tok.len() > model.config().vocab_size {
         model = model.resize_token_embeddings(tok.len())?;
     }

@@ -5,21 +5,19 @@
 //! ```
 //! `DIR`: an HF CLIP folder (`config.json`, `model.safetensors`, `tokenizer.json`, optionally
 //! `preprocessor_config.json`). `FILE`: a LAION aesthetic head (`.pth` or `.safetensors`; needs a
-//! ViT-L/14 CLIP). `PAIRS.jsonl`: one `{"prompt": ..., "svg": ...}` (optional `"id"`) per line.
+//! ViT-L/14 CLIP). `PAIRS.jsonl`: one `{"prompt": ..., "svg": ...}` (optional `"id"`; `"description"`
+//! is accepted for `"prompt"`) per line. CPU by default, CUDA with `--features cuda`.
 //! Writes samples.csv, report.json, summary.json, summary.md, contact_sheet.png and hist_*.png.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use svgen_core::tokens::Cl100k;
-use svgen_eval::report::{evaluate, read_pairs_jsonl};
-use svgen_eval::{AestheticPredictor, ClipScorer};
-
-#[cfg(not(feature = "cuda"))]
-type B = svgen_eval::burn::backend::Flex;
-#[cfg(feature = "cuda")]
-type B = svgen_eval::burn::backend::Cuda;
+use svgen::core::tokens::Cl100k;
+use svgen::data::pairs::read_pairs_jsonl;
+use svgen::eval::report::evaluate;
+use svgen::eval::{AestheticPredictor, ClipScorer};
+use svgen::DefaultBackend;
 
 #[derive(Parser)]
 #[command(about = "CLIP / aesthetic evaluation report for generated SVGs")]
@@ -44,7 +42,7 @@ struct Args {
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
-    let mut scorer = ClipScorer::<B>::from_pretrained(&args.clip, &device)?
+    let mut scorer = ClipScorer::<DefaultBackend>::from_pretrained(&args.clip, &device)?
         .with_render_side(args.render_side)
         .with_batch_size(args.batch_size);
     if let Some(a) = &args.aesthetic {

@@ -19,11 +19,7 @@ use std::time::Instant;
 use clap::Parser;
 use svgen::train::sd::pipeline::{to_rgb_images, GenerateParams, StableDiffusion};
 use svgen::train::sd::scheduler::SchedulerKind;
-
-#[cfg(not(feature = "cuda"))]
-type Backend = svgen::train::burn::backend::Flex;
-#[cfg(feature = "cuda")]
-type Backend = svgen::train::burn::backend::Cuda;
+use svgen::DefaultBackend;
 
 #[derive(Parser)]
 struct Args {
@@ -75,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let device = Default::default();
     let t0 = Instant::now();
-    let mut sd = StableDiffusion::<Backend>::from_pretrained(&args.model, &device)?;
+    let mut sd = StableDiffusion::<DefaultBackend>::from_pretrained(&args.model, &device)?;
     sd.set_attention_slice(args.attention_slice);
     eprintln!(
         "loaded {} in {:.2}s",

@@ -23,11 +23,7 @@ use svgen::eval::ClipScorer;
 use svgen::train::sd::grid::{grid_search, GridSpec, TraceTokenScorer};
 use svgen::train::sd::pipeline::StableDiffusion;
 use svgen::train::sd::scheduler::SchedulerKind;
-
-#[cfg(not(feature = "cuda"))]
-type Backend = svgen::train::burn::backend::Flex;
-#[cfg(feature = "cuda")]
-type Backend = svgen::train::burn::backend::Cuda;
+use svgen::DefaultBackend;
 
 #[derive(Parser)]
 struct Args {
@@ -98,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("give --prompts FILE or at least one --prompt".into());
     }
     let device = Default::default();
-    let sd = StableDiffusion::<Backend>::from_pretrained(&args.model, &device)?;
+    let sd = StableDiffusion::<DefaultBackend>::from_pretrained(&args.model, &device)?;
     let side = sd.default_image_size().unwrap_or(512);
     let spec = GridSpec {
         prompts,
@@ -114,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..GridSpec::default()
     };
     let clip = match &args.clip {
-        Some(dir) => Some(ClipScorer::<Backend>::from_pretrained(dir, &device)?),
+        Some(dir) => Some(ClipScorer::<DefaultBackend>::from_pretrained(dir, &device)?),
         None => None,
     };
     let mut scorer = TraceTokenScorer::new();

@@ -25,11 +25,7 @@ use svgen::train::sd::lora::{AttnProjection, UNetLoraConfig};
 use svgen::train::sd::train::{
     ImageCaption, PredictionKind, SdLoraTrainConfig, SdLoraTrainer, SdTrainingModels,
 };
-
-#[cfg(not(feature = "cuda"))]
-type Backend = svgen::train::burn::backend::Autodiff<svgen::train::burn::backend::Flex>;
-#[cfg(feature = "cuda")]
-type Backend = svgen::train::burn::backend::Autodiff<svgen::train::burn::backend::Cuda>;
+use svgen::DefaultTrainBackend;
 
 #[derive(Parser)]
 struct Args {
@@ -154,7 +150,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         data.len(),
         args.data.display()
     );
-    let mut models = SdTrainingModels::<Backend>::from_pretrained(&args.model, &device)?;
+    let mut models =
+        SdTrainingModels::<DefaultTrainBackend>::from_pretrained(&args.model, &device)?;
     models.unet.set_attention_slice(args.attention_slice);
     let mut trainer = match (&args.resume, &args.init_lora) {
         (Some(ck), _) => SdLoraTrainer::resume(models, lora.clone(), ck, cfg, &args.out)?,

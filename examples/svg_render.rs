@@ -6,13 +6,13 @@
 //!
 //! Without `--size` the image has the document's intrinsic size; with it, the longer side is `N`
 //! pixels. The background is white unless `--transparent` is given. Parsing uses the safe
-//! defaults of `svgen_core::ParseOptions` (no file or network access, bounded resources).
+//! defaults of `svgen::core::ParseOptions` (no file or network access, bounded resources).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use svgen_core::{render, RenderOptions, RenderSize, Svg};
+use svgen::core::{render, RenderOptions, RenderSize, Svg};
 
 #[derive(Parser)]
 #[command(about = "Render an SVG file to PNG (resvg)")]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use svgen_core::{Cl100k, HfTokenizer, TokenCounter};
+use svgen::core::{Cl100k, HfTokenizer, TokenCounter};
 
 #[derive(Parser)]
 #[command(about = "Count the tokens of SVG files with cl100k_base or a Hugging Face tokenizer")]

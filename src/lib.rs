@@ -14,7 +14,10 @@
 //! | `data`  | `svgen-data`  | `data`  | the streaming, sharded, resumable triplet dataset pipeline |
 //! | `train` | `svgen-train` | `train` | Llama + LoRA and Stable Diffusion + LoRA (Burn), trainers, generation |
 //!
-//! The `cuda` feature enables Burn's CUDA backend in the model crates.
+//! The `cuda` feature enables Burn's CUDA backend in the model crates. [`DefaultBackend`]
+//! (feature `eval`) and [`DefaultTrainBackend`] (feature `train`, its `Autodiff` wrapper) name the
+//! backend the examples run on: Burn's CPU backend `Flex`, or `Cuda` with the `cuda` feature. The
+//! models are generic over the backend; the aliases only spell the usual choice once.
 //!
 //! ## Quickstart
 //!
@@ -56,8 +59,14 @@ pub use svgen_trace as trace;
 #[cfg(feature = "eval")]
 pub use svgen_eval as eval;
 
+#[cfg(feature = "eval")]
+pub use svgen_eval::DefaultBackend;
+
 #[cfg(feature = "data")]
 pub use svgen_data as data;
 
 #[cfg(feature = "train")]
 pub use svgen_train as train;
+
+#[cfg(feature = "train")]
+pub use svgen_train::DefaultTrainBackend;

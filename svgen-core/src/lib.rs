@@ -12,6 +12,8 @@
 //!   ([`HfTokenizer`]); batches run on all cores.
 //! * [`metrics`]: ink-mask IoU, mean absolute error and SSIM between renderings
 //!   ([`compare_svgs`]).
+//! * [`compare`]: NaN-safe, length-checked numeric comparison for parity checks (absolute,
+//!   relative and RMS-relative tolerances).
 //!
 //! ## Quickstart
 //!
@@ -41,6 +43,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod error;
 pub mod metrics;
 pub mod render;

@@ -1,4 +1,5 @@
-//! Training readers: (description, SVG) pairs for fine-tuning a text-to-SVG model.
+//! Readers of (description, SVG) [`Pair`]s: training examples for a text-to-SVG model, and
+//! inputs of svgen-eval's evaluation report (`Pair` implements `report::PromptSvg`).
 //!
 //! Sources:
 //! - our shards, positive rows only ([`PairDataset::from_shards`]);
@@ -6,7 +7,8 @@
 //!   ([`PairDataset::from_mmsvg_parquet`]) or the CSV variant `id, desc_en, detail, keywords`
 //!   beside an `svg/` folder ([`PairDataset::from_mmsvg_csv`]);
 //! - a folder of icon SVGs plus the metadata file of a real npm icon set:
-//!   `@tabler/icons` `icons.json` or `@mdi/svg` `meta.json` ([`PairDataset::from_icon_folder`]).
+//!   `@tabler/icons` `icons.json` or `@mdi/svg` `meta.json` ([`PairDataset::from_icon_folder`]);
+//! - JSON lines `{"description" or "prompt", "svg", "id"?}` ([`read_pairs_jsonl`]).
 //!
 //! Every loader applies an optional [`TokenFilter`] (keep SVGs with fewer tokens than a
 //! limit, e.g. the model's context) and reports what it skipped and why.
@@ -22,12 +24,13 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, ArrayRef, LargeStringArray, StringArray, StringViewArray};
 use arrow_schema::DataType;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use svgen_eval::report::PromptSvg;
 
 use crate::error::DataError;
 use crate::sample::Label;
@@ -37,17 +40,93 @@ use crate::storage::{for_each_triplet, list_shards, read_string_columns};
 /// Largest SVG file read by the loaders (bytes).
 pub const MAX_SVG_BYTES: u64 = 16 << 20;
 
-/// One training pair.
-#[derive(Debug, Clone, PartialEq)]
+/// One (description, SVG) pair: a training example, or an input of an evaluation report.
+///
+/// In JSON (one object per line of a `PAIRS.jsonl`, see [`read_pairs_jsonl`]) it is
+/// `{"id", "description", "svg", "n_tokens"}`; only `description` and `svg` are required,
+/// `prompt` is accepted for `description`, and a missing or `null` id is the empty id.
+///
+/// ```
+/// use svgen_data::pairs::Pair;
+/// let p = Pair::new("a red circle", "<svg/>").with_id("r");
+/// let line = r#"{"id": "r", "prompt": "a red circle", "svg": "<svg/>"}"#;
+/// assert_eq!(serde_json::from_str::<Pair>(line).unwrap(), p);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pair {
-    /// Id in its source.
+    /// Id in its source (empty when the source has none).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub id: String,
-    /// Text description (the model input).
+    /// Text description (the model input, the prompt of an evaluation).
+    #[serde(alias = "prompt")]
     pub description: String,
     /// SVG document (the target).
     pub svg: String,
     /// Token count of `svg`, when a filter counted it (or the shard stored it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_tokens: Option<usize>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Pair {
+    /// A pair without id or token count.
+    pub fn new(description: impl Into<String>, svg: impl Into<String>) -> Self {
+        Pair {
+            id: String::new(),
+            description: description.into(),
+            svg: svg.into(),
+            n_tokens: None,
+        }
+    }
+
+    /// The same pair with id `id`.
+    pub fn with_id(self, id: impl Into<String>) -> Self {
+        Pair {
+            id: id.into(),
+            ..self
+        }
+    }
+}
+
+/// Scores a pair with `svgen_eval::report::evaluate`: the description is the prompt; an empty
+/// id is reported as no id.
+impl PromptSvg for Pair {
+    fn id(&self) -> Option<&str> {
+        Some(self.id.as_str()).filter(|id| !id.is_empty())
+    }
+    fn prompt(&self) -> &str {
+        &self.description
+    }
+    fn svg(&self) -> &str {
+        &self.svg
+    }
+}
+
+/// Reads a JSON-lines file of [`Pair`]s (`{"prompt" or "description", "svg"}`, optionally
+/// `"id"`), in file order; blank lines are skipped and nothing is filtered. A line that is not
+/// a pair is a [`DataError::Parse`] naming its line number.
+///
+/// Training and evaluation inputs share this format (the `score_svgs` and `finetune_llm`
+/// examples' `PAIRS.jsonl`).
+pub fn read_pairs_jsonl(path: impl AsRef<Path>) -> Result<Vec<Pair>, DataError> {
+    let path = path.as_ref();
+    let f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| DataError::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let pair = serde_json::from_str::<Pair>(&line).map_err(|e| DataError::Parse {
+            path: path.to_path_buf(),
+            message: format!("line {}: {e}", i + 1),
+        })?;
+        out.push(pair);
+    }
+    Ok(out)
 }
 
 /// Keeps pairs whose SVG has fewer than `max_tokens` tokens under `counter`.
@@ -120,6 +199,11 @@ impl PairDataset {
     /// Iterates the pairs.
     pub fn iter(&self) -> std::slice::Iter<'_, Pair> {
         self.pairs.iter()
+    }
+
+    /// The pairs as a slice (e.g. the inputs of `svgen_eval::report::evaluate`).
+    pub fn as_slice(&self) -> &[Pair] {
+        &self.pairs
     }
 
     /// The pairs.

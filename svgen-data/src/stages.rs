@@ -2,13 +2,18 @@
 //! the optional CLIP-similarity / aesthetic filters.
 
 use image::DynamicImage;
-use svgen_trace::preprocess::{self, BackgroundOptions, Threshold};
-use svgen_trace::{Bitmap, SvgOptions, TraceParams};
+use serde::Serialize;
+use svgen_trace::preprocess;
+use svgen_trace::Bitmap;
 
 use crate::error::StageError;
 use crate::sample::Label;
 
 pub use svgen_core::{Cl100k, TokenCounter};
+/// The tracing, thresholding, background and decoding settings of these stages (svgen-trace's
+/// types), so that callers configure them without depending on svgen-trace.
+pub use svgen_trace::preprocess::{decode_image, BackgroundOptions, DecodeLimits, Threshold};
+pub use svgen_trace::{SvgOptions, TraceParams};
 
 /// Turns a raster into an SVG document. Shared across worker threads.
 pub trait Tracer: Send + Sync {
@@ -65,7 +70,7 @@ pub fn normalise_background(
 /// assert_eq!(p.label(8_000), Label::Negative);
 /// assert_eq!(LabelPolicy::scaled().label(4_000), Label::Negative);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LabelPolicy {
     /// A sample is positive when it has fewer tokens than this.
     pub max_tokens: usize,

@@ -1,14 +1,18 @@
-//! Training readers: our shards, OmniSVG MMSVG (Parquet and CSV), npm icon sets.
+//! Pair readers: our shards, OmniSVG MMSVG (Parquet and CSV), npm icon sets, JSON lines; pairs
+//! as evaluation inputs.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use svgen_data::pairs::{IconMetadata, PairDataset, TokenFilter};
+use svgen_data::pairs::{read_pairs_jsonl, IconMetadata, Pair, PairDataset, TokenFilter};
 use svgen_data::source::VecSource;
 use svgen_data::stages::{Cl100k, TokenCounter};
 use svgen_data::{run, PipelineConfig};
+use svgen_eval::burn::backend::Flex;
+use svgen_eval::report::{evaluate, EvalInput};
+use svgen_eval::{ClipImageProcessor, ClipModel, ClipScorer, ClipTokenizer};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -110,4 +114,113 @@ fn npm_icon_sets_with_their_metadata() {
         IconMetadata::mdi(assets.join("icons.json")),
         Err(svgen_data::DataError::Parse { .. })
     ));
+}
+
+const RED: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><circle cx="5" cy="5" r="4" fill="red"/></svg>"#;
+const BLUE: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><rect x="1" y="2" width="8" height="5" fill="blue"/></svg>"#;
+
+/// The evaluation pairs of svgen-eval's report test, as svgen-data pairs.
+fn eval_pairs() -> Vec<Pair> {
+    vec![
+        Pair::new("a red circle", RED).with_id("r"),
+        Pair::new(
+            "a blue rectangle, with a long, long caption that will be cut",
+            BLUE,
+        ),
+        Pair::new("broken", "<svg"),
+        Pair::new("", RED),
+    ]
+}
+
+#[test]
+fn jsonl_round_trip() {
+    let pairs = eval_pairs();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pairs.jsonl");
+    let lines: Vec<String> = pairs
+        .iter()
+        .map(|p| serde_json::to_string(p).unwrap())
+        .collect();
+    std::fs::write(&p, lines.join("\n\n")).unwrap();
+    assert_eq!(read_pairs_jsonl(&p).unwrap(), pairs);
+    std::fs::write(&p, "{\"prompt\": 1}").unwrap();
+    assert!(matches!(
+        read_pairs_jsonl(&p),
+        Err(svgen_data::DataError::Parse { .. })
+    ));
+}
+
+#[test]
+fn jsonl_in_the_evaluation_format_still_loads() {
+    // `score_svgs`' PAIRS.jsonl: `prompt` for the description, an optional (or null) id.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pairs.jsonl");
+    let text = format!(
+        "{}\r\n{}\n  \n{}\n",
+        serde_json::json!({"prompt": "a red circle", "svg": RED, "id": "r"}),
+        serde_json::json!({"prompt": "a blue rectangle", "svg": BLUE}),
+        serde_json::json!({"id": null, "description": "training key", "svg": RED, "n_tokens": 7}),
+    );
+    std::fs::write(&p, text).unwrap();
+    let got = read_pairs_jsonl(&p).unwrap();
+    let mut counted = Pair::new("training key", RED);
+    counted.n_tokens = Some(7);
+    assert_eq!(
+        got,
+        vec![
+            Pair::new("a red circle", RED).with_id("r"),
+            Pair::new("a blue rectangle", BLUE),
+            counted,
+        ]
+    );
+    // The error names the line; a missing SVG is an error, not an empty pair.
+    std::fs::write(
+        &p,
+        "\n{\"prompt\": \"x\", \"svg\": \"<svg/>\"}\n{\"prompt\": \"y\"}\n",
+    )
+    .unwrap();
+    match read_pairs_jsonl(&p) {
+        Err(svgen_data::DataError::Parse { message, .. }) => {
+            assert!(message.starts_with("line 3:"), "{message}")
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+    assert!(matches!(
+        read_pairs_jsonl(dir.path().join("missing.jsonl")),
+        Err(svgen_data::DataError::Io { .. })
+    ));
+}
+
+#[test]
+fn pairs_are_evaluation_inputs() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../svgen-eval/tests/fixtures");
+    let device = Default::default();
+    let model = ClipModel::<Flex>::from_pretrained(fixtures.join("clip_gelu"), &device).unwrap();
+    let tok = ClipTokenizer::from_dir(fixtures.join("tokenizer")).unwrap();
+    let scorer = ClipScorer::new(model, tok, ClipImageProcessor::square(32), device);
+    let pairs = eval_pairs();
+    let rep = evaluate(&scorer, &pairs, &Cl100k::new()).unwrap();
+    // The same inputs as borrowed views give the same report.
+    let views: Vec<EvalInput<'_>> = pairs
+        .iter()
+        .map(|p| EvalInput {
+            id: (!p.id.is_empty()).then_some(p.id.as_str()),
+            prompt: &p.description,
+            svg: &p.svg,
+        })
+        .collect();
+    let by_view = evaluate(&scorer, &views, &Cl100k::new()).unwrap();
+    assert_eq!(rep.samples, by_view.samples);
+    assert_eq!(rep.samples.len(), 4);
+    assert_eq!(rep.samples[0].id.as_deref(), Some("r"));
+    assert_eq!(rep.samples[1].id, None, "an empty id is no id");
+    assert_eq!(rep.samples[1].prompt, pairs[1].description);
+    assert_eq!(rep.summary.valid, 3);
+    // References work too (e.g. a filtered view of a dataset).
+    let refs: Vec<&Pair> = pairs.iter().filter(|p| p.id == "r").collect();
+    let one = evaluate(&scorer, &refs, &Cl100k::new()).unwrap();
+    assert_eq!(
+        one.samples[0].clip_similarity,
+        rep.samples[0].clip_similarity
+    );
 }

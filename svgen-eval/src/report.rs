@@ -11,40 +11,88 @@ use burn::prelude::*;
 use image::RgbImage;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use svgen_core::tokens::TokenCounter;
 use svgen_core::Svg;
 
 use crate::error::{EvalError, Result};
 use crate::scorer::{clip_score_from_cosine, ClipScorer, ScoreImage};
 
-/// One input pair. In `PAIRS.jsonl` each line is `{"prompt": "...", "svg": "<svg ...>"}`, optionally
-/// with an `"id"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pair {
-    /// Optional identifier carried into the report.
-    #[serde(default)]
-    pub id: Option<String>,
+/// What [`evaluate`] needs of one input: the text prompt, the SVG source and an optional id.
+///
+/// svgen-eval owns no pair type: implement this for your own records (svgen-data's
+/// `pairs::Pair` implements it, and `svgen_data::pairs::read_pairs_jsonl` reads the
+/// `PAIRS.jsonl` files of the `score_svgs` example), or borrow strings with [`EvalInput`].
+pub trait PromptSvg {
+    /// Identifier carried into the report (`None`: no id).
+    fn id(&self) -> Option<&str> {
+        None
+    }
     /// The text prompt.
-    pub prompt: String,
+    fn prompt(&self) -> &str;
     /// The SVG document (source text).
-    pub svg: String,
+    fn svg(&self) -> &str;
 }
 
-/// Reads a JSON-lines file of [`Pair`]s (blank lines are skipped).
-pub fn read_pairs_jsonl(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str::<Pair>(l).map_err(|e| EvalError::Config {
-                path: path.to_path_buf(),
-                message: format!("line {}: {e}", i + 1),
-            })
-        })
-        .collect()
+impl<T: PromptSvg + ?Sized> PromptSvg for &T {
+    fn id(&self) -> Option<&str> {
+        (**self).id()
+    }
+    fn prompt(&self) -> &str {
+        (**self).prompt()
+    }
+    fn svg(&self) -> &str {
+        (**self).svg()
+    }
+}
+
+/// A borrowed input of [`evaluate`].
+///
+/// ```
+/// use svgen_eval::report::{EvalInput, PromptSvg};
+/// let svg = r#"<svg xmlns="http://www.w3.org/2000/svg"/>"#;
+/// let input = EvalInput::new("an empty icon", svg).with_id("empty");
+/// assert_eq!((input.id(), input.prompt()), (Some("empty"), "an empty icon"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalInput<'a> {
+    /// Optional identifier carried into the report.
+    pub id: Option<&'a str>,
+    /// The text prompt.
+    pub prompt: &'a str,
+    /// The SVG document (source text).
+    pub svg: &'a str,
+}
+
+impl<'a> EvalInput<'a> {
+    /// An input without an id.
+    pub fn new(prompt: &'a str, svg: &'a str) -> Self {
+        EvalInput {
+            id: None,
+            prompt,
+            svg,
+        }
+    }
+
+    /// The same input with identifier `id`.
+    pub fn with_id(self, id: &'a str) -> Self {
+        EvalInput {
+            id: Some(id),
+            ..self
+        }
+    }
+}
+
+impl PromptSvg for EvalInput<'_> {
+    fn id(&self) -> Option<&str> {
+        self.id
+    }
+    fn prompt(&self) -> &str {
+        self.prompt
+    }
+    fn svg(&self) -> &str {
+        self.svg
+    }
 }
 
 /// Scores of one pair.
@@ -167,16 +215,16 @@ pub struct Report {
 /// Scores every pair: parses and renders the SVG (on white), counts its tokens, and computes CLIP
 /// similarity and, when the scorer has a head, the aesthetic score. Invalid SVGs are reported, not
 /// fatal.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: Backend, P: PromptSvg>(
     scorer: &ClipScorer<B>,
-    pairs: &[Pair],
+    pairs: &[P],
     counter: &dyn TokenCounter,
 ) -> Result<Report> {
     let parsed: Vec<std::result::Result<Svg, String>> = pairs
         .iter()
-        .map(|p| Svg::parse(p.svg.as_bytes()).map_err(|e| e.to_string()))
+        .map(|p| Svg::parse(p.svg().as_bytes()).map_err(|e| e.to_string()))
         .collect();
-    let texts: Vec<&str> = pairs.iter().map(|p| p.svg.as_str()).collect();
+    let texts: Vec<&str> = pairs.iter().map(|p| p.svg()).collect();
     let tokens = counter.count_batch(&texts);
     let valid_idx: Vec<usize> = (0..pairs.len()).filter(|&i| parsed[i].is_ok()).collect();
     let renders_valid: Vec<RgbImage> = valid_idx
@@ -185,10 +233,7 @@ pub fn evaluate<B: Backend>(
         .map(|s| scorer.rasterize(ScoreImage::Svg(s)))
         .collect();
     let images: Vec<ScoreImage<'_>> = renders_valid.iter().map(ScoreImage::Rgb).collect();
-    let prompts: Vec<&str> = valid_idx
-        .iter()
-        .map(|&i| pairs[i].prompt.as_str())
-        .collect();
+    let prompts: Vec<&str> = valid_idx.iter().map(|&i| pairs[i].prompt()).collect();
     let (sims, aes) = scorer.score_pairs(&images, &prompts)?;
     let mut samples = Vec::with_capacity(pairs.len());
     let mut renders: Vec<Option<RgbImage>> = vec![None; pairs.len()];
@@ -205,8 +250,8 @@ pub fn evaluate<B: Backend>(
         };
         samples.push(SampleResult {
             index: i,
-            id: p.id.clone(),
-            prompt: p.prompt.clone(),
+            id: p.id().map(str::to_string),
+            prompt: p.prompt().to_string(),
             valid,
             render_error: err,
             tokens: tokens[i],

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use svgen_core::tokens::Cl100k;
 use svgen_core::Svg;
-use svgen_eval::report::{evaluate, read_pairs_jsonl, Pair, Stats};
+use svgen_eval::report::{evaluate, EvalInput, Stats};
 use svgen_eval::{
     AestheticPredictor, ClipImageProcessor, ClipModel, ClipScorer, ClipTokenizer, EvalError,
     ScoreImage, Weights,
@@ -112,25 +112,25 @@ fn aesthetic_through_the_scorer() {
 fn report_writes_every_artifact() {
     let s = scorer("clip_gelu", 32);
     let pairs = vec![
-        Pair {
-            id: Some("r".into()),
-            prompt: "a red circle".into(),
-            svg: RED.into(),
+        EvalInput {
+            id: Some("r"),
+            prompt: "a red circle",
+            svg: RED,
         },
-        Pair {
+        EvalInput {
             id: None,
-            prompt: "a blue rectangle, with a long, long caption that will be cut".into(),
-            svg: BLUE.into(),
+            prompt: "a blue rectangle, with a long, long caption that will be cut",
+            svg: BLUE,
         },
-        Pair {
+        EvalInput {
             id: None,
-            prompt: "broken".into(),
-            svg: "<svg".into(),
+            prompt: "broken",
+            svg: "<svg",
         },
-        Pair {
+        EvalInput {
             id: None,
-            prompt: "".into(),
-            svg: RED.into(),
+            prompt: "",
+            svg: RED,
         },
     ];
     let rep = evaluate(&s, &pairs, &Cl100k).unwrap();
@@ -176,19 +176,6 @@ fn report_writes_every_artifact() {
         .filter(|&(x, y)| sheet.get_pixel(x, y).0[0] < 100)
         .count();
     assert!(dark > 20, "no caption drawn ({dark})");
-    // JSONL round trip
-    let p = dir.path().join("pairs.jsonl");
-    let lines: Vec<String> = pairs
-        .iter()
-        .map(|p| serde_json::to_string(p).unwrap())
-        .collect();
-    std::fs::write(&p, lines.join("\n\n")).unwrap();
-    assert_eq!(read_pairs_jsonl(&p).unwrap(), pairs);
-    std::fs::write(&p, "{\"prompt\": 1}").unwrap();
-    assert!(matches!(
-        read_pairs_jsonl(&p),
-        Err(EvalError::Config { .. })
-    ));
 }
 
 #[test]

@@ -5,8 +5,8 @@ mod common;
 use burn::backend::Autodiff;
 use common::*;
 use svgen_data::pairs::{IconMetadata, PairDataset};
-use svgen_train::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
-use svgen_train::trainer::{pairs_from_dataset, tokenize_pairs, Pair, SftConfig, SftTrainer};
+use svgen_train::llama::sft::{pairs_from_dataset, tokenize_pairs, Pair, SftConfig, SftTrainer};
+use svgen_train::llama::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
 use svgen_train::{Llama, LoadOptions, LoraConfig, LoraTarget};
 
 type AB = Autodiff<B>;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
-use svgen_train::lora::LoraLinear;
+use svgen_train::nn::lora::LoraLinear;
 use svgen_train::sd::lora::{
     add_lora, apply_lora, fuse_lora, lora_state, read_safetensors_metadata, save_lora_weights,
     save_peft_adapter, AttnProjection, LoraFile, LoraFormat, UNetLoraConfig, LORA_METADATA_KEY,

@@ -369,8 +369,9 @@ mod grid {
     use svgen_data::generate::{GenerationRequest, ImageGenerator};
     use svgen_eval::{ClipImageProcessor, ClipModel, ClipScorer, ClipTokenizer};
     use svgen_trace::preprocess::{normalise_background, BackgroundOptions};
+    use svgen_train::sd::generator::SdImageGenerator;
     use svgen_train::sd::grid::{
-        grid_search, GridPoint, GridSpec, ImageScorer, Score, SdImageGenerator, TraceTokenScorer,
+        grid_search, GridPoint, GridSpec, ImageScorer, Score, TraceTokenScorer,
     };
 
     /// Mean brightness: a scorer whose ranking the test can recompute.

@@ -4,9 +4,9 @@
 mod common;
 use burn::backend::Autodiff;
 use common::*;
-use svgen_train::sft::{SftSample, IGNORE_INDEX};
-use svgen_train::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
-use svgen_train::trainer::{read_jsonl, tokenize_pairs, SftConfig, SftTrainer};
+use svgen_train::llama::sft::{read_jsonl, tokenize_pairs, SftConfig, SftTrainer};
+use svgen_train::llama::sft::{SftSample, IGNORE_INDEX};
+use svgen_train::llama::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
 use svgen_train::{Llama, LoadOptions, LoraConfig, LoraTarget, TrainError};
 
 type AB = Autodiff<B>;

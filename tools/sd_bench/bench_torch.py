@@ -37,7 +37,7 @@ TOKENS = 77
 
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-TINY = os.path.join(ROOT, "crates", "svgen-train", "tests", "fixtures", "sd", "tiny-sd", "unet")
+TINY = os.path.join(ROOT, "svgen-train", "tests", "fixtures", "sd", "tiny-sd", "unet")
 
 
 def time_unet(name, unet, latent, ctx_dim, args):
