@@ -141,7 +141,7 @@ impl Totals {
 
     fn line(&self, name: &str) -> String {
         format!(
-            "| {name} | {} | {} | {} | {} | {:.3} | {} / {} | {:.4} / {:.4} | {:.4} / {:.4} |",
+            "| {name} | {} | {} | {} | {} | {:.3} | {} / {} | {:.4} / {:.4} | {:.4} / {:.4} | {:.2} |",
             self.icons,
             self.original,
             self.ours,
@@ -153,6 +153,7 @@ impl Totals {
             self.svgo_min_iou,
             self.ours_max_colour,
             self.svgo_max_colour,
+            self.secs / self.icons.max(1) as f64 * 1e3,
         )
     }
 }
@@ -308,9 +309,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.size, args.min_iou, args.max_colour_mae
     );
     println!(
-        "| set | icons | tokens original | ours | svgo | ours/svgo | failures ours / svgo | min IoU ours / svgo | max colour MAE ours / svgo |"
+        "| set | icons | tokens original | ours | svgo | ours/svgo | failures ours / svgo | min IoU ours / svgo | max colour MAE ours / svgo | compact ms/icon |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, t) in &sets {
         println!("{}", t.line(name));
     }
