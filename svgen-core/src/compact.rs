@@ -255,11 +255,11 @@ fn renderable(svg: &Svg) -> bool {
     let tree = svg.tree();
     let b = tree.root().abs_stroke_bounding_box();
     let side = f64::from(tree.size().width().max(tree.size().height()));
-    let extent = [b.left(), b.top(), b.right(), b.bottom()]
+    let limit = MAX_RENDER_EXTENT * side;
+    // NaN fails the comparison, so it counts as out of range.
+    [b.left(), b.top(), b.right(), b.bottom()]
         .iter()
-        .map(|v| f64::from(v.abs()))
-        .fold(0.0, f64::max);
-    extent.is_finite() && extent <= MAX_RENDER_EXTENT * side
+        .all(|v| f64::from(v.abs()) <= limit)
 }
 
 /// See [`renderable`].
