@@ -72,6 +72,7 @@ def summary(rows):
     return {
         "tps": statistics.median(tps), "tps_min": min(tps), "tps_max": max(tps),
         "cpu": statistics.median(cpu), "rss": statistics.median(rss),
+        "rss_min": min(rss), "rss_max": max(rss),
         "load_min": min(load), "load_max": max(load),
     }
 
@@ -108,14 +109,15 @@ def main():
     print(f"threads {args.threads}, CPUs {args.cpus or 'unpinned'}, {args.runs} runs × "
           f"{args.steps} timed steps per side and length, sides alternating")
     print("| T | checkpointing | svgen tokens/s (min–max) | PyTorch tokens/s (min–max) | ratio | "
-          "svgen CPU s/step | PyTorch CPU s/step | CPU-time ratio | svgen peak RSS MiB | "
-          "PyTorch peak RSS MiB | load (1 min) |")
+          "svgen CPU s/step | PyTorch CPU s/step | CPU-time ratio | svgen peak RSS MiB (min–max) | "
+          "PyTorch peak RSS MiB (min–max) | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for seq, (ck, b, t) in results.items():
         print(f"| {seq} | {'both' if ck else 'off'} | {b['tps']:.0f} ({b['tps_min']:.0f}–"
               f"{b['tps_max']:.0f}) | {t['tps']:.0f} ({t['tps_min']:.0f}–{t['tps_max']:.0f}) | "
               f"{b['tps'] / t['tps']:.2f}× | {b['cpu']:.2f} | {t['cpu']:.2f} | "
-              f"{t['cpu'] / b['cpu']:.2f}× | {b['rss']:.0f} | {t['rss']:.0f} | "
+              f"{t['cpu'] / b['cpu']:.2f}× | {b['rss']:.0f} ({b['rss_min']:.0f}–{b['rss_max']:.0f}) | "
+              f"{t['rss']:.0f} ({t['rss_min']:.0f}–{t['rss_max']:.0f}) | "
               f"{min(b['load_min'], t['load_min']):.1f}–{max(b['load_max'], t['load_max']):.1f} |")
 
 

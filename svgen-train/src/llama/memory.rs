@@ -245,3 +245,86 @@ pub fn estimate_train_memory(cfg: &LlamaConfig, plan: &TrainMemoryPlan) -> Train
         working_set,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::lora::LoraConfig;
+    use crate::llama::Llama;
+    use burn::backend::Flex;
+    use burn::module::Module;
+
+    fn config(json: &str) -> LlamaConfig {
+        LlamaConfig::from_json_str(json).expect("valid config")
+    }
+
+    fn llama3_8b() -> LlamaConfig {
+        config(
+            r#"{"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "tie_word_embeddings": false}"#,
+        )
+    }
+
+    #[test]
+    fn parameter_counts_match_a_built_model() {
+        for tied in [true, false] {
+            let cfg = config(&format!(
+                r#"{{"vocab_size": 96, "hidden_size": 32, "intermediate_size": 80,
+                "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "tie_word_embeddings": {tied}}}"#
+            ));
+            let lora = LoraConfig {
+                r: 4,
+                ..LoraConfig::default()
+            };
+            let model = Llama::<Flex>::random(cfg.clone(), DType::F32, 0, &Default::default())
+                .expect("random model");
+            assert_eq!(base_params(&cfg), model.num_params() as u64, "tied {tied}");
+            let model = model.with_lora(&lora, 0).expect("adapters");
+            assert_eq!(
+                lora_params(&cfg, 4, &lora.target_modules),
+                model.num_lora_params() as u64
+            );
+        }
+    }
+
+    #[test]
+    fn llama3_8b_fits_the_targets() {
+        // bf16 base, r = 16 on all linears, batch 1, checkpointing: ≤ 40 GB at 8k tokens and
+        // ≤ 80 GB at 32k.
+        let cfg = llama3_8b();
+        let gb = |seq| {
+            let plan = TrainMemoryPlan {
+                seq,
+                base_dtype: DType::BF16,
+                checkpointing: true,
+                ..TrainMemoryPlan::default()
+            };
+            estimate_train_memory(&cfg, &plan).total() as f64 / 1e9
+        };
+        let (short, long) = (gb(8192), gb(32768));
+        assert!(short > 16.0 && short <= 40.0, "{short} GB at 8192");
+        assert!(long > short && long <= 80.0, "{long} GB at 32768");
+        // Base weights alone: 8.03 B parameters in bf16.
+        assert_eq!(base_params(&cfg), 8_030_261_248);
+    }
+
+    #[test]
+    fn activations_grow_linearly_with_the_sequence() {
+        let cfg = llama3_8b();
+        let inc = |seq, checkpointing| {
+            let plan = TrainMemoryPlan {
+                seq,
+                checkpointing,
+                ..TrainMemoryPlan::default()
+            };
+            estimate_train_memory(&cfg, &plan).training_increment() as f64
+        };
+        for ck in [false, true] {
+            let ratio = inc(8192, ck) / inc(512, ck);
+            assert!(ratio > 8.0 && ratio <= 16.0, "checkpointing {ck}: {ratio}");
+        }
+        assert!(inc(8192, true) < inc(8192, false) / 4.0);
+    }
+}
