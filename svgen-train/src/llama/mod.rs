@@ -10,11 +10,14 @@
 //! | `kv_cache` | [`KvCache`] for incremental decoding |
 //! | `pretrained` | [`Llama::from_pretrained`], [`Llama::save_pretrained`], [`LoadOptions`] |
 //! | [`lora`] | [`LoraConfig`], [`LoraTarget`], adapters and PEFT folders |
-//! | [`tokenizer`] | [`LlamaTokenizer`](tokenizer::LlamaTokenizer), prompt formats |
+//! | [`tokenizer`] | [`LlamaTokenizer`](tokenizer::LlamaTokenizer), the thesis' tokens and prompt formats |
+//! | [`chat_template`] | HF chat templates (`apply_chat_template`) |
+//! | [`trainable_tokens`] | trainable rows for added tokens (PEFT `trainable_token_indices`), resizing |
 //! | [`generate`] | sampling with stop tokens, SVG extraction and repair |
 //! | [`sft`] | SFT data, loss and trainer |
 
 mod attention;
+pub mod chat_template;
 pub mod config;
 pub mod generate;
 mod kv_cache;
@@ -23,6 +26,7 @@ mod model;
 mod pretrained;
 pub mod sft;
 pub mod tokenizer;
+pub mod trainable_tokens;
 
 pub use attention::Attention;
 pub use kv_cache::{KvCache, DEFAULT_KV_MERGE_INTERVAL};

@@ -13,6 +13,7 @@ use crate::error::{Result, TrainError};
 use crate::llama::attention::{rope_tables, Attention, AttnInputs};
 use crate::llama::config::LlamaConfig;
 use crate::llama::kv_cache::{CachedCall, KvCache, LayerKv};
+use crate::llama::trainable_tokens::TokenAdapter;
 use crate::nn::lora::LoraLinear;
 
 /// RMSNorm: `weight * x / sqrt(mean(x^2) + eps)`, computed in f32 as HF does.
@@ -101,6 +102,8 @@ pub struct Llama<B: Backend> {
     pub norm: RmsNorm<B>,
     /// `lm_head.weight`, stored `[hidden, vocab]`; `None` with tied embeddings.
     pub lm_head: Option<Param<Tensor<B, 2>>>,
+    /// Trainable rows of `embed_tokens` / `lm_head` (added tokens, or the whole matrices).
+    pub token_adapter: Option<TokenAdapter<B>>,
     /// The architecture.
     #[module(skip)]
     pub config: LlamaConfig,
@@ -196,11 +199,7 @@ impl<B: Backend> Llama<B> {
         let device = self.device();
         let dtype = self.dtype();
         let hidden = cfg.hidden_size;
-        let x = self
-            .embed_tokens
-            .val()
-            .select(0, input_ids.reshape([b * t]))
-            .reshape([b, t, hidden]);
+        let x = self.embed(input_ids.reshape([b * t])).reshape([b, t, hidden]);
         let (cos, sin) = rope_tables::<B>(cfg, positions, b, t, dtype, &device);
         let s_total = mask.as_ref().map(|m| m.len() / (b * t)).unwrap_or(0);
         let mask = mask.map(|m| {
@@ -228,13 +227,9 @@ impl<B: Backend> Llama<B> {
     /// Projects hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, hidden] = h.dims();
-        let h = h.reshape([b * t, hidden]);
-        let w = match &self.lm_head {
-            Some(w) => w.val(),
-            None => self.embed_tokens.val().transpose(),
-        };
-        let v = w.dims()[1];
-        h.matmul(w).reshape([b, t, v])
+        let logits = self.lm_head_logits(h.reshape([b * t, hidden]));
+        let v = logits.dims()[1];
+        logits.reshape([b, t, v])
     }
 
     /// Visits every linear with its HF module path (`model.layers.N.self_attn.q_proj`).

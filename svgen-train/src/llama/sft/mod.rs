@@ -5,6 +5,9 @@ mod data;
 mod loss;
 mod trainer;
 
-pub use data::{pairs_from_dataset, read_jsonl, tokenize_pairs, Pair, SftSample, IGNORE_INDEX};
+pub use data::{
+    pairs_from_dataset, read_jsonl, tokenize_pairs, tokenize_pairs_limited, LengthLimits,
+    LengthReport, Pair, SftSample, IGNORE_INDEX,
+};
 pub use loss::{batch_loss, causal_lm_loss};
 pub use trainer::{LogEntry, SftConfig, SftTrainer, TrainerState};

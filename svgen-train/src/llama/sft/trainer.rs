@@ -21,6 +21,7 @@ use crate::error::{Result, TrainError};
 use crate::llama::lora::LoraConfig;
 use crate::llama::sft::data::SftSample;
 use crate::llama::sft::loss::batch_loss;
+use crate::llama::tokenizer::LlamaTokenizer;
 use crate::llama::Llama;
 use crate::nn::lora::{seed_lora_dropout, LoraLinear};
 use crate::train::{
@@ -155,10 +156,13 @@ pub struct SftTrainer<B: AutodiffBackend> {
     state: TrainerState,
     last_checkpoint: Option<PathBuf>,
     base_name: String,
+    tokenizer: Option<LlamaTokenizer>,
 }
 
 impl<B: AutodiffBackend> SftTrainer<B> {
-    /// A fresh run. `model` must already carry adapters (see [`Llama::with_lora`]).
+    /// A fresh run. `model` must already carry adapters (see [`Llama::with_lora`]), and may
+    /// carry trainable token rows ([`Llama::with_trainable_tokens`],
+    /// [`Llama::with_modules_to_save`]), which train with the same optimiser.
     pub fn new(
         model: Llama<B>,
         lora: LoraConfig,
@@ -186,11 +190,21 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             state: TrainerState::default(),
             last_checkpoint: None,
             base_name: base_name.into(),
+            tokenizer: None,
         })
     }
 
-    /// Resumes from a checkpoint folder written by this trainer: loads the adapter into the
-    /// (adapter-free) base, the optimiser moments and the data position.
+    /// Saves `tokenizer` (`tokenizer.json`, `tokenizer_config.json`) into every checkpoint, as
+    /// transformers' Trainer does, so that the adapter's token ids can be checked against the
+    /// tokenizer it is later used with.
+    pub fn with_tokenizer(mut self, tokenizer: LlamaTokenizer) -> Self {
+        self.tokenizer = Some(tokenizer);
+        self
+    }
+
+    /// Resumes from a checkpoint folder written by this trainer: loads the adapter (with its
+    /// trainable token rows) into the (adapter-free, already resized) base, the optimiser moments
+    /// and the data position.
     pub fn resume(
         base: Llama<B>,
         checkpoint: impl AsRef<Path>,
@@ -205,6 +219,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         t.state = state;
         let matrices = adapter_params(t.model.linears())
             .into_iter()
+            .chain(t.model.token_params())
             .map(|(key, p)| (key, p.val().inner()));
         t.optim.load_state(matrices, &opt, &opt_path)?;
         t.last_checkpoint = Some(ck.to_path_buf());
@@ -226,6 +241,9 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         let dir = self.out_dir.join(format!("checkpoint-{}", self.state.step));
         self.model
             .save_peft_adapter(&dir, &self.lora, &self.base_name)?;
+        if let Some(tok) = &self.tokenizer {
+            tok.save_pretrained(&dir)?;
+        }
         write_run_state(&dir, &self.optim.state(), &self.state)?;
         self.last_checkpoint = Some(dir.clone());
         Ok(dir)
@@ -322,6 +340,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 loss_sum += value;
                 let grads = scaled.backward();
                 accumulate_grads(&mut grads_acc, adapter_grads(self.model.linears(), &grads));
+                accumulate_grads(&mut grads_acc, self.model.token_grads(&grads));
             }
             let (grad_norm, clip) = clip_grad_norm(
                 &grads_acc,
@@ -398,7 +417,8 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                     adapter,
                 })
             })
-            .unwrap_or_else(|_| unreachable!("the update closure cannot fail"));
+            .unwrap_or_else(|_| unreachable!("the update closure cannot fail"))
+            .map_token_params(|key, p| update(key.to_string(), p));
         self.model = model;
     }
 
