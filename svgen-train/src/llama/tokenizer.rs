@@ -582,3 +582,23 @@ impl LlamaTokenizer {
             .unwrap_or_default()
     }
 }
+
+/// Token counts under this tokenizer (no special tokens added), e.g. for
+/// [`svgen_core::fit_to_budget`] to keep target SVGs within the model's budget. A text the
+/// tokenizer cannot encode counts as `usize::MAX` (over any budget).
+impl svgen_core::TokenCounter for LlamaTokenizer {
+    fn count(&self, text: &str) -> usize {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().len())
+            .unwrap_or(usize::MAX)
+    }
+
+    fn name(&self) -> &str {
+        self.path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or("llama")
+    }
+}

@@ -28,7 +28,8 @@
 //!   config); a PEFT adapter saved without it, whose two copies differ, unties the model.
 //! - **Merging** (`merge_and_unload`) writes the rows into the matrices (`index_copy`).
 //! - **Whole resized matrices in an adapter** (PEFT's `save_embedding_layers="auto"` after a
-//!   resize): loaded as the new base matrices. Our adapters do not write them: the trained rows
+//!   resize, under `….embed_tokens.weight`, or `….embed_tokens.token_adapter.base_layer.weight`
+//!   when trainable tokens wrap it): loaded as the new base matrices. Our adapters do not write them: the trained rows
 //!   define the new tokens fully, and the file stays small (2 × 128,259 × 4,096 floats on 8B).
 //!
 //! # Resizing
@@ -59,6 +60,11 @@ pub const LM_HEAD_DELTA_KEY: &str = "base_model.model.lm_head.token_adapter.trai
 pub const EMBED_WEIGHT_KEY: &str = "base_model.model.model.embed_tokens.weight";
 /// PEFT key of a whole `lm_head` (`modules_to_save`, or a resized output layer).
 pub const LM_HEAD_WEIGHT_KEY: &str = "base_model.model.lm_head.weight";
+/// PEFT key of a resized `embed_tokens` saved while it is wrapped by trainable tokens.
+pub const EMBED_BASE_KEY: &str =
+    "base_model.model.model.embed_tokens.token_adapter.base_layer.weight";
+/// PEFT key of a resized `lm_head` saved while it is wrapped by trainable tokens.
+pub const LM_HEAD_BASE_KEY: &str = "base_model.model.lm_head.token_adapter.base_layer.weight";
 
 /// Which token ids train, per matrix (PEFT `trainable_token_indices`).
 ///
@@ -434,6 +440,20 @@ impl<B: Backend> Llama<B> {
         base.select(0, ids) + hits.matmul(delta)
     }
 
+    /// The effective input embedding `[vocab, hidden]` (base with trainable rows in place).
+    pub fn input_weight(&self) -> Tensor<B, 2> {
+        let base = self.embed_tokens.val();
+        let Some(r) = self.token_adapter.as_ref().and_then(|a| a.embed_tokens.as_ref()) else {
+            return base;
+        };
+        if r.full {
+            return r.rows.val();
+        }
+        let idx = r.index_tensor(&base.device());
+        let delta = r.rows.val() - base.clone().select(0, idx.clone()).detach();
+        base.select_assign(0, idx, delta, IndexingUpdateOp::Add)
+    }
+
     /// Logits `[n, vocab]` of final hidden states `[n, hidden]`, with trainable rows in place.
     ///
     /// This is the one place the output layer is applied; a fused / chunked loss can use
@@ -637,9 +657,16 @@ impl<B: Backend> Llama<B> {
             }
             t.into_f32(key).map(Some)
         };
-        // Whole matrices first (they become the base or the full trainable rows).
-        let embed_w = take_matrix(EMBED_WEIGHT_KEY, vocab)?;
-        let lm_w = take_matrix(LM_HEAD_WEIGHT_KEY, vocab)?;
+        // Whole matrices first (they become the base or the full trainable rows). A resized
+        // matrix wrapped by trainable tokens is saved under `token_adapter.base_layer`.
+        let embed_w = match take_matrix(EMBED_WEIGHT_KEY, vocab)? {
+            Some(w) => Some(w),
+            None => take_matrix(EMBED_BASE_KEY, vocab)?,
+        };
+        let lm_w = match take_matrix(LM_HEAD_WEIGHT_KEY, vocab)? {
+            Some(w) => Some(w),
+            None => take_matrix(LM_HEAD_BASE_KEY, vocab)?,
+        };
         let missing = |key: &str| TrainError::MissingTensor {
             key: key.to_string(),
             path: weights_path.to_path_buf(),
