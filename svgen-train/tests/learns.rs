@@ -5,8 +5,9 @@
 //! memorises a handful of pairs, then greedy generation from a training caption that stops by
 //! itself at `<|end_svg|>` and draws the target (ink IoU ≥ 0.9).
 //!
-//! Sized for CI on two cores with the test profile (our crates at opt-level 1): about
-//! PAIRS × STEPS micro-batches of ~100-token sequences on a 2-layer, 64-wide model.
+//! Sized for CI on two cores with the test profile (our crates at opt-level 1): STEPS steps of
+//! one batch of PAIRS ~130-token sequences on a 2-layer, 64-wide model (about 20 s on a loaded
+//! two-core machine). Everything is seeded; the pairs are chosen in id order.
 
 mod common;
 use std::time::Instant;
@@ -28,9 +29,9 @@ type AB = Autodiff<B>;
 /// Pairs memorised.
 const PAIRS: usize = 4;
 /// Token budget of a target SVG under the model's tokenizer.
-const SVG_BUDGET: usize = 72;
+const SVG_BUDGET: usize = 100;
 /// Optimiser steps (one batch of all pairs each).
-const STEPS: usize = 160;
+const STEPS: usize = 200;
 
 #[test]
 fn a_tiny_llama_learns_the_default_dataset_and_stops_at_end_svg() {
@@ -56,15 +57,20 @@ fn a_tiny_llama_learns_the_default_dataset_and_stops_at_end_svg() {
     cfg.limit = Some(12);
     let summary = svgen_data::run(&mut default_job::caption_source(), &stages, &cfg).unwrap();
     assert!(summary.written >= PAIRS, "{summary:?}");
-    let dataset = PairDataset::from_shards(data_dir.path(), None).unwrap();
+    let mut rows = PairDataset::from_shards(data_dir.path(), None)
+        .unwrap()
+        .into_pairs();
+    // Workers finish in any order: sort for a deterministic choice.
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
 
     // 2. Short targets: the most faithful compaction within the budget.
     let mut pairs: Vec<Pair> = Vec::new();
     let mut targets: Vec<String> = Vec::new();
-    for p in dataset.into_pairs() {
+    for p in rows {
         let Ok(svg) = Svg::parse(p.svg.as_bytes()) else {
             continue;
         };
+        // Icons that need more tokens than the budget are skipped, never truncated.
         let Ok(fitted) = fit_to_budget(&svg, &tok, SVG_BUDGET, 1.0) else {
             continue;
         };
@@ -147,6 +153,7 @@ fn a_tiny_llama_learns_the_default_dataset_and_stops_at_end_svg() {
         assert_eq!(o.token_ids.last(), Some(&end_svg), "{:?}", o.text);
         let text = o.text.as_deref().unwrap();
         let svg = Svg::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        println!("{text}");
         let want = Svg::parse(target.as_bytes()).unwrap();
         ious.push(compare_svgs(&want, &svg, 128).ink_iou);
     }
@@ -157,6 +164,9 @@ fn a_tiny_llama_learns_the_default_dataset_and_stops_at_end_svg() {
         (trained - prepared).as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert!(last < first / 10.0, "loss {first} -> {last}");
+    // The fixture's frozen output rows are random and small (|h|·|e| ≲ 5), which bounds the
+    // logit range: even with every greedy token right, the loss floors near
+    // ln(1 + 770/e^5) ≈ 1.8 (the correct token holds ~15% of the mass, no other over 0.2%).
+    assert!(first > 5.0 && last < 2.0, "loss {first} -> {last}");
     assert!(ious.iter().all(|&x| x >= 0.9), "ink IoU {ious:?}");
 }
