@@ -29,13 +29,13 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use svgen::data::pairs::PairDataset;
 use svgen::train::burn::tensor::DType;
+use svgen::train::llama::lora::check_adapter_tokens;
 use svgen::train::llama::sft::{
     pairs_from_dataset, read_jsonl, tokenize_pairs_limited, LengthLimits, SftConfig, SftTrainer,
 };
 use svgen::train::llama::tokenizer::{
     LlamaTokenizer, PromptFormat, ThesisPrompt, THESIS_PROMPT, THESIS_SPECIAL_TOKENS,
 };
-use svgen::train::llama::lora::check_adapter_tokens;
 use svgen::train::llama::trainable_tokens::TrainableTokenIndices;
 use svgen::train::{Llama, LoadOptions, LoraConfig, LoraTarget};
 use svgen::DefaultTrainBackend;

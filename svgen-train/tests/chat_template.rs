@@ -164,8 +164,10 @@ fn llama_3_2_template_uses_todays_date_when_none_is_given() {
     let parts: Vec<&str> = date.split(' ').collect();
     assert_eq!(parts.len(), 3, "{date}");
     assert!(parts[0].len() == 2 && parts[0].chars().all(|c| c.is_ascii_digit()));
-    assert!(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .contains(&parts[1]));
+    assert!(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            .contains(&parts[1])
+    );
     assert!(parts[2].parse::<u32>().unwrap() >= 2025);
 }
 

@@ -38,7 +38,11 @@ fn a_tiny_llama_learns_the_default_dataset_and_stops_at_end_svg() {
     let started = Instant::now();
     let mut tok = LlamaTokenizer::from_dir(fixture("llama3-layout/tokenizer")).unwrap();
     let report = tok.ensure_thesis_tokens().unwrap();
-    assert_eq!(report.added.len(), 3, "the real layout lacks the thesis tokens");
+    assert_eq!(
+        report.added.len(),
+        3,
+        "the real layout lacks the thesis tokens"
+    );
 
     // 1. The default dataset, through the library.
     let data_dir = tempfile::tempdir().unwrap();
@@ -83,7 +87,11 @@ fn a_tiny_llama_learns_the_default_dataset_and_stops_at_end_svg() {
             break;
         }
     }
-    assert_eq!(pairs.len(), PAIRS, "not enough icons fit {SVG_BUDGET} tokens");
+    assert_eq!(
+        pairs.len(),
+        PAIRS,
+        "not enough icons fit {SVG_BUDGET} tokens"
+    );
     let format = PromptFormat::default();
     let (samples, dropped) = tokenize_pairs(&tok, &format, &pairs, 512).unwrap();
     assert_eq!((samples.len(), dropped), (PAIRS, 0));

@@ -47,8 +47,9 @@ fn grown_tokenizer() -> LlamaTokenizer {
 
 /// The fixture model with the vocabulary grown to the thesis tokens (as `finetune_llm` does).
 fn resized<BB: Backend>(tied: bool) -> Llama<BB> {
-    let m = Llama::<BB>::from_pretrained(model_dir(tied), LoadOptions::default(), &Default::default())
-        .unwrap();
+    let m =
+        Llama::<BB>::from_pretrained(model_dir(tied), LoadOptions::default(), &Default::default())
+            .unwrap();
     assert_eq!(m.config().vocab_size, tokenizer().len(), "the real layout");
     m.resize_token_embeddings(771).unwrap()
 }
@@ -137,7 +138,11 @@ fn added_tokens_resize_the_model_and_only_trained_rows_tell_them_apart() {
 
         // LoRA alone cannot separate them.
         let tmp = tempfile::tempdir().unwrap();
-        let frozen = train(resized::<AB>(tied).with_lora(&lora(), 1).unwrap(), 4, tmp.path());
+        let frozen = train(
+            resized::<AB>(tied).with_lora(&lora(), 1).unwrap(),
+            4,
+            tmp.path(),
+        );
         let [a, _, c] = new_token_columns(&frozen);
         assert_close("frozen rows", &a, &c, Tolerance::absolute(1e-5));
 
@@ -219,7 +224,10 @@ fn peft_loads_the_adapters_our_trainer_saved() {
         let (input, _, expected) = reference(dir.join("reference_ours.safetensors"));
         let ours = to_vec(model.forward(input.clone()));
         let d = assert_close("peft logits", &ours, &expected, Tolerance::absolute(1e-4));
-        println!("tied={tied}: our adapter, max abs diff against peft {:.2e}", d.value);
+        println!(
+            "tied={tied}: our adapter, max abs diff against peft {:.2e}",
+            d.value
+        );
         let json: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
         )
@@ -273,11 +281,17 @@ fn rows_and_whole_matrices_save_load_and_merge() {
                 .filter(|k| !k.contains("lora_"))
                 .collect();
             if full {
-                assert_eq!(json["modules_to_save"], serde_json::json!(["embed_tokens", "lm_head"]));
+                assert_eq!(
+                    json["modules_to_save"],
+                    serde_json::json!(["embed_tokens", "lm_head"])
+                );
                 assert_eq!(json["ensure_weight_tying"], serde_json::json!(tied));
                 assert_eq!(
                     keys,
-                    ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
+                    [
+                        "base_model.model.lm_head.weight",
+                        "base_model.model.model.embed_tokens.weight"
+                    ]
                 );
             } else {
                 let n = if tied { 1 } else { 2 };
@@ -363,7 +377,10 @@ fn adapters_that_do_not_fit_the_tokenizer_or_model_are_typed_errors() {
             let m = e.to_string();
             assert!(m.contains("other-order"), "{m}");
             assert!(m.contains("llama3-layout/tokenizer"), "{m}");
-            assert!(m.contains("`<|end_svg|>`") && m.contains("`<|ctx|>`"), "{m}");
+            assert!(
+                m.contains("`<|end_svg|>`") && m.contains("`<|ctx|>`"),
+                "{m}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -373,8 +390,12 @@ fn adapters_that_do_not_fit_the_tokenizer_or_model_are_typed_errors() {
         Err(TrainError::TokenMismatch { .. })
     ));
     // The model was not resized: the ids are outside its vocabulary.
-    let small = Llama::<B>::from_pretrained(model_dir(false), LoadOptions::default(), &Default::default())
-        .unwrap();
+    let small = Llama::<B>::from_pretrained(
+        model_dir(false),
+        LoadOptions::default(),
+        &Default::default(),
+    )
+    .unwrap();
     assert!(small.with_peft_adapter(&src).is_err());
     // Wrong row count, missing rows, unknown module.
     let bad = copy("bad-shape");
@@ -383,17 +404,26 @@ fn adapters_that_do_not_fit_the_tokenizer_or_model_are_typed_errors() {
     let delta = t.remove(key).unwrap();
     let mut data = delta.clone().into_f32(key).unwrap();
     data.truncate(2 * 64);
-    t.insert(
-        key.into(),
-        svgen_train::HostTensor::f32(vec![2, 64], data),
-    );
-    write_safetensors(bad.join("adapter_model.safetensors"), &t, StoreDtype::F32, None).unwrap();
+    t.insert(key.into(), svgen_train::HostTensor::f32(vec![2, 64], data));
+    write_safetensors(
+        bad.join("adapter_model.safetensors"),
+        &t,
+        StoreDtype::F32,
+        None,
+    )
+    .unwrap();
     assert!(matches!(
         resized::<B>(false).with_peft_adapter(&bad),
         Err(TrainError::ShapeMismatch { .. })
     ));
     t.remove(key);
-    write_safetensors(bad.join("adapter_model.safetensors"), &t, StoreDtype::F32, None).unwrap();
+    write_safetensors(
+        bad.join("adapter_model.safetensors"),
+        &t,
+        StoreDtype::F32,
+        None,
+    )
+    .unwrap();
     assert!(matches!(
         resized::<B>(false).with_peft_adapter(&bad),
         Err(TrainError::MissingTensor { .. })

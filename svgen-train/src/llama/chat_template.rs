@@ -413,12 +413,15 @@ fn configure(env: &mut Environment<'static>) {
     env.set_syntax(syntax);
     env.set_fuel(Some(FUEL));
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.add_function("raise_exception", |message: String| -> Result<Value, Error> {
-        Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("{RAISED}{message}"),
-        ))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<Value, Error> {
+            Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{RAISED}{message}"),
+            ))
+        },
+    );
     env.add_function("strftime_now", |format: String| -> Result<String, Error> {
         strftime(&chrono::Local::now(), &format)
     });
@@ -671,10 +674,15 @@ fn tojson_filter(
     let indent = match arg(1, "indent")? {
         None => None,
         Some(v) if v.is_none() => None,
-        Some(v) if v.kind() == ValueKind::String => Some(v.as_str().unwrap_or_default().to_string()),
+        Some(v) if v.kind() == ValueKind::String => {
+            Some(v.as_str().unwrap_or_default().to_string())
+        }
         Some(v) => {
             let n = v.as_i64().ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, "tojson: indent must be int or str")
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be int or str",
+                )
             })?;
             Some(" ".repeat(n.clamp(0, 64) as usize))
         }
@@ -855,7 +863,10 @@ fn python_string_method(s: &str, method: &str, args: &[Value]) -> Result<Value, 
         "startswith" | "endswith" => {
             too_many(args, 1, method)?;
             let arg = args.first().ok_or_else(|| {
-                Error::new(ErrorKind::MissingArgument, format!("{method}() takes one argument"))
+                Error::new(
+                    ErrorKind::MissingArgument,
+                    format!("{method}() takes one argument"),
+                )
             })?;
             let candidates: Vec<String> = if arg.kind() == ValueKind::String {
                 vec![arg.as_str().unwrap_or_default().to_string()]
@@ -943,9 +954,9 @@ fn python_string_method(s: &str, method: &str, args: &[Value]) -> Result<Value, 
         }
         "join" => {
             too_many(args, 1, method)?;
-            let items = args
-                .first()
-                .ok_or_else(|| Error::new(ErrorKind::MissingArgument, "join() takes one argument"))?;
+            let items = args.first().ok_or_else(|| {
+                Error::new(ErrorKind::MissingArgument, "join() takes one argument")
+            })?;
             let parts: Vec<String> = items
                 .try_iter()?
                 .map(|v| {
@@ -1000,9 +1011,9 @@ fn python_method(
             }
             "get" => {
                 too_many(args, 2, method)?;
-                let key = args.first().ok_or_else(|| {
-                    Error::new(ErrorKind::MissingArgument, "get() takes a key")
-                })?;
+                let key = args
+                    .first()
+                    .ok_or_else(|| Error::new(ErrorKind::MissingArgument, "get() takes a key"))?;
                 let item = value.get_item(key)?;
                 Ok(if item.is_undefined() {
                     args.get(1).cloned().unwrap_or(Value::from(()))
@@ -1082,7 +1093,10 @@ mod tests {
 
     #[test]
     fn raise_exception_and_bad_templates_are_typed_errors() {
-        match render("{{ raise_exception('no: ' + messages[0].role) }}", json!({})) {
+        match render(
+            "{{ raise_exception('no: ' + messages[0].role) }}",
+            json!({}),
+        ) {
             Err(TrainError::ChatTemplateException(m)) => assert_eq!(m, "no: user"),
             other => panic!("{other:?}"),
         }
@@ -1092,7 +1106,10 @@ mod tests {
         ));
         // A runaway loop runs out of fuel instead of hanging.
         assert!(matches!(
-            render("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", json!({})),
+            render(
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                json!({})
+            ),
             Err(TrainError::ChatTemplate(_))
         ));
         assert!(matches!(

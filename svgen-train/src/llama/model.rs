@@ -199,7 +199,9 @@ impl<B: Backend> Llama<B> {
         let device = self.device();
         let dtype = self.dtype();
         let hidden = cfg.hidden_size;
-        let x = self.embed(input_ids.reshape([b * t])).reshape([b, t, hidden]);
+        let x = self
+            .embed(input_ids.reshape([b * t]))
+            .reshape([b, t, hidden]);
         let (cos, sin) = rope_tables::<B>(cfg, positions, b, t, dtype, &device);
         let s_total = mask.as_ref().map(|m| m.len() / (b * t)).unwrap_or(0);
         let mask = mask.map(|m| {

@@ -252,34 +252,57 @@ fn bos_eos_processor(file: &Json, config: &Json, path: &Path) -> Result<Json> {
             .and_then(|t| t.get("id"))
             .and_then(Json::as_u64);
         added
-            .or_else(|| file.pointer("/model/vocab").and_then(|v| v.get(token)).and_then(Json::as_u64))
-            .ok_or_else(|| tok_err(path, format!("special token `{token}` is not in the vocabulary")))
+            .or_else(|| {
+                file.pointer("/model/vocab")
+                    .and_then(|v| v.get(token))
+                    .and_then(Json::as_u64)
+            })
+            .ok_or_else(|| {
+                tok_err(
+                    path,
+                    format!("special token `{token}` is not in the vocabulary"),
+                )
+            })
     };
     let mut single = Vec::new();
     let mut pair_tail = Vec::new();
     let mut special = serde_json::Map::new();
-    let bos = specials
-        .get("bos_token")
-        .filter(|_| config.get("add_bos_token").and_then(Json::as_bool).unwrap_or(false));
-    let eos = specials
-        .get("eos_token")
-        .filter(|_| config.get("add_eos_token").and_then(Json::as_bool).unwrap_or(false));
+    let bos = specials.get("bos_token").filter(|_| {
+        config
+            .get("add_bos_token")
+            .and_then(Json::as_bool)
+            .unwrap_or(false)
+    });
+    let eos = specials.get("eos_token").filter(|_| {
+        config
+            .get("add_eos_token")
+            .and_then(Json::as_bool)
+            .unwrap_or(false)
+    });
     if let Some(b) = bos {
         single.push(json!({"SpecialToken": {"id": b, "type_id": 0}}));
         pair_tail.push(json!({"SpecialToken": {"id": b, "type_id": 1}}));
-        special.insert(b.clone(), json!({"id": b, "ids": [id_of(b)?], "tokens": [b]}));
+        special.insert(
+            b.clone(),
+            json!({"id": b, "ids": [id_of(b)?], "tokens": [b]}),
+        );
     }
     single.push(json!({"Sequence": {"id": "A", "type_id": 0}}));
     pair_tail.push(json!({"Sequence": {"id": "B", "type_id": 1}}));
     if let Some(e) = eos {
         single.push(json!({"SpecialToken": {"id": e, "type_id": 0}}));
         pair_tail.push(json!({"SpecialToken": {"id": e, "type_id": 1}}));
-        special.insert(e.clone(), json!({"id": e, "ids": [id_of(e)?], "tokens": [e]}));
+        special.insert(
+            e.clone(),
+            json!({"id": e, "ids": [id_of(e)?], "tokens": [e]}),
+        );
     }
     let mut pair = single.clone();
     pair.extend(pair_tail);
-    Ok(json!({"type": "TemplateProcessing", "single": single, "pair": pair,
-              "special_tokens": special}))
+    Ok(
+        json!({"type": "TemplateProcessing", "single": single, "pair": pair,
+              "special_tokens": special}),
+    )
 }
 
 impl LlamaTokenizer {
@@ -406,9 +429,7 @@ impl LlamaTokenizer {
         let mut missing = Vec::new();
         for t in tokens {
             if t.is_empty() {
-                return Err(TrainError::InvalidArgument(
-                    "an empty special token".into(),
-                ));
+                return Err(TrainError::InvalidArgument("an empty special token".into()));
             }
             match self.inner.token_to_id(t) {
                 Some(id) => present.push((t.to_string(), id)),
@@ -486,7 +507,11 @@ impl LlamaTokenizer {
 
     /// The token ids of `apply_chat_template(messages, tokenize=True, ...)`: the rendered text
     /// encoded without adding special tokens (the template writes them).
-    pub fn apply_chat_template(&self, messages: &[Json], options: &ChatOptions) -> Result<Vec<u32>> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[Json],
+        options: &ChatOptions,
+    ) -> Result<Vec<u32>> {
         let text = self.render_chat(messages, options)?;
         self.encode(&text, false)
     }

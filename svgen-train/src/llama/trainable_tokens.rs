@@ -417,7 +417,11 @@ impl<B: Backend> Llama<B> {
     /// The input embeddings `[n, hidden]` of token ids `[n]`, with trainable rows in place.
     pub(crate) fn embed(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         let base = self.embed_tokens.val();
-        let Some(r) = self.token_adapter.as_ref().and_then(|a| a.embed_tokens.as_ref()) else {
+        let Some(r) = self
+            .token_adapter
+            .as_ref()
+            .and_then(|a| a.embed_tokens.as_ref())
+        else {
             return base.select(0, ids);
         };
         if r.full {
@@ -443,7 +447,11 @@ impl<B: Backend> Llama<B> {
     /// The effective input embedding `[vocab, hidden]` (base with trainable rows in place).
     pub fn input_weight(&self) -> Tensor<B, 2> {
         let base = self.embed_tokens.val();
-        let Some(r) = self.token_adapter.as_ref().and_then(|a| a.embed_tokens.as_ref()) else {
+        let Some(r) = self
+            .token_adapter
+            .as_ref()
+            .and_then(|a| a.embed_tokens.as_ref())
+        else {
             return base;
         };
         if r.full {
@@ -622,7 +630,11 @@ impl<B: Backend> Llama<B> {
                         .ok_or_else(|| bad("modules_to_save must be strings".into()))
                 })
                 .collect::<Result<_>>()?,
-            Some(other) => return Err(bad(format!("modules_to_save must be a list, found {other}"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "modules_to_save must be a list, found {other}"
+                )))
+            }
         };
         let mut save_embed = false;
         let mut save_lm_head = false;
@@ -685,7 +697,12 @@ impl<B: Backend> Llama<B> {
                 Some(lm_w.ok_or_else(|| missing(LM_HEAD_WEIGHT_KEY))?)
             } else {
                 if let Some(l) = lm_w {
-                    self.lm_head = Some(frozen(transpose_rows(&l, vocab, h), [h, vocab], dtype, &device));
+                    self.lm_head = Some(frozen(
+                        transpose_rows(&l, vocab, h),
+                        [h, vocab],
+                        dtype,
+                        &device,
+                    ));
                 }
                 None
             };
@@ -716,8 +733,12 @@ impl<B: Backend> Llama<B> {
                         )));
                     }
                 } else {
-                    self.lm_head =
-                        Some(frozen(transpose_rows(&l, vocab, h), [h, vocab], dtype, &device));
+                    self.lm_head = Some(frozen(
+                        transpose_rows(&l, vocab, h),
+                        [h, vocab],
+                        dtype,
+                        &device,
+                    ));
                 }
             }
         } else if let Some(l) = lm_w {
@@ -727,7 +748,12 @@ impl<B: Backend> Llama<B> {
                     weights_path.display()
                 )));
             }
-            self.lm_head = Some(frozen(transpose_rows(&l, vocab, h), [h, vocab], dtype, &device));
+            self.lm_head = Some(frozen(
+                transpose_rows(&l, vocab, h),
+                [h, vocab],
+                dtype,
+                &device,
+            ));
         }
         let Some(indices) = indices else {
             for key in [EMBED_DELTA_KEY, LM_HEAD_DELTA_KEY] {
@@ -739,7 +765,11 @@ impl<B: Backend> Llama<B> {
             }
             return Ok(self);
         };
-        check_indices(&indices.embed_tokens, vocab, "trainable_token_indices (embed_tokens)")?;
+        check_indices(
+            &indices.embed_tokens,
+            vocab,
+            "trainable_token_indices (embed_tokens)",
+        )?;
         check_indices(&indices.lm_head, vocab, "trainable_token_indices (lm_head)")?;
         let shared = tied && indices.lm_head == indices.embed_tokens;
         let mut take_rows = |key: &str, ids: &[u32]| -> Result<Option<TokenRows<B>>> {
