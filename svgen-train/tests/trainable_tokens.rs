@@ -445,3 +445,23 @@ fn adapters_that_do_not_fit_the_tokenizer_or_model_are_typed_errors() {
         ));
     }
 }
+
+#[test]
+fn both_ways_of_applying_the_output_rows_agree() {
+    // Short inputs patch the logits; long ones (more positions than hidden units) patch the
+    // weight once. Causal attention makes a prefix's logits independent of what follows.
+    for tied in [true, false] {
+        let (model, _) = resized::<B>(tied)
+            .with_peft_adapter(model_dir(tied).join("adapter-peft"))
+            .unwrap();
+        let long: Vec<i64> = (0..100).map(|i| (i * 53 + 11) % 771).collect();
+        let short = to_vec(model.forward(ids(long[..20].to_vec())));
+        let full = to_vec(model.forward(ids(long)));
+        assert_close(
+            "prefix",
+            &full[..short.len()],
+            &short,
+            Tolerance::absolute(1e-5),
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! Llama 2/3/3.1/3.2 in Burn, generic over the backend, with LoRA: HF checkpoints (single or
-//! sharded safetensors, f32/bf16/f16) with parity against transformers, PEFT adapters, KV-cache
-//! generation of SVG, the Llama 3 tokenizer with the thesis' special tokens, and supervised
-//! fine-tuning.
+//! sharded safetensors, f32/bf16/f16) with parity against transformers, PEFT adapters (with
+//! trainable rows for added tokens), KV-cache generation of SVG, HF tokenizers and chat
+//! templates, the thesis' special tokens and prompt format, and supervised fine-tuning.
 //!
 //! | module | contents |
 //! |---|---|

@@ -473,6 +473,12 @@ impl<B: Backend> Llama<B> {
         if r.full {
             return h.matmul(r.rows.val().transpose());
         }
+        let [n, hidden] = h.dims();
+        if n > hidden {
+            // Many positions (training): patching the [hidden, vocab] weight once is cheaper
+            // than patching the [n, vocab] logits.
+            return h.matmul(self.output_weight());
+        }
         let w = self.output_base();
         let idx = r.index_tensor(&w.device());
         // logits[:, i] = h · rows_i for the trainable ids: add h · (rows - base rows)ᵀ there.
