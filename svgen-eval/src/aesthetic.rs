@@ -11,15 +11,14 @@
 //! pickles (`.pth`, read with burn-store's `PytorchReader`) or safetensors with the same keys. The
 //! widths are read from the file and checked for consistency, so smaller/larger variants load too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 
 use crate::error::{EvalError, Result};
-use crate::weights::Weights;
+use crate::weights::{HostTensor, WeightError, Weights};
 
 /// Indices of the linear layers of the improved predictor inside its `nn.Sequential`.
 pub const MLP_LINEAR_INDICES: [usize; 5] = [0, 2, 4, 6, 7];
@@ -51,15 +50,14 @@ pub struct AestheticPredictor<B: Backend> {
     pub layers: Vec<Linear<B>>,
 }
 
-type Raw = HashMap<String, (Vec<f32>, Vec<usize>)>;
-
-fn read_pth(path: &Path) -> Result<Raw> {
-    let bad = |m: String| EvalError::WeightFile {
+/// The tensors of a PyTorch state dict, via burn-store's pickle reader.
+fn read_pth(path: &Path) -> Result<Weights> {
+    let bad = |m: String| WeightError::Pytorch {
         path: path.to_path_buf(),
         message: m,
     };
     let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| bad(e.to_string()))?;
-    let mut out = HashMap::new();
+    let mut out = BTreeMap::new();
     for (name, snap) in reader.tensors() {
         let data = snap
             .to_data()
@@ -69,77 +67,47 @@ fn read_pth(path: &Path) -> Result<Raw> {
         let values = data
             .to_vec::<f32>()
             .map_err(|e| bad(format!("tensor `{name}`: {e:?}")))?;
-        out.insert(name.clone(), (values, shape));
+        out.insert(name.clone(), HostTensor::f32(shape, values));
     }
-    Ok(out)
+    Ok(Weights::from_tensors(&out, path)?)
 }
 
-fn read_safetensors(path: &Path) -> Result<Raw> {
-    let w = Weights::from_file(path)?;
-    let mut out = HashMap::new();
-    let keys: Vec<String> = w.keys().map(str::to_string).collect();
-    for k in keys {
-        let v = w.f32_any(&k)?;
-        out.insert(k, v);
-    }
-    Ok(out)
-}
-
-fn take<B: Backend>(
-    raw: &Raw,
+/// The affine map `{prefix}weight` `[out, in]` / `{prefix}bias` `[out]`, its input width checked
+/// against `d_in` (the previous layer's output) and its output width read from the file.
+fn head_linear<B: Backend>(
+    w: &Weights,
     prefix: &str,
     d_in: Option<usize>,
     device: &B::Device,
-) -> Result<(Linear<B>, usize, usize)> {
-    let wname = format!("{prefix}weight");
-    let bname = format!("{prefix}bias");
-    let (w, ws) = raw.get(&wname).ok_or_else(|| EvalError::MissingTensor {
-        name: wname.clone(),
-        expected: vec![0, d_in.unwrap_or(0)],
-    })?;
-    let ok = ws.len() == 2 && d_in.is_none_or(|d| ws[1] == d);
-    if !ok {
-        let mut expected = vec![ws.first().copied().unwrap_or(0), d_in.unwrap_or(0)];
-        if ws.len() != 2 {
-            expected = vec![0, d_in.unwrap_or(0)];
-        }
-        return Err(EvalError::ShapeMismatch {
-            name: wname,
-            expected,
-            found: ws.clone(),
+) -> Result<(Linear<B>, usize)> {
+    let key = format!("{prefix}weight");
+    let unknown = vec![0, d_in.unwrap_or(0)];
+    let Some(shape) = w.shape(&key) else {
+        return Err(EvalError::MissingTensor {
+            name: key,
+            expected: unknown,
         });
-    }
-    let (d_out, d_in) = (ws[0], ws[1]);
-    let (b, bs) = raw.get(&bname).ok_or_else(|| EvalError::MissingTensor {
-        name: bname.clone(),
-        expected: vec![d_out],
-    })?;
-    if bs.as_slice() != [d_out] {
-        return Err(EvalError::ShapeMismatch {
-            name: bname,
-            expected: vec![d_out],
-            found: bs.clone(),
-        });
-    }
-    let mut t = vec![0f32; w.len()];
-    for o in 0..d_out {
-        for i in 0..d_in {
-            t[i * d_out + o] = w[o * d_in + i];
-        }
-    }
-    let lin = Linear {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(t, [d_in, d_out]), device)),
-        bias: Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(b.clone(), [d_out]),
-            device,
-        ))),
     };
-    Ok((lin, d_in, d_out))
+    let &[d_out, file_in] = shape else {
+        return Err(EvalError::ShapeMismatch {
+            name: key,
+            expected: unknown,
+            found: shape.to_vec(),
+        });
+    };
+    let lin = w.linear(
+        prefix.trim_end_matches('.'),
+        d_in.unwrap_or(file_in),
+        d_out,
+        true,
+        device,
+    )?;
+    Ok((lin, d_out))
 }
 
 impl<B: Backend> AestheticPredictor<B> {
     /// Loads a `.pth` / `.pt` / `.bin` PyTorch state dict or a `.safetensors` file, detecting the
-    /// head from its keys.
+    /// head from its keys. Every tensor of the file must belong to the head.
     pub fn from_file(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
@@ -151,12 +119,12 @@ impl<B: Backend> AestheticPredictor<B> {
         let is_st = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        let raw = if is_st {
-            read_safetensors(path)?
+        let w = if is_st {
+            Weights::open_file(path)?
         } else {
             read_pth(path)?
         };
-        Self::from_tensors(&raw, device)
+        Self::from_weights(&w, device)
     }
 
     /// Builds the head from named f32 tensors (`name -> (values, shape)`).
@@ -164,9 +132,18 @@ impl<B: Backend> AestheticPredictor<B> {
         raw: &HashMap<String, (Vec<f32>, Vec<usize>)>,
         device: &B::Device,
     ) -> Result<Self> {
-        let kind = if raw.contains_key("layers.0.weight") {
+        let tensors = raw
+            .iter()
+            .map(|(k, (v, s))| (k.clone(), v.clone(), s.clone()))
+            .collect();
+        Self::from_weights(&Weights::from_f32_tensors(tensors)?, device)
+    }
+
+    /// Builds the head from a checkpoint holding exactly its tensors.
+    pub fn from_weights(w: &Weights, device: &B::Device) -> Result<Self> {
+        let kind = if w.contains("layers.0.weight") {
             AestheticKind::Mlp
-        } else if raw.contains_key("weight") {
+        } else if w.contains("weight") {
             AestheticKind::Linear
         } else {
             return Err(EvalError::MissingTensor {
@@ -174,36 +151,30 @@ impl<B: Backend> AestheticPredictor<B> {
                 expected: vec![MLP_WIDTHS[1], MLP_WIDTHS[0]],
             });
         };
+        let prefixes: Vec<String> = match kind {
+            AestheticKind::Linear => vec![String::new()],
+            AestheticKind::Mlp => MLP_LINEAR_INDICES
+                .iter()
+                .map(|i| format!("layers.{i}."))
+                .collect(),
+        };
         let mut layers = Vec::new();
-        match kind {
-            AestheticKind::Linear => {
-                let (lin, _, d_out) = take(raw, "", None, device)?;
-                if d_out != 1 {
-                    return Err(EvalError::ShapeMismatch {
-                        name: "weight".into(),
-                        expected: vec![1, raw["weight"].1[1]],
-                        found: raw["weight"].1.clone(),
-                    });
-                }
-                layers.push(lin);
-            }
-            AestheticKind::Mlp => {
-                let mut d = None;
-                for i in MLP_LINEAR_INDICES {
-                    let (lin, _, d_out) = take(raw, &format!("layers.{i}."), d, device)?;
-                    d = Some(d_out);
-                    layers.push(lin);
-                }
-                if d != Some(1) {
-                    let s = raw["layers.7.weight"].1.clone();
-                    return Err(EvalError::ShapeMismatch {
-                        name: "layers.7.weight".into(),
-                        expected: vec![1, s[1]],
-                        found: s,
-                    });
-                }
-            }
+        let mut d = None;
+        for prefix in &prefixes {
+            let (lin, d_out) = head_linear(w, prefix, d, device)?;
+            d = Some(d_out);
+            layers.push(lin);
         }
+        if d != Some(1) {
+            let key = format!("{}weight", prefixes.last().map_or("", String::as_str));
+            let found = w.shape(&key).unwrap_or_default().to_vec();
+            return Err(EvalError::ShapeMismatch {
+                name: key,
+                expected: vec![1, found.get(1).copied().unwrap_or(0)],
+                found,
+            });
+        }
+        w.finish()?;
         Ok(AestheticPredictor { layers })
     }
 

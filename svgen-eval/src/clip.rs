@@ -20,7 +20,7 @@ use burn::tensor::TensorPrimitive;
 
 use crate::config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
 use crate::error::{EvalError, Result};
-use crate::weights::Weights;
+use crate::weights::{HostTensor, Weights, TRANSFORMERS_STEM};
 
 /// LayerNorm with HF parameter names (`weight`, `bias`).
 #[derive(Module, Debug)]
@@ -105,16 +105,13 @@ impl<B: Backend> ClipAttention<B> {
                 bias[j * d + o] = (b[o] as f64 * s) as f32;
             }
         }
+        let fused = format!("{prefix}.qkv_proj");
+        let weight = w.make_tensor(&fused, HostTensor::f32(vec![d, n], weight), device)?;
+        let bias = w.make_tensor(&fused, HostTensor::f32(vec![n], bias), device)?;
         Ok(ClipAttention {
             qkv_proj: Linear {
-                weight: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(weight, [d, n]),
-                    device,
-                )),
-                bias: Some(Param::from_tensor(Tensor::from_data(
-                    TensorData::new(bias, [n]),
-                    device,
-                ))),
+                weight: w.make_param(weight),
+                bias: Some(w.make_param(bias)),
             },
             out_proj: w.linear(&format!("{prefix}.out_proj"), d, d, true, device)?,
             num_heads: heads,
@@ -394,13 +391,12 @@ impl<B: Backend> ClipTextModel<B> {
         dir: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<Self> {
-        let mut w = Weights::from_file(dir.as_ref().join("model.safetensors"))?;
-        if !w.contains("text_model.embeddings.token_embedding.weight")
-            && w.contains("embeddings.token_embedding.weight")
-        {
-            w = w.with_key_prefix("text_model.");
-        }
-        Self::load(cfg, &w, "text_model", device)
+        let w = text_weights(Weights::open(dir, TRANSFORMERS_STEM)?);
+        let model = Self::load(cfg, &w, "text_model", device)?;
+        // A full `CLIPModel` file also holds the vision tower and the projections.
+        w.ignore(|k| !k.starts_with("text_model.") || is_buffer(k));
+        w.finish()?;
+        Ok(model)
     }
 
     /// EOS position of each row of `ids` (`[B, T]`, row-major), as transformers picks it.
@@ -526,6 +522,23 @@ impl<B: Backend> ClipTextModel<B> {
             pooler_output: pooled,
         })
     }
+}
+
+/// Gives the keys of a `CLIPTextModel` saved by transformers 5 (`embeddings.…`, `encoder.…`) the
+/// `text_model.` prefix that transformers 4 and `CLIPModel` files carry.
+pub fn text_weights(w: Weights) -> Weights {
+    if !w.contains("text_model.embeddings.token_embedding.weight")
+        && w.contains("embeddings.token_embedding.weight")
+    {
+        w.with_key_prefix("text_model.")
+    } else {
+        w
+    }
+}
+
+/// Buffers older transformers versions saved with the weights (`*.position_ids`); not parameters.
+fn is_buffer(key: &str) -> bool {
+    key.ends_with(".position_ids")
 }
 
 /// Patch, class and position embeddings of the vision tower (`vision_model.embeddings`).
@@ -733,12 +746,26 @@ impl<B: Backend> ClipModel<B> {
         })
     }
 
-    /// Loads an HF checkpoint folder: `config.json` + `model.safetensors`.
+    /// Loads an HF checkpoint folder: `config.json` + `model.safetensors` (or shards listed by
+    /// `model.safetensors.index.json`).
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = ClipConfig::from_file(dir.join("config.json"))?;
-        let w = Weights::from_file(dir.join("model.safetensors"))?;
-        Self::load(&cfg, &w, device)
+        Self::from_pretrained_with_config(&cfg, dir, device)
+    }
+
+    /// [`ClipModel::from_pretrained`] with the configuration already read. Every tensor of the
+    /// checkpoint must be used ([`EvalError::ConfigMismatch`] names one that is not).
+    pub fn from_pretrained_with_config(
+        cfg: &ClipConfig,
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let w = Weights::open(dir, TRANSFORMERS_STEM)?;
+        let model = Self::load(cfg, &w, device)?;
+        w.ignore(is_buffer);
+        w.finish()?;
+        Ok(model)
     }
 
     /// Square input side the vision tower expects.

@@ -5,9 +5,8 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
-
-use crate::error::{EvalError, Result};
+use crate::error::Result;
+use crate::hf_config::{ConfigError, HfConfig, OneOrMany};
 
 /// The MLP activation of a CLIP encoder layer (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,16 +24,24 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The transformers `hidden_act` names this crate implements.
+    pub const HF_NAMES: [(&'static str, Activation); 8] = [
+        ("quick_gelu", Activation::QuickGelu),
+        ("gelu", Activation::Gelu),
+        ("gelu_new", Activation::GeluTanh),
+        ("gelu_pytorch_tanh", Activation::GeluTanh),
+        ("gelu_fast", Activation::GeluTanh),
+        ("relu", Activation::Relu),
+        ("silu", Activation::Silu),
+        ("swish", Activation::Silu),
+    ];
+
     /// Parses a transformers `hidden_act` name.
     pub fn from_hf_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "quick_gelu" => Activation::QuickGelu,
-            "gelu" => Activation::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-            "relu" => Activation::Relu,
-            "silu" | "swish" => Activation::Silu,
-            _ => return None,
-        })
+        Self::HF_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
     }
 }
 
@@ -168,139 +175,100 @@ impl Default for ClipConfig {
     }
 }
 
-struct Reader<'a> {
-    obj: &'a Map<String, Value>,
-    origin: &'a str,
+/// `hidden_act`.
+fn activation(c: &HfConfig) -> Result<Activation, ConfigError> {
+    c.choice("hidden_act", Activation::QuickGelu, &Activation::HF_NAMES)
 }
 
-impl Reader<'_> {
-    fn err(&self, key: &str, what: &str) -> EvalError {
-        EvalError::Config {
-            path: self.origin.into(),
-            message: format!("key `{key}`: {what}"),
-        }
-    }
-
-    fn usize(&self, key: &str, default: usize) -> Result<usize> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => {
-                let n = v
-                    .as_u64()
-                    .ok_or_else(|| self.err(key, "expected a non-negative integer"))?;
-                usize::try_from(n).map_err(|_| self.err(key, "out of range"))
-            }
-        }
-    }
-
-    fn positive(&self, key: &str, default: usize) -> Result<usize> {
-        let n = self.usize(key, default)?;
-        if n == 0 {
-            return Err(self.err(key, "must be positive"));
-        }
-        Ok(n)
-    }
-
-    fn f64(&self, key: &str, default: f64) -> Result<f64> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| self.err(key, "expected a number")),
-        }
-    }
-
-    fn token(&self, key: &str, default: i64) -> Result<i64> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Array(a)) => a
-                .first()
-                .and_then(Value::as_i64)
-                .ok_or_else(|| self.err(key, "expected an integer or a list of integers")),
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| self.err(key, "expected an integer")),
-        }
-    }
-
-    fn act(&self, key: &str) -> Result<Activation> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(Activation::QuickGelu),
-            Some(Value::String(s)) => Activation::from_hf_name(s)
-                .ok_or_else(|| self.err(key, &format!("unsupported activation `{s}`"))),
-            Some(_) => Err(self.err(key, "expected a string")),
-        }
-    }
-
-    fn side(&self, key: &str, default: usize) -> Result<usize> {
-        match self.obj.get(key) {
-            Some(Value::Array(a)) => {
-                let v: Vec<u64> = a.iter().filter_map(Value::as_u64).collect();
-                match v.as_slice() {
-                    [h, w] if h == w && *h > 0 => Ok(*h as usize),
-                    _ => Err(self.err(key, "only square sizes are supported")),
-                }
-            }
-            _ => self.positive(key, default),
-        }
+/// A token id given as an integer or a list (the first one counts).
+fn token(c: &HfConfig, key: &str, default: i64) -> Result<i64, ConfigError> {
+    match c.get::<OneOrMany<i64>>(key)? {
+        None => Ok(default),
+        Some(ids) => ids
+            .0
+            .first()
+            .copied()
+            .ok_or_else(|| c.invalid(key, "is an empty list")),
     }
 }
 
-fn sub_config(root: &Map<String, Value>, key: &str) -> Map<String, Value> {
-    let mut out = match root.get(key) {
-        Some(Value::Object(m)) => m.clone(),
-        _ => Map::new(),
+/// A square side given as an integer or `[h, w]` with `h == w`.
+fn side(c: &HfConfig, key: &str, default: usize) -> Result<usize, ConfigError> {
+    let Some(OneOrMany(v)) = c.get::<OneOrMany<usize>>(key)? else {
+        return Ok(default);
     };
-    // Old configs carry a `*_config_dict` that transformers lets override `*_config`.
-    if let Some(Value::Object(m)) = root.get(&format!("{key}_dict")) {
-        for (k, v) in m {
-            out.insert(k.clone(), v.clone());
-        }
+    match v[..] {
+        [0] | [0, 0] => Err(c.invalid(key, "must be positive")),
+        [n] => Ok(n),
+        [h, w] if h == w => Ok(h),
+        _ => Err(c.unsupported(key, "only square sizes are supported")),
     }
-    out
+}
+
+/// The heads must divide the width.
+fn check_heads(c: &HfConfig, hidden: usize, heads: usize) -> Result<(), ConfigError> {
+    if !hidden.is_multiple_of(heads) {
+        return Err(c.invalid(
+            "num_attention_heads",
+            format!("does not divide hidden_size {hidden}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `{key}` of a `CLIPConfig`, with the old `{key}_dict` overriding it as transformers does.
+fn tower(root: &HfConfig, key: &str) -> Result<HfConfig, ConfigError> {
+    Ok(root
+        .section(key)?
+        .overridden_by(root.opt_section(&format!("{key}_dict"))?))
 }
 
 impl ClipTextConfig {
-    fn from_map(obj: &Map<String, Value>, origin: &str) -> Result<Self> {
-        let r = Reader { obj, origin };
+    /// Reads a `CLIPTextConfig` section (absent keys take transformers' defaults).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn from_config(c: &HfConfig) -> Result<Self, ConfigError> {
         let d = ClipTextConfig::default();
         let cfg = ClipTextConfig {
-            vocab_size: r.positive("vocab_size", d.vocab_size)?,
-            hidden_size: r.positive("hidden_size", d.hidden_size)?,
-            intermediate_size: r.positive("intermediate_size", d.intermediate_size)?,
-            num_hidden_layers: r.usize("num_hidden_layers", d.num_hidden_layers)?,
-            num_attention_heads: r.positive("num_attention_heads", d.num_attention_heads)?,
-            max_position_embeddings: r
+            vocab_size: c.positive("vocab_size", d.vocab_size)?,
+            hidden_size: c.positive("hidden_size", d.hidden_size)?,
+            intermediate_size: c.positive("intermediate_size", d.intermediate_size)?,
+            num_hidden_layers: c.get_or("num_hidden_layers", d.num_hidden_layers)?,
+            num_attention_heads: c.positive("num_attention_heads", d.num_attention_heads)?,
+            max_position_embeddings: c
                 .positive("max_position_embeddings", d.max_position_embeddings)?,
-            hidden_act: r.act("hidden_act")?,
-            layer_norm_eps: r.f64("layer_norm_eps", d.layer_norm_eps)?,
-            pad_token_id: r.token("pad_token_id", d.pad_token_id)?,
-            bos_token_id: r.token("bos_token_id", d.bos_token_id)?,
-            eos_token_id: r.token("eos_token_id", d.eos_token_id)?,
+            hidden_act: activation(c)?,
+            layer_norm_eps: c.get_or("layer_norm_eps", d.layer_norm_eps)?,
+            pad_token_id: token(c, "pad_token_id", d.pad_token_id)?,
+            bos_token_id: token(c, "bos_token_id", d.bos_token_id)?,
+            eos_token_id: token(c, "eos_token_id", d.eos_token_id)?,
         };
-        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            return Err(r.err(
-                "num_attention_heads",
-                &format!("does not divide hidden_size {}", cfg.hidden_size),
-            ));
-        }
+        check_heads(c, cfg.hidden_size, cfg.num_attention_heads)?;
         Ok(cfg)
     }
 
-    /// Parses a text-only `config.json` (`CLIPTextModel`, e.g. Stable Diffusion's `text_encoder`),
+    /// Reads a text-only `config.json` (`CLIPTextModel`, e.g. Stable Diffusion's `text_encoder`),
     /// or the `text_config` of a full `CLIPConfig`.
-    pub fn from_json_str(json: &str) -> Result<Self> {
-        let root = parse_object(json, "<string>")?;
-        if root.contains_key("text_config") || root.contains_key("text_config_dict") {
-            Self::from_map(&sub_config(&root, "text_config"), "<string>")
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn from_root(root: &HfConfig) -> Result<Self, ConfigError> {
+        if root.contains("text_config") || root.contains("text_config_dict") {
+            Self::from_config(&tower(root, "text_config")?)
         } else {
-            Self::from_map(&root, "<string>")
+            Self::from_config(root)
         }
     }
 
-    /// Reads [`ClipTextConfig::from_json_str`] from a file.
+    /// Parses [`ClipTextConfig::from_root`] from JSON text.
+    pub fn from_json_str(json: &str) -> Result<Self> {
+        Ok(Self::from_root(&HfConfig::parse(json, "<string>")?)?)
+    }
+
+    /// Reads [`ClipTextConfig::from_root`] from a file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-        Self::from_json_str(&text).map_err(|e| relabel(e, path))
+        Ok(Self::from_root(&HfConfig::read(path)?)?)
     }
 
     /// Width of one attention head.
@@ -310,28 +278,26 @@ impl ClipTextConfig {
 }
 
 impl ClipVisionConfig {
-    fn from_map(obj: &Map<String, Value>, origin: &str) -> Result<Self> {
-        let r = Reader { obj, origin };
+    /// Reads a `CLIPVisionConfig` section (absent keys take transformers' defaults).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn from_config(c: &HfConfig) -> Result<Self, ConfigError> {
         let d = ClipVisionConfig::default();
         let cfg = ClipVisionConfig {
-            hidden_size: r.positive("hidden_size", d.hidden_size)?,
-            intermediate_size: r.positive("intermediate_size", d.intermediate_size)?,
-            num_hidden_layers: r.usize("num_hidden_layers", d.num_hidden_layers)?,
-            num_attention_heads: r.positive("num_attention_heads", d.num_attention_heads)?,
-            num_channels: r.positive("num_channels", d.num_channels)?,
-            image_size: r.side("image_size", d.image_size)?,
-            patch_size: r.side("patch_size", d.patch_size)?,
-            hidden_act: r.act("hidden_act")?,
-            layer_norm_eps: r.f64("layer_norm_eps", d.layer_norm_eps)?,
+            hidden_size: c.positive("hidden_size", d.hidden_size)?,
+            intermediate_size: c.positive("intermediate_size", d.intermediate_size)?,
+            num_hidden_layers: c.get_or("num_hidden_layers", d.num_hidden_layers)?,
+            num_attention_heads: c.positive("num_attention_heads", d.num_attention_heads)?,
+            num_channels: c.positive("num_channels", d.num_channels)?,
+            image_size: side(c, "image_size", d.image_size)?,
+            patch_size: side(c, "patch_size", d.patch_size)?,
+            hidden_act: activation(c)?,
+            layer_norm_eps: c.get_or("layer_norm_eps", d.layer_norm_eps)?,
         };
-        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            return Err(r.err(
-                "num_attention_heads",
-                &format!("does not divide hidden_size {}", cfg.hidden_size),
-            ));
-        }
+        check_heads(c, cfg.hidden_size, cfg.num_attention_heads)?;
         if cfg.patch_size > cfg.image_size {
-            return Err(r.err("patch_size", "larger than image_size"));
+            return Err(c.invalid("patch_size", "is larger than image_size"));
         }
         Ok(cfg)
     }
@@ -342,50 +308,29 @@ impl ClipVisionConfig {
     }
 }
 
-fn parse_object(json: &str, origin: &str) -> Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(json) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(EvalError::Config {
-            path: origin.into(),
-            message: "top level is not a JSON object".into(),
-        }),
-        Err(e) => Err(EvalError::Config {
-            path: origin.into(),
-            message: e.to_string(),
-        }),
-    }
-}
-
-fn relabel(e: EvalError, path: &Path) -> EvalError {
-    match e {
-        EvalError::Config { message, .. } => EvalError::Config {
-            path: path.to_path_buf(),
-            message,
-        },
-        other => other,
-    }
-}
-
 impl ClipConfig {
+    /// Reads a `CLIPConfig` (absent keys take transformers' defaults).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn from_config(root: &HfConfig) -> Result<Self, ConfigError> {
+        let d = ClipConfig::default();
+        Ok(ClipConfig {
+            text: ClipTextConfig::from_config(&tower(root, "text_config")?)?,
+            vision: ClipVisionConfig::from_config(&tower(root, "vision_config")?)?,
+            projection_dim: root.positive("projection_dim", d.projection_dim)?,
+            logit_scale_init_value: root
+                .get_or("logit_scale_init_value", d.logit_scale_init_value)?,
+        })
+    }
+
     /// Parses a `CLIPConfig` JSON document; absent keys take transformers' defaults.
     pub fn from_json_str(json: &str) -> Result<Self> {
-        let root = parse_object(json, "<string>")?;
-        let r = Reader {
-            obj: &root,
-            origin: "<string>",
-        };
-        Ok(ClipConfig {
-            text: ClipTextConfig::from_map(&sub_config(&root, "text_config"), "<string>")?,
-            vision: ClipVisionConfig::from_map(&sub_config(&root, "vision_config"), "<string>")?,
-            projection_dim: r.positive("projection_dim", 512)?,
-            logit_scale_init_value: r.f64("logit_scale_init_value", 2.6592)?,
-        })
+        Ok(Self::from_config(&HfConfig::parse(json, "<string>")?)?)
     }
 
     /// Reads a `config.json` file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-        Self::from_json_str(&text).map_err(|e| relabel(e, path))
+        Ok(Self::from_config(&HfConfig::read(path)?)?)
     }
 }

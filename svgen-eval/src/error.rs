@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::hf_config::ConfigError;
+use crate::weights::WeightError;
+
 /// Everything that can go wrong while loading or running the scorers.
 ///
 /// Weight errors always name the tensor, and shape errors give the expected and the found shape, so
@@ -16,22 +19,15 @@ pub enum EvalError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A JSON configuration file is malformed.
-    #[error("invalid config {path}: {message}")]
-    Config {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// A weight file is not a valid safetensors / PyTorch file.
-    #[error("invalid weight file {path}: {message}")]
-    WeightFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// A JSON configuration file is malformed or holds an unsupported value (its I/O errors are
+    /// [`EvalError::Io`]).
+    #[error(transparent)]
+    Config(ConfigError),
+    /// A weight file is not a valid safetensors / PyTorch file, or a shard index is wrong. Missing
+    /// tensors, wrong shapes, unsupported dtypes, unused tensors and I/O errors have their own
+    /// variants.
+    #[error(transparent)]
+    WeightFile(WeightError),
     /// A tensor the model needs is absent from the weight file.
     #[error("missing tensor `{name}` (expected shape {expected:?})")]
     MissingTensor {
@@ -103,6 +99,51 @@ impl EvalError {
         EvalError::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl From<ConfigError> for EvalError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Io { path, source } => EvalError::Io { path, source },
+            other => EvalError::Config(other),
+        }
+    }
+}
+
+impl From<WeightError> for EvalError {
+    /// Keeps svgen-eval's tensor-level variants: I/O, missing tensors, shape and dtype errors map to
+    /// [`EvalError::Io`], [`EvalError::MissingTensor`], [`EvalError::ShapeMismatch`],
+    /// [`EvalError::UnsupportedDtype`]; unused tensors to [`EvalError::ConfigMismatch`] (the config
+    /// describes less than the file holds); the rest is [`EvalError::WeightFile`].
+    fn from(e: WeightError) -> Self {
+        match e {
+            WeightError::Io { path, source } => EvalError::Io { path, source },
+            WeightError::MissingTensor { key, expected, .. } => EvalError::MissingTensor {
+                name: key,
+                expected,
+            },
+            WeightError::ShapeMismatch {
+                key,
+                expected,
+                found,
+            } => EvalError::ShapeMismatch {
+                name: key,
+                expected,
+                found,
+            },
+            WeightError::UnsupportedDtype { key, dtype } => {
+                EvalError::UnsupportedDtype { name: key, dtype }
+            }
+            WeightError::UnusedTensors { path, keys } => EvalError::ConfigMismatch {
+                name: keys.first().cloned().unwrap_or_default(),
+                message: format!(
+                    "is not used by the model ({})",
+                    WeightError::UnusedTensors { path, keys }
+                ),
+            },
+            other => EvalError::WeightFile(other),
         }
     }
 }

@@ -8,7 +8,9 @@
 //! - [`AestheticPredictor`]: the LAION improved-aesthetic-predictor head (and the v1 linear head);
 //! - [`ClipScorer`]: batched `clip_similarity`, `clip_score` and `aesthetic` over rasters or SVGs;
 //! - [`report`]: evaluation reports (CSV, JSON, summary, markdown, contact sheet, histograms) over
-//!   any inputs that yield a prompt and an SVG ([`report::PromptSvg`]).
+//!   any inputs that yield a prompt and an SVG ([`report::PromptSvg`]);
+//! - [`weights`]: the safetensors loader (single or sharded, any dtype, read on demand) and writer
+//!   shared by every Burn model of svgen; [`hf_config`]: typed reading of HF JSON configs.
 //!
 //! [`DefaultBackend`] names the usual backend: `Flex` (CPU), or `Cuda` with the `cuda` feature.
 #![forbid(unsafe_code)]
@@ -43,6 +45,7 @@ pub mod aesthetic;
 pub mod clip;
 pub mod config;
 pub mod error;
+pub mod hf_config;
 pub mod preprocess;
 pub mod report;
 pub mod scorer;
@@ -55,7 +58,8 @@ pub use clip::{
 };
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use error::{EvalError, Result};
+pub use hf_config::{ConfigError, HfConfig};
 pub use preprocess::{ClipImageProcessor, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
 pub use scorer::{clip_score_from_cosine, ClipScorer, ScoreImage};
 pub use tokenizer::{ClipTokenizer, ClipTokens};
-pub use weights::Weights;
+pub use weights::{WeightError, Weights};

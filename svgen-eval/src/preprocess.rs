@@ -16,6 +16,7 @@ use burn::prelude::*;
 use image::RgbImage;
 
 use crate::error::{EvalError, Result};
+use crate::hf_config::{ConfigError, HfConfig, OneOrMany};
 
 /// OpenAI CLIP's per-channel mean.
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -213,76 +214,69 @@ impl ClipImageProcessor {
 
     /// Reads an HF `preprocessor_config.json`; absent keys keep the CLIP defaults.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-        let bad = |m: &str| EvalError::Config {
-            path: path.to_path_buf(),
-            message: m.to_string(),
+        Ok(Self::from_config(&HfConfig::read(path)?)?)
+    }
+
+    /// Reads the keys of a `preprocessor_config.json` (`size`, `crop_size`, `do_*`,
+    /// `rescale_factor`, `image_mean`, `image_std`); absent keys keep the CLIP defaults. Resampling
+    /// filters other than PIL's bicubic (`resample: 3`) are refused.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn from_config(c: &HfConfig) -> Result<Self, ConfigError> {
+        let d = ClipImageProcessor::default();
+        // A side in pixels: `default` when absent (`None`: required).
+        let side = |c: &HfConfig, key: &str, default: Option<u32>| -> Result<u32, ConfigError> {
+            let n: u32 = match default {
+                Some(v) => c.get_or(key, v)?,
+                None => c.require(key)?,
+            };
+            if n == 0 || n >= 1 << 16 {
+                return Err(c.invalid(key, "must be in 1..65536"));
+            }
+            Ok(n)
         };
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
-        let mut p = ClipImageProcessor::default();
-        let u = |v: &serde_json::Value| {
-            v.as_u64()
-                .filter(|&n| n > 0 && n < 1 << 16)
-                .map(|n| n as u32)
+        let shortest_edge = if c.raw("size").is_some_and(|v| v.is_object()) {
+            let size = c.section("size")?;
+            if !size.contains("shortest_edge") {
+                return Err(c.unsupported("size", "only size.shortest_edge is supported"));
+            }
+            side(&size, "shortest_edge", None)?
+        } else {
+            side(c, "size", Some(d.shortest_edge))?
         };
-        match v.get("size") {
-            Some(serde_json::Value::Object(o)) => {
-                if let Some(s) = o.get("shortest_edge") {
-                    p.shortest_edge = u(s).ok_or_else(|| bad("size.shortest_edge"))?;
-                } else {
-                    return Err(bad("only size.shortest_edge is supported"));
-                }
-            }
-            Some(s) if s.is_u64() => p.shortest_edge = u(s).ok_or_else(|| bad("size"))?,
-            _ => {}
+        let (crop_height, crop_width) = if c.raw("crop_size").is_some_and(|v| v.is_object()) {
+            let crop = c.section("crop_size")?;
+            (side(&crop, "height", None)?, side(&crop, "width", None)?)
+        } else if c.contains("crop_size") {
+            let n = side(c, "crop_size", None)?;
+            (n, n)
+        } else {
+            (d.crop_height, d.crop_width)
+        };
+        if c.get_or::<u32>("resample", 3)? != 3 {
+            return Err(c.unsupported("resample", "only 3 (PIL bicubic) is implemented"));
         }
-        match v.get("crop_size") {
-            Some(serde_json::Value::Object(o)) => {
-                p.crop_height = o
-                    .get("height")
-                    .and_then(u)
-                    .ok_or_else(|| bad("crop_size.height"))?;
-                p.crop_width = o
-                    .get("width")
-                    .and_then(u)
-                    .ok_or_else(|| bad("crop_size.width"))?;
+        let channels = |key: &str, default: [f32; 3]| -> Result<[f32; 3], ConfigError> {
+            match c.get::<OneOrMany<f32>>(key)?.map(|v| v.0).as_deref() {
+                None => Ok(default),
+                Some(&[x]) => Ok([x; 3]),
+                Some(&[r, g, b]) => Ok([r, g, b]),
+                Some(_) => Err(c.invalid(key, "must hold 1 or 3 numbers")),
             }
-            Some(s) if s.is_u64() => {
-                p.crop_height = u(s).ok_or_else(|| bad("crop_size"))?;
-                p.crop_width = p.crop_height;
-            }
-            _ => {}
-        }
-        for (key, field) in [
-            ("do_resize", &mut p.do_resize),
-            ("do_center_crop", &mut p.do_center_crop),
-            ("do_rescale", &mut p.do_rescale),
-            ("do_normalize", &mut p.do_normalize),
-        ] {
-            if let Some(b) = v.get(key).and_then(|b| b.as_bool()) {
-                *field = b;
-            }
-        }
-        if let Some(f) = v.get("rescale_factor").and_then(|f| f.as_f64()) {
-            p.rescale_factor = f;
-        }
-        for (key, field) in [
-            ("image_mean", &mut p.image_mean),
-            ("image_std", &mut p.image_std),
-        ] {
-            if let Some(a) = v.get(key).and_then(|a| a.as_array()) {
-                let vals: Vec<f32> = a
-                    .iter()
-                    .filter_map(|x| x.as_f64())
-                    .map(|x| x as f32)
-                    .collect();
-                *field = vals
-                    .try_into()
-                    .map_err(|_| bad(&format!("{key} must have 3 numbers")))?;
-            }
-        }
-        Ok(p)
+        };
+        Ok(ClipImageProcessor {
+            shortest_edge,
+            crop_height,
+            crop_width,
+            do_resize: c.get_or("do_resize", d.do_resize)?,
+            do_center_crop: c.get_or("do_center_crop", d.do_center_crop)?,
+            do_rescale: c.get_or("do_rescale", d.do_rescale)?,
+            rescale_factor: c.get_or("rescale_factor", d.rescale_factor)?,
+            do_normalize: c.get_or("do_normalize", d.do_normalize)?,
+            image_mean: channels("image_mean", d.image_mean)?,
+            image_std: channels("image_std", d.image_std)?,
+        })
     }
 
     /// Output size `(width, height)` of the shortest-side resize, as transformers computes it.

@@ -110,9 +110,7 @@ impl<B: Backend> ClipScorer<B> {
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = crate::ClipConfig::from_file(dir.join("config.json"))?;
-        let w = crate::Weights::from_file(dir.join("model.safetensors"))?;
-        let model = ClipModel::load(&cfg, &w, device)?;
-        drop(w);
+        let model = ClipModel::from_pretrained_with_config(&cfg, dir, device)?;
         let tokenizer = ClipTokenizer::from_dir(dir)?
             .with_context_length(cfg.text.max_position_embeddings.min(77))?;
         let pp = dir.join("preprocessor_config.json");

@@ -165,6 +165,23 @@ impl Bitmap {
         crate::pbm::read_pbm(data, max_pixels)
     }
 
+    /// Like [`Bitmap::from_pbm`], streaming from a reader: the raster goes row by row straight
+    /// into the bitmap, so a file is never held in memory whole. Data after the raster is left
+    /// unread; read failures other than truncation give [`TraceError::Io`].
+    ///
+    /// ```
+    /// use std::io::BufReader;
+    /// use svgen_trace::{Bitmap, DEFAULT_PIXEL_LIMIT};
+    /// # fn main() -> Result<(), svgen_trace::TraceError> {
+    /// let file: &[u8] = b"P4\n3 2\n\xa0\x40"; // or a std::fs::File
+    /// let bm = Bitmap::read_pbm(BufReader::new(file), DEFAULT_PIXEL_LIMIT)?;
+    /// assert_eq!((bm.width(), bm.count_black()), (3, 3));
+    /// # Ok(()) }
+    /// ```
+    pub fn read_pbm(reader: impl std::io::BufRead, max_pixels: u64) -> Result<Bitmap, TraceError> {
+        crate::pbm::read_pbm(reader, max_pixels)
+    }
+
     /// Writes the bitmap as a binary `P4` PBM file.
     pub fn to_pbm(&self) -> Vec<u8> {
         let mut out = format!("P4\n{} {}\n", self.width, self.height).into_bytes();
@@ -218,6 +235,40 @@ impl Bitmap {
         for y in 0..self.height as usize {
             self.words[y * self.stride + self.stride - 1] &= mask;
         }
+    }
+
+    /// A bitmap from an 8-bit pixel buffer: `height` rows of `width` pixels of `N` bytes each
+    /// (row 0 = top), pixel `(x, y)` black when `black(x, y, pixel)`. Packs 64 pixels to a word
+    /// straight from the buffer (crate-internal builder for the image thresholds). `data` must
+    /// hold at least `width × height × N` bytes.
+    pub(crate) fn from_pixels<const N: usize>(
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+        data: &[u8],
+        mut black: impl FnMut(u32, u32, &[u8; N]) -> bool,
+    ) -> Result<Bitmap, TraceError> {
+        let mut bm = Bitmap::with_limit(width, height, max_pixels)?;
+        let row_bytes = width as usize * N;
+        if row_bytes == 0 {
+            return Ok(bm);
+        }
+        for (y, row) in data
+            .chunks_exact(row_bytes)
+            .take(height as usize)
+            .enumerate()
+        {
+            let words = &mut bm.words[y * bm.stride..(y + 1) * bm.stride];
+            for (wi, (chunk, word)) in row.chunks(WORD_BITS * N).zip(words).enumerate() {
+                let mut w = 0u64;
+                for (b, px) in chunk.as_chunks::<N>().0.iter().enumerate() {
+                    let x = (wi * WORD_BITS + b) as u32;
+                    w |= u64::from(black(x, y as u32, px)) << (WORD_BITS - 1 - b);
+                }
+                *word = w;
+            }
+        }
+        Ok(bm)
     }
 
     /// Sets word `wi` of row `y` (crate-internal builder use; padding bits are cleared).

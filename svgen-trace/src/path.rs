@@ -298,10 +298,19 @@ pub(crate) fn fit_all(
             pts += raw[end].points.len();
             end += 1;
         }
-        let chunk: Vec<Vec<Seg>> = raw[start..end]
-            .par_iter()
-            .map(|r| fit_path(r, params))
-            .collect();
+        // On a one-thread pool, fit on the calling thread: handing the chunk to the pool's
+        // worker and waiting for it costs two context switches and a wake-up per chunk.
+        let chunk: Vec<Vec<Seg>> = if rayon::current_num_threads() > 1 {
+            raw[start..end]
+                .par_iter()
+                .map(|r| fit_path(r, params))
+                .collect()
+        } else {
+            raw[start..end]
+                .iter()
+                .map(|r| fit_path(r, params))
+                .collect()
+        };
         out.extend(chunk);
         done += pts;
         start = end;

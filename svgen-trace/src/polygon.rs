@@ -10,6 +10,8 @@
 //! 4. vertex adjustment: every polygon vertex moves, inside the unit square around its lattice
 //!    point, to the point closest (in the least-squares sense) to the two adjacent fitted lines.
 
+use std::hint::select_unpredictable;
+
 /// Cumulative sums over a path, relative to its first point.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sum {
@@ -48,11 +50,6 @@ impl P2 {
     pub const fn new(x: f64, y: f64) -> P2 {
         P2 { x, y }
     }
-}
-
-#[inline]
-fn sign(v: i64) -> i64 {
-    v.signum()
 }
 
 #[inline]
@@ -102,128 +99,220 @@ impl Sums {
     }
 }
 
+/// One corner of a path as [`calc_lon`] walks it: its coordinates, the direction of the
+/// straight run from it to the next corner, and its index unwrapped (plus `n` per lap).
+#[derive(Clone, Copy)]
+struct Corner {
+    x: i32,
+    y: i32,
+    /// Direction bit (see [`dir_bit`]) of the run from this corner to the next.
+    dir: u32,
+    unwrapped: usize,
+}
+
+/// The direction of the step from `a` to `b` as one of four bits, indexed as in potrace:
+/// `(3 + 3·sign(dx) + sign(dy)) / 2`.
+#[inline]
+fn dir_bit(a: (i32, i32), b: (i32, i32)) -> u32 {
+    let sx = i32::from(b.0.cmp(&a.0) as i8);
+    let sy = i32::from(b.1.cmp(&a.1) as i8);
+    1 << ((3 + 3 * sx + sy) / 2)
+}
+
+/// How the straightness walk from a point ended.
+enum WalkEnd {
+    /// All four directions used: the last corner reached is the pivot.
+    Found,
+    /// The corner after the last one reached left the cone of directions (or the walk came
+    /// full circle); the pivot lies on the run between them.
+    Failed,
+    /// The walk reached the clipping bound, so the clipped result is known without the pivot.
+    Clipped,
+}
+
 /// `lon[i]` for every point: the furthest `k` (cyclically) such that points `i..=k` form a
 /// straight sub-path — more precisely potrace's conservative version that allows one step
-/// back from the first violation.
+/// back from the first violation, clipped so that it never decreases going forwards.
+///
+/// For every `i` the walk visits the corners after `i` until the sub-path stops being straight
+/// (all four directions used, or a point outside the cone of admissible directions), which
+/// makes it the hot loop of the whole tracer on smooth outlines. Potrace computes every pivot,
+/// then clips; here:
+/// * since `nc` (next corner) maps every corner to the next one, the corners are laid out once
+///   in walking order, twice over so that no walk wraps, and each walk reads them one after
+///   the other instead of chasing links with a dependent load per step;
+/// * the clip is applied during the walks (from the last point backwards): once a walk passes
+///   the clipped value of the next point, its own pivot lies beyond it and `lon[i]` is that
+///   value, so the rest of the walk is skipped (about a fifth of the steps on smooth shapes);
+/// * the direction counters are a bit mask, and the cone updates conditional moves.
 pub fn calc_lon(pt: &[(i32, i32)]) -> Vec<usize> {
-    let n = pt.len() as i64;
-    let p = |i: i64| {
-        let (x, y) = pt[i as usize];
-        (i64::from(x), i64::from(y))
-    };
-    // nc[i] ("next corner"), computed backwards: i + 1 when pt[i] differs in both coordinates
-    // from pt[nc[i + 1]], else nc[i + 1]. The walk below jumps from corner to corner rather
-    // than from point to point, since the straightness constraints only change there.
-    let mut nc = vec![0i64; n as usize];
-    let mut k = 0i64;
-    for i in (0..n).rev() {
-        let (a, b) = (p(i), p(k));
-        if a.0 != b.0 && a.1 != b.1 {
-            k = i + 1;
-        }
-        nc[i as usize] = k;
+    let n = pt.len();
+    if n == 0 {
+        return Vec::new();
     }
-    let mut pivk = vec![0i64; n as usize];
+    let ni = n as i64;
+    // nc[i] ("next corner"), computed backwards: i + 1 when pt[i] differs in both coordinates
+    // from pt[nc[i + 1]], else nc[i + 1]. The walk jumps from corner to corner rather than from
+    // point to point, since the straightness constraints only change there. So nc[i] is the
+    // smallest corner after i (0 past the last one), the corners in walking order are 0
+    // followed by the distinct values of nc ascending, and nc maps each to the next one
+    // cyclically; only that order is kept. `lon[i]` holds how many corners lie after i until
+    // the walk from i replaces it.
+    let mut lon = vec![0usize; n];
+    // (Written without a branch on the corner test, which follows the shape.)
+    let mut order = vec![0usize; n + 1];
+    let mut corners_after = 0usize;
+    let mut k = 0usize;
     for i in (0..n).rev() {
-        let mut ct = [0u32; 4];
-        let step = |a: (i64, i64), b: (i64, i64)| {
-            ((3 + 3 * sign(b.0 - a.0) + sign(b.1 - a.1)) / 2) as usize
+        let (a, b) = (pt[i], pt[k]);
+        let corner = (a.0 != b.0) & (a.1 != b.1);
+        k = select_unpredictable(corner, i + 1, k);
+        order[corners_after + 1] = k;
+        corners_after += usize::from(corner);
+        lon[i] = corners_after;
+    }
+    order.truncate(corners_after + 1);
+    order[1..].reverse();
+    let len = order.len();
+    // Corner `order[p % len]` at position p, for p in 0..=2·len; corner 0 ends each lap.
+    let mut corners: Vec<Corner> = Vec::with_capacity(2 * len + 1);
+    for lap in 0..2 {
+        for (p, &c) in order.iter().enumerate() {
+            let next = order.get(p + 1).copied().unwrap_or(0);
+            corners.push(Corner {
+                x: pt[c].0,
+                y: pt[c].1,
+                dir: dir_bit(pt[c], pt[next]),
+                unwrapped: if p == 0 { lap * n } else { c + lap * n },
+            });
+        }
+    }
+    corners.push(Corner {
+        unwrapped: 2 * n,
+        ..corners[0]
+    });
+    // The clipped lon of the point after i (none yet for the last point).
+    let mut j = usize::MAX;
+    for i in (0..n).rev() {
+        // nc[i] is at position len - (corners after i), or at len (corner 0 after the last
+        // corner) when there are none.
+        let start = len - lon[i];
+        // Walk positions unwrapped like `Corner::unwrapped`: reaching `bound` means the
+        // pivot is at or beyond j, which the clip then returns (with j = i + 1 at once).
+        let bound = if j == usize::MAX {
+            usize::MAX
+        } else if j > i {
+            j
+        } else {
+            j + n
         };
-        ct[step(p(i), p(md(i + 1, n)))] += 1;
+        if bound == i + 1 {
+            lon[i] = j;
+            continue;
+        }
+        // The walk: the corners from nc[i] once round the path, back to nc[i]. The corners
+        // partition the path and the run ending at nc[i] holds i, so arriving at nc[i] again
+        // is where potrace's walk stops having come full circle (`!cyclic(k, i, k1)`).
+        let walk = &corners[start..=start + len];
+        let (ix, iy) = (i64::from(pt[i].0), i64::from(pt[i].1));
+        let i1 = if i + 1 == n { 0 } else { i + 1 };
+        // Directions used so far: the first step, then each run between corners walked.
+        let nci = if start == len { 0 } else { order[start] };
+        let mut dirs = dir_bit(pt[i], pt[i1]) | dir_bit(pt[i], pt[nci]);
         // The allowed cone of directions, as two bounding vectors.
-        let mut c0 = (0i64, 0i64);
-        let mut c1 = (0i64, 0i64);
-        let mut k = nc[i as usize];
-        let mut k1 = i;
-        let found = 'walk: loop {
-            ct[step(p(k1), p(k))] += 1;
-            if ct.iter().all(|&c| c > 0) {
-                break 'walk Some(k1);
+        let (mut c0x, mut c0y, mut c1x, mut c1y) = (0i64, 0i64, 0i64, 0i64);
+        // Walking from corner k1 to corner k = walk[q] (k1 = i for q = 0).
+        let mut q = 0usize;
+        let end = loop {
+            if dirs == 0b1111 {
+                break WalkEnd::Found;
             }
-            let pi = p(i);
-            let pk = p(k);
-            let cur = (pk.0 - pi.0, pk.1 - pi.1);
-            if xprod(c0, cur) < 0 || xprod(c1, cur) > 0 {
-                break 'walk None;
+            if q == len {
+                break WalkEnd::Failed;
             }
-            if cur.0.abs() > 1 || cur.1.abs() > 1 {
-                let off = (
-                    cur.0
-                        + if cur.1 >= 0 && (cur.1 > 0 || cur.0 < 0) {
-                            1
-                        } else {
-                            -1
-                        },
-                    cur.1
-                        + if cur.0 <= 0 && (cur.0 < 0 || cur.1 < 0) {
-                            1
-                        } else {
-                            -1
-                        },
-                );
-                if xprod(c0, off) >= 0 {
-                    c0 = off;
-                }
-                let off = (
-                    cur.0
-                        + if cur.1 <= 0 && (cur.1 < 0 || cur.0 < 0) {
-                            1
-                        } else {
-                            -1
-                        },
-                    cur.1
-                        + if cur.0 >= 0 && (cur.0 > 0 || cur.1 < 0) {
-                            1
-                        } else {
-                            -1
-                        },
-                );
-                if xprod(c1, off) <= 0 {
-                    c1 = off;
-                }
+            let ck = walk[q];
+            let (cx, cy) = (i64::from(ck.x) - ix, i64::from(ck.y) - iy);
+            let (t0, t1) = (c0x * cy - c0y * cx, c1x * cy - c1y * cx);
+            if (t0 < 0) | (t1 > 0) {
+                break WalkEnd::Failed;
             }
-            k1 = k;
-            k = nc[k1 as usize];
-            if !cyclic(k, i, k1) {
-                break 'walk None;
+            if (cx.abs() > 1) | (cy.abs() > 1) {
+                // The bounds move to cur + (±1, ±1) when that tightens them. With
+                // off = cur + (dx, dy), xprod(c, off) = xprod(c, cur) + c.x·dy - c.y·dx, and
+                // whether it tightens depends on the shape, not on a pattern a branch predictor
+                // could learn: conditional moves instead of branches (and `|`, `&` rather than
+                // `||`, `&&`, which compile to branches).
+                let pm = |c: bool, v: i64| select_unpredictable(c, v, -v);
+                let dx = (cy > 0) | ((cy == 0) & (cx < 0));
+                let dy = (cx < 0) | ((cx == 0) & (cy < 0));
+                let tighter = t0 + pm(dy, c0x) - pm(dx, c0y) >= 0;
+                c0x = select_unpredictable(tighter, cx + pm(dx, 1), c0x);
+                c0y = select_unpredictable(tighter, cy + pm(dy, 1), c0y);
+                let dx = (cy < 0) | ((cy == 0) & (cx < 0));
+                let dy = (cx > 0) | ((cx == 0) & (cy < 0));
+                let tighter = t1 + pm(dy, c1x) - pm(dx, c1y) <= 0;
+                c1x = select_unpredictable(tighter, cx + pm(dx, 1), c1x);
+                c1y = select_unpredictable(tighter, cy + pm(dy, 1), c1y);
+            }
+            dirs |= ck.dir;
+            q += 1;
+            // ck is the new k1. The pivot never lies before the last corner reached (all
+            // later cone updates keep the points reached inside the cone).
+            if ck.unwrapped >= bound {
+                break WalkEnd::Clipped;
             }
         };
-        pivk[i as usize] = match found {
-            Some(piv) => piv,
-            None => {
-                // k1 satisfied the constraints, k did not: find the last point on the straight
-                // run from k1 towards k that still does.
-                let (pk, pk1, pi) = (p(k), p(k1), p(i));
-                let dk = (sign(pk.0 - pk1.0), sign(pk.1 - pk1.1));
-                let cur = (pk1.0 - pi.0, pk1.1 - pi.1);
-                let a = xprod(c0, cur);
-                let b = xprod(c0, dk);
-                let c = xprod(c1, cur);
-                let d = xprod(c1, dk);
-                let mut j = i64::MAX;
+        // (Positions wrap with a comparison: a division per point is measurable here.)
+        let wrap = |v: usize| if v >= len { v - len } else { v };
+        let k1 = if q == 0 {
+            i
+        } else {
+            order[wrap(wrap(start + q - 1))]
+        };
+        let pivot = match end {
+            WalkEnd::Clipped => {
+                lon[i] = j;
+                continue;
+            }
+            WalkEnd::Found => k1,
+            WalkEnd::Failed => {
+                // k1 satisfied the constraints, k did not: find the last point on the
+                // straight run from k1 towards k that still does.
+                let k = order[wrap(wrap(start + q))];
+                let (pk, pk1) = (pt[k], pt[k1]);
+                let dk = (
+                    i64::from((pk.0 - pk1.0).signum()),
+                    i64::from((pk.1 - pk1.1).signum()),
+                );
+                let cur = (i64::from(pk1.0) - ix, i64::from(pk1.1) - iy);
+                let a = xprod((c0x, c0y), cur);
+                let b = xprod((c0x, c0y), dk);
+                let c = xprod((c1x, c1y), cur);
+                let d = xprod((c1x, c1y), dk);
+                let mut step = i64::MAX;
                 if b < 0 {
-                    j = floordiv(a, -b);
+                    step = floordiv(a, -b);
                 }
                 if d > 0 {
-                    j = j.min(floordiv(-c, d));
+                    step = step.min(floordiv(-c, d));
                 }
-                md(k1 + j, n)
+                let k = k1 as i64 + step;
+                if (0..ni).contains(&k) {
+                    k as usize
+                } else {
+                    md(k, ni) as usize
+                }
             }
         };
-    }
-    // lon[i] = pivk[i] clipped so that lon is monotone (cyclically).
-    let mut lon = vec![0usize; n as usize];
-    let mut j = pivk[(n - 1) as usize];
-    lon[(n - 1) as usize] = j as usize;
-    for i in (0..n - 1).rev() {
-        if cyclic(i + 1, pivk[i as usize], j) {
-            j = pivk[i as usize];
+        // Potrace's clip: lon[i] = pivk[i] when it lies before lon[i + 1] (cyclically).
+        if j == usize::MAX || cyclic(i as i64 + 1, pivot as i64, j as i64) {
+            j = pivot;
         }
-        lon[i as usize] = j as usize;
+        lon[i] = j;
     }
-    let mut i = n - 1;
-    while i >= 0 && cyclic(md(i + 1, n), j, lon[i as usize] as i64) {
-        lon[i as usize] = j as usize;
+    let mut i = n as i64 - 1;
+    while i >= 0 && cyclic(md(i + 1, ni), j as i64, lon[i as usize] as i64) {
+        lon[i as usize] = j;
         i -= 1;
     }
     lon
@@ -272,11 +361,13 @@ fn penalty3(pt: &[(i32, i32)], sums: &Sums, i: usize, j: usize) -> f64 {
 pub fn best_polygon(pt: &[(i32, i32)], sums: &Sums, lon: &[usize]) -> Vec<usize> {
     let n = pt.len();
     // clip0[i]: the furthest vertex an edge starting at i may reach (n = wraps past the end).
+    // (Indices wrap with a comparison rather than `%`: a division per point is measurable.)
+    let wrap = |v: usize| if v >= n { v - n } else { v };
     let mut clip0 = vec![0usize; n];
     for i in 0..n {
-        let mut c = (lon[(i + n - 1) % n] + n - 1) % n;
+        let mut c = wrap(lon[if i == 0 { n - 1 } else { i - 1 }] + n - 1);
         if c == i {
-            c = (i + 1) % n;
+            c = wrap(i + 1);
         }
         clip0[i] = if c < i { n } else { c };
     }
@@ -499,6 +590,136 @@ pub fn adjust_vertices(pt: &[(i32, i32)], sums: &Sums, po: &[usize]) -> Vec<P2> 
 mod tests {
     use super::*;
 
+    fn sign(v: i64) -> i64 {
+        v.signum()
+    }
+
+    /// The straightforward transcription of potrace's `calc_lon` (with four direction
+    /// counters), kept to check the register-friendly [`calc_lon`] against.
+    fn calc_lon_reference(pt: &[(i32, i32)]) -> Vec<usize> {
+        let n = pt.len() as i64;
+        let p = |i: i64| {
+            let (x, y) = pt[i as usize];
+            (i64::from(x), i64::from(y))
+        };
+        // nc[i] ("next corner"), computed backwards: i + 1 when pt[i] differs in both coordinates
+        // from pt[nc[i + 1]], else nc[i + 1]. The walk below jumps from corner to corner rather
+        // than from point to point, since the straightness constraints only change there.
+        let mut nc = vec![0i64; n as usize];
+        let mut k = 0i64;
+        for i in (0..n).rev() {
+            let (a, b) = (p(i), p(k));
+            if a.0 != b.0 && a.1 != b.1 {
+                k = i + 1;
+            }
+            nc[i as usize] = k;
+        }
+        let mut pivk = vec![0i64; n as usize];
+        for i in (0..n).rev() {
+            let mut ct = [0u32; 4];
+            let step = |a: (i64, i64), b: (i64, i64)| {
+                ((3 + 3 * sign(b.0 - a.0) + sign(b.1 - a.1)) / 2) as usize
+            };
+            ct[step(p(i), p(md(i + 1, n)))] += 1;
+            // The allowed cone of directions, as two bounding vectors.
+            let mut c0 = (0i64, 0i64);
+            let mut c1 = (0i64, 0i64);
+            let mut k = nc[i as usize];
+            let mut k1 = i;
+            let found = 'walk: loop {
+                ct[step(p(k1), p(k))] += 1;
+                if ct.iter().all(|&c| c > 0) {
+                    break 'walk Some(k1);
+                }
+                let pi = p(i);
+                let pk = p(k);
+                let cur = (pk.0 - pi.0, pk.1 - pi.1);
+                if xprod(c0, cur) < 0 || xprod(c1, cur) > 0 {
+                    break 'walk None;
+                }
+                if cur.0.abs() > 1 || cur.1.abs() > 1 {
+                    let off = (
+                        cur.0
+                            + if cur.1 >= 0 && (cur.1 > 0 || cur.0 < 0) {
+                                1
+                            } else {
+                                -1
+                            },
+                        cur.1
+                            + if cur.0 <= 0 && (cur.0 < 0 || cur.1 < 0) {
+                                1
+                            } else {
+                                -1
+                            },
+                    );
+                    if xprod(c0, off) >= 0 {
+                        c0 = off;
+                    }
+                    let off = (
+                        cur.0
+                            + if cur.1 <= 0 && (cur.1 < 0 || cur.0 < 0) {
+                                1
+                            } else {
+                                -1
+                            },
+                        cur.1
+                            + if cur.0 >= 0 && (cur.0 > 0 || cur.1 < 0) {
+                                1
+                            } else {
+                                -1
+                            },
+                    );
+                    if xprod(c1, off) <= 0 {
+                        c1 = off;
+                    }
+                }
+                k1 = k;
+                k = nc[k1 as usize];
+                if !cyclic(k, i, k1) {
+                    break 'walk None;
+                }
+            };
+            pivk[i as usize] = match found {
+                Some(piv) => piv,
+                None => {
+                    // k1 satisfied the constraints, k did not: find the last point on the straight
+                    // run from k1 towards k that still does.
+                    let (pk, pk1, pi) = (p(k), p(k1), p(i));
+                    let dk = (sign(pk.0 - pk1.0), sign(pk.1 - pk1.1));
+                    let cur = (pk1.0 - pi.0, pk1.1 - pi.1);
+                    let a = xprod(c0, cur);
+                    let b = xprod(c0, dk);
+                    let c = xprod(c1, cur);
+                    let d = xprod(c1, dk);
+                    let mut j = i64::MAX;
+                    if b < 0 {
+                        j = floordiv(a, -b);
+                    }
+                    if d > 0 {
+                        j = j.min(floordiv(-c, d));
+                    }
+                    md(k1 + j, n)
+                }
+            };
+        }
+        // lon[i] = pivk[i] clipped so that lon is monotone (cyclically).
+        let mut lon = vec![0usize; n as usize];
+        let mut j = pivk[(n - 1) as usize];
+        lon[(n - 1) as usize] = j as usize;
+        for i in (0..n - 1).rev() {
+            if cyclic(i + 1, pivk[i as usize], j) {
+                j = pivk[i as usize];
+            }
+            lon[i as usize] = j as usize;
+        }
+        let mut i = n - 1;
+        while i >= 0 && cyclic(md(i + 1, n), j, lon[i as usize] as i64) {
+            lon[i as usize] = j as usize;
+            i -= 1;
+        }
+        lon
+    }
+
     /// The lattice boundary of a w×h rectangle, walked counter-clockwise from its top-left.
     fn rect(w: i32, h: i32) -> Vec<(i32, i32)> {
         let mut p = Vec::new();
@@ -532,6 +753,53 @@ mod tests {
         for (p, &i) in v.iter().zip(&po) {
             assert!((p.x - f64::from(pt[i].0)).abs() < 1e-9);
             assert!((p.y - f64::from(pt[i].1)).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn calc_lon_matches_the_reference_walk() {
+        use crate::decompose::decompose;
+        use crate::{Bitmap, TurnPolicy};
+        // Blobs of random density and smoothness: many short and long straight runs.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut paths = 0;
+        for case in 0..12u64 {
+            let (w, h) = (40 + (case * 17 % 90) as u32, 30 + (case * 29 % 70) as u32);
+            let cell = 1 + (case % 6) as u32;
+            let cols = w / cell + 1;
+            let bits: Vec<bool> = (0..cols * (h / cell + 1))
+                .map(|_| next() % 3 == 0)
+                .collect();
+            let bm =
+                Bitmap::from_fn(w, h, |x, y| bits[(y / cell * cols + x / cell) as usize]).unwrap();
+            for policy in [TurnPolicy::Minority, TurnPolicy::Black, TurnPolicy::Right] {
+                for raw in decompose(&bm, 0, policy) {
+                    assert_eq!(calc_lon(&raw.points), calc_lon_reference(&raw.points));
+                    paths += 1;
+                }
+            }
+        }
+        assert!(paths > 500, "{paths}");
+        // A large smooth outline (long walks) and one away from the origin, partly negative.
+        let disc = Bitmap::from_fn(300, 300, |x, y| {
+            let (dx, dy) = (f64::from(x) - 150.3, f64::from(y) - 149.1);
+            dx * dx + dy * dy < 140.0 * 140.0
+        })
+        .unwrap();
+        for raw in decompose(&disc, 0, TurnPolicy::Minority) {
+            assert_eq!(calc_lon(&raw.points), calc_lon_reference(&raw.points));
+            let shifted: Vec<(i32, i32)> = raw
+                .points
+                .iter()
+                .map(|&(x, y)| (x - 200, y - 1000))
+                .collect();
+            assert_eq!(calc_lon(&shifted), calc_lon_reference(&shifted));
         }
     }
 

@@ -342,15 +342,17 @@ impl PathList {
         } else {
             // Every top-level path starts on a fresh line with an absolute moveto, so the
             // paths can be written independently, in parallel, and concatenated.
-            let parts: Vec<String> = self
-                .paths()
-                .par_iter()
-                .map(|p| {
-                    let mut w = Writer::new(unit);
-                    w.tree(std::slice::from_ref(p), opts.grouping);
-                    w.out
-                })
-                .collect();
+            let write = |p: &TracedPath| {
+                let mut w = Writer::new(unit);
+                w.tree(std::slice::from_ref(p), opts.grouping);
+                w.out
+            };
+            // As in tracing, a one-thread pool writes on the calling thread.
+            let parts: Vec<String> = if rayon::current_num_threads() > 1 {
+                self.paths().par_iter().map(write).collect()
+            } else {
+                self.paths().iter().map(write).collect()
+            };
             wr.out.reserve(parts.iter().map(String::len).sum());
             for part in parts {
                 wr.out.push_str(&part);

@@ -13,11 +13,14 @@ use std::path::Path;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use common::{fixture, reference, to_vec, B};
 use svgen_core::compare::{assert_close, max_abs_diff, Tolerance};
 use svgen_train::llama::lora::check_adapter_tokens;
-use svgen_train::llama::sft::{read_jsonl, tokenize_pairs, SftConfig, SftSample, SftTrainer};
+use svgen_train::llama::sft::{
+    causal_lm_loss, loss_and_grads, read_jsonl, tokenize_pairs, MicroBatchGrads, SftBatch,
+    SftConfig, SftSample, SftTrainer,
+};
 use svgen_train::llama::tokenizer::{LlamaTokenizer, PromptFormat};
 use svgen_train::llama::trainable_tokens::{TokenTraining, TrainableTokenIndices};
 use svgen_train::weights::{read_safetensors, write_safetensors, StoreDtype};
@@ -97,7 +100,11 @@ fn new_token_columns(model: &Llama<B>) -> [Vec<f32>; 3] {
     let prompt = tok
         .encode_prompt(&PromptFormat::default(), "a red apple icon")
         .unwrap();
-    let logits = to_vec(model.forward(ids(prompt.iter().map(|&x| x as i64).collect())));
+    let logits = to_vec(
+        model
+            .forward(ids(prompt.iter().map(|&x| x as i64).collect()))
+            .unwrap(),
+    );
     let v = model.config().vocab_size;
     let col = |c: usize| logits.chunks(v).map(|row| row[c]).collect::<Vec<f32>>();
     [col(768), col(769), col(770)]
@@ -206,10 +213,10 @@ fn peft_written_adapters_with_trainable_token_indices_load() {
         );
         let (input, shape, expected) = reference(dir.join("reference_peft.safetensors"));
         assert_eq!(shape, vec![1, 16, 771]);
-        let ours = to_vec(model.forward(input.clone()));
+        let ours = to_vec(model.forward(input.clone()).unwrap());
         let d = assert_close("peft logits", &ours, &expected, Tolerance::absolute(1e-4));
         println!("tied={tied}: max abs diff against peft {:.2e}", d.value);
-        let base = to_vec(resized::<B>(tied).forward(input));
+        let base = to_vec(resized::<B>(tied).forward(input).unwrap());
         assert!(max_abs_diff(&base, &expected).unwrap().value > 1e-2);
     }
 }
@@ -222,7 +229,7 @@ fn peft_loads_the_adapters_our_trainer_saved() {
         check_adapter_tokens(&adapter, &grown_tokenizer()).unwrap();
         let (model, _) = resized::<B>(tied).with_peft_adapter(&adapter).unwrap();
         let (input, _, expected) = reference(dir.join("reference_ours.safetensors"));
-        let ours = to_vec(model.forward(input.clone()));
+        let ours = to_vec(model.forward(input.clone()).unwrap());
         let d = assert_close("peft logits", &ours, &expected, Tolerance::absolute(1e-4));
         println!(
             "tied={tied}: our adapter, max abs diff against peft {:.2e}",
@@ -243,7 +250,7 @@ fn peft_loads_the_adapters_our_trainer_saved() {
 
 fn logits(model: &Llama<B>) -> Vec<f32> {
     let input: Vec<i64> = (0..20).map(|i| (i * 37 + 5) % 771).collect();
-    to_vec(model.forward(ids(input)))
+    to_vec(model.forward(ids(input)).unwrap())
 }
 
 #[test]
@@ -455,13 +462,152 @@ fn both_ways_of_applying_the_output_rows_agree() {
             .with_peft_adapter(model_dir(tied).join("adapter-peft"))
             .unwrap();
         let long: Vec<i64> = (0..100).map(|i| (i * 53 + 11) % 771).collect();
-        let short = to_vec(model.forward(ids(long[..20].to_vec())));
-        let full = to_vec(model.forward(ids(long)));
+        let short = to_vec(model.forward(ids(long[..20].to_vec())).unwrap());
+        let full = to_vec(model.forward(ids(long)).unwrap());
         assert_close(
             "prefix",
             &full[..short.len()],
             &short,
             Tolerance::absolute(1e-5),
+        );
+    }
+}
+
+/// The gradients of the token rows of `model` (keys `trainable_tokens.*`) from the reference
+/// path: full logits through [`Llama::forward`] (which patches the logits of short inputs) and
+/// [`causal_lm_loss`], one sample per right-padded row.
+fn reference_token_grads(model: &Llama<AB>, samples: &[&SftSample]) -> Vec<(String, Vec<f32>)> {
+    let batch = SftBatch::padded(samples, 0).unwrap();
+    let input = Tensor::<AB, 2, Int>::from_data(
+        TensorData::new(batch.input_ids.clone(), [batch.batch, batch.seq]),
+        &Default::default(),
+    );
+    let (loss, _) = causal_lm_loss(model.forward(input).unwrap(), &batch.labels).unwrap();
+    let grads = loss.backward();
+    let a = model.token_adapter.as_ref().unwrap();
+    [
+        ("trainable_tokens.embed_tokens", &a.embed_tokens),
+        ("trainable_tokens.lm_head", &a.lm_head),
+    ]
+    .into_iter()
+    .filter_map(|(k, r)| {
+        let g = r.as_ref()?.rows.grad(&grads)?;
+        Some((
+            k.to_string(),
+            g.into_data().convert::<f32>().into_vec().unwrap(),
+        ))
+    })
+    .collect()
+}
+
+fn row_dtypes<BB: Backend>(model: &Llama<BB>) -> Vec<(&'static str, DType)> {
+    let a = model.token_adapter.as_ref().unwrap();
+    [("embed_tokens", &a.embed_tokens), ("lm_head", &a.lm_head)]
+        .into_iter()
+        .filter_map(|(k, r)| Some((k, r.as_ref()?.rows.val().dtype())))
+        .collect()
+}
+
+fn token_grads(out: &MicroBatchGrads<B>) -> Vec<(String, Vec<f32>)> {
+    out.grads
+        .iter()
+        .filter(|(k, _)| k.starts_with("trainable_tokens."))
+        .map(|(k, g)| {
+            assert_eq!(g.dtype(), DType::F32, "{k}: token-row gradients are f32");
+            (
+                k.clone(),
+                g.clone().into_data().convert::<f32>().into_vec().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn check_grads(what: &str, got: &[(String, Vec<f32>)], want: &[(String, Vec<f32>)], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for ((k, g), (k2, w)) in got.iter().zip(want) {
+        assert_eq!(k, k2, "{what}");
+        assert!(
+            w.iter().any(|x| x.abs() > 1e-6),
+            "{what}: {k} has no gradient"
+        );
+        let d = assert_close(&format!("{what}: {k}"), g, w, Tolerance::rms_relative(tol));
+        println!("{what}: {k} max error {:.2e} of the RMS", d.value);
+    }
+}
+
+#[test]
+fn token_rows_get_their_gradients_through_packing_checkpointing_and_bf16() {
+    let all = samples();
+    let s: Vec<&SftSample> = all[..4].iter().collect();
+    let packed = SftBatch::packed(&[vec![s[0], s[1]], vec![s[2], s[3]]], 0).unwrap();
+    for tied in [true, false] {
+        let with_rows = |m: Llama<AB>| {
+            m.with_lora(&lora(), 1)
+                .unwrap()
+                .with_trainable_tokens(&TrainableTokenIndices::new_tokens(&NEW))
+                .unwrap()
+        };
+        let model = with_rows(resized::<AB>(tied));
+        let want = reference_token_grads(&model, &s);
+        assert_eq!(want.len(), if tied { 1 } else { 2 }, "tied={tied}");
+        // Packed rows through the chunked LM head, with and without checkpointing: the same
+        // gradient as separate rows through the full logits (a tied model's shared rows sum
+        // their input and output uses in both).
+        for checkpointing in [false, true] {
+            let out = loss_and_grads(&model, &packed, 1.0, checkpointing).unwrap();
+            check_grads(
+                &format!("tied={tied} checkpointing={checkpointing}"),
+                &token_grads(&out),
+                &want,
+                1e-4,
+            );
+        }
+
+        // A bf16 base: the rows stay f32 (as the adapters), their gradients are f32 and match
+        // the f32 reference within bf16's rounding (see tests/mixed_precision.rs).
+        let half = Llama::<AB>::from_pretrained(
+            model_dir(tied),
+            LoadOptions { dtype: DType::BF16 },
+            &Default::default(),
+        )
+        .unwrap()
+        .resize_token_embeddings(771)
+        .unwrap();
+        let half = with_rows(half);
+        assert_eq!(half.dtype(), DType::BF16);
+        for (k, p) in row_dtypes(&half) {
+            assert_eq!(p, DType::F32, "{k}: rows are f32 over a bf16 base");
+        }
+        for checkpointing in [false, true] {
+            let out = loss_and_grads(&half, &packed, 1.0, checkpointing).unwrap();
+            check_grads(
+                &format!("bf16 tied={tied} checkpointing={checkpointing}"),
+                &token_grads(&out),
+                &want,
+                // GRAD_MAX of tests/mixed_precision.rs (measured: up to 4.6e-2).
+                0.16,
+            );
+        }
+        // One AdamW step through the trainer keeps them f32 and moves them.
+        let before = rows(&half.valid(), true);
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = SftConfig {
+            batch_size: 2,
+            lr: 1e-2,
+            total_steps: 1,
+            gradient_checkpointing: true,
+            ..SftConfig::default()
+        };
+        let mut t = SftTrainer::new(half, lora(), cfg, tmp.path(), "bf16").unwrap();
+        t.train(&all[..4], &[], None).unwrap();
+        for (k, p) in row_dtypes(t.model()) {
+            assert_eq!(p, DType::F32, "{k}: rows stay f32 after a step");
+        }
+        let after = rows(&t.model().valid(), true);
+        let moved = max_abs_diff(&after.concat(), &before.concat()).unwrap();
+        assert!(
+            moved.value > 1e-4,
+            "tied={tied}: rows did not move ({moved})"
         );
     }
 }

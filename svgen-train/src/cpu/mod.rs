@@ -8,6 +8,7 @@
 //! | GroupNorm (two passes per group, rayon) | Stable Diffusion `GroupNorm` | [`group_norm`] |
 //! | GEGLU product with a vectorising `erf` | Stable Diffusion `FeedForward` | [`geglu`] |
 //! | single-token attention over a host KV cache | the Llama decode step | `decode` |
+//! | FlashAttention-2 forward and backward (blocked, rayon) | training attention ([`crate::nn::attention`]) | `flash_attention` |
 //!
 //! Model code reaches a kernel through its module's `forward`, which returns `None` (take the
 //! generic tensor ops) unless the backend is exactly Flex and every input is `f32`; otherwise it
@@ -27,6 +28,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 pub mod attention;
 pub(crate) mod decode;
 mod exp;
+pub(crate) mod flash_attention;
 pub mod geglu;
 pub mod group_norm;
 

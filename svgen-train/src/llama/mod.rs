@@ -10,6 +10,7 @@
 //! | `kv_cache` | [`KvCache`] for incremental decoding |
 //! | `pretrained` | [`Llama::from_pretrained`], [`Llama::save_pretrained`], [`LoadOptions`] |
 //! | [`lora`] | [`LoraConfig`], [`LoraTarget`], adapters and PEFT folders |
+//! | [`memory`] | the training-memory model ([`memory::estimate_train_memory`]) |
 //! | [`tokenizer`] | [`LlamaTokenizer`](tokenizer::LlamaTokenizer), the thesis' tokens and prompt formats |
 //! | [`chat_template`] | HF chat templates (`apply_chat_template`) |
 //! | [`trainable_tokens`] | trainable rows for added tokens (PEFT `trainable_token_indices`), resizing |
@@ -22,6 +23,7 @@ pub mod config;
 pub mod generate;
 mod kv_cache;
 pub mod lora;
+pub mod memory;
 mod model;
 mod pretrained;
 pub mod sft;

@@ -65,6 +65,10 @@ pub const EMBED_BASE_KEY: &str =
     "base_model.model.model.embed_tokens.token_adapter.base_layer.weight";
 /// PEFT key of a resized `lm_head` saved while it is wrapped by trainable tokens.
 pub const LM_HEAD_BASE_KEY: &str = "base_model.model.lm_head.token_adapter.base_layer.weight";
+/// Optimiser-state and gradient key of the trainable `embed_tokens` rows.
+pub const EMBED_PARAM_KEY: &str = "trainable_tokens.embed_tokens";
+/// Optimiser-state and gradient key of the trainable `lm_head` rows.
+pub const LM_HEAD_PARAM_KEY: &str = "trainable_tokens.lm_head";
 
 /// Which token ids train, per matrix (PEFT `trainable_token_indices`).
 ///
@@ -309,6 +313,7 @@ impl<B: Backend> Llama<B> {
                 .embed_tokens
                 .val()
                 .select(0, ids_tensor::<B>(&indices.embed_tokens, &device))
+                .cast(DType::F32)
                 .detach();
             TokenRows {
                 rows: Param::from_tensor(rows),
@@ -322,6 +327,7 @@ impl<B: Backend> Llama<B> {
             let rows = w
                 .select(1, ids_tensor::<B>(&indices.lm_head, &device))
                 .transpose()
+                .cast(DType::F32)
                 .detach();
             TokenRows {
                 rows: Param::from_tensor(rows),
@@ -347,12 +353,12 @@ impl<B: Backend> Llama<B> {
         let vocab = self.config.vocab_size as u32;
         let all: Vec<u32> = (0..vocab).collect();
         let embed = TokenRows {
-            rows: Param::from_tensor(self.embed_tokens.val().detach()),
+            rows: Param::from_tensor(self.embed_tokens.val().cast(DType::F32).detach()),
             indices: all.clone(),
             full: true,
         };
         let lm_head = self.lm_head.as_ref().map(|w| TokenRows {
-            rows: Param::from_tensor(w.val().transpose().detach()),
+            rows: Param::from_tensor(w.val().transpose().cast(DType::F32).detach()),
             indices: all,
             full: true,
         });
@@ -414,9 +420,11 @@ impl<B: Backend> Llama<B> {
         })
     }
 
-    /// The input embeddings `[n, hidden]` of token ids `[n]`, with trainable rows in place.
-    pub(crate) fn embed(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    /// The input embeddings `[n, hidden]` of token ids `[n]`, with trainable rows in place,
+    /// in the base dtype (the rows are `f32`, cast in as LoRA's branch is).
+    pub(crate) fn embed_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         let base = self.embed_tokens.val();
+        let dtype = base.dtype();
         let Some(r) = self
             .token_adapter
             .as_ref()
@@ -425,28 +433,31 @@ impl<B: Backend> Llama<B> {
             return base.select(0, ids);
         };
         if r.full {
-            return r.rows.val().select(0, ids);
+            return to_dtype(r.rows.val().select(0, ids), dtype);
         }
         let device = base.device();
-        let dtype = base.dtype();
         let idx = r.index_tensor(&device);
         let k = r.indices.len();
         let n = ids.dims()[0];
-        // delta = rows - base rows; one-hot(ids, indices) · delta adds it where ids match.
-        let delta = r.rows.val() - base.clone().select(0, idx.clone()).detach();
+        // delta = rows - base rows (in f32); one-hot(ids, indices) · delta adds it where ids
+        // match.
+        let base_rows = to_dtype(base.clone().select(0, idx.clone()).detach(), DType::F32);
+        let delta = r.rows.val() - base_rows;
         let hits = ids
             .clone()
             .reshape([n, 1])
             .expand([n, k])
             .equal(idx.reshape([1, k]).expand([n, k]))
             .float()
-            .cast(dtype);
-        base.select(0, ids) + hits.matmul(delta)
+            .cast(DType::F32);
+        base.select(0, ids) + to_dtype(hits.matmul(delta), dtype)
     }
 
-    /// The effective input embedding `[vocab, hidden]` (base with trainable rows in place).
+    /// The effective input embedding `[vocab, hidden]` (base with trainable rows in place, in
+    /// the base dtype).
     pub fn input_weight(&self) -> Tensor<B, 2> {
         let base = self.embed_tokens.val();
+        let dtype = base.dtype();
         let Some(r) = self
             .token_adapter
             .as_ref()
@@ -455,53 +466,58 @@ impl<B: Backend> Llama<B> {
             return base;
         };
         if r.full {
-            return r.rows.val();
+            return to_dtype(r.rows.val(), dtype);
         }
         let idx = r.index_tensor(&base.device());
-        let delta = r.rows.val() - base.clone().select(0, idx.clone()).detach();
+        let base_rows = base.clone().select(0, idx.clone()).detach();
+        let delta = to_dtype(r.rows.val(), dtype) - base_rows;
         base.select_assign(0, idx, delta, IndexingUpdateOp::Add)
     }
 
     /// Logits `[n, vocab]` of final hidden states `[n, hidden]`, with trainable rows in place.
     ///
-    /// This is the one place the output layer is applied; a fused / chunked loss can use
-    /// [`Llama::output_weight`] instead, whose gradient reaches the rows the same way.
+    /// Generation and [`Llama::logits`] go through here; the chunked training loss takes
+    /// [`Llama::output_weight`] (as [`Llama::lm_head_weight`]) instead, whose gradient reaches
+    /// the rows the same way.
     pub fn lm_head_logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         let Some(r) = self.output_rows() else {
             return h.matmul(self.output_base());
         };
+        let dtype = h.dtype();
         if r.full {
-            return h.matmul(r.rows.val().transpose());
+            return h.matmul(to_dtype(r.rows.val(), dtype).transpose());
         }
         let [n, hidden] = h.dims();
         if n > hidden {
-            // Many positions (training): patching the [hidden, vocab] weight once is cheaper
-            // than patching the [n, vocab] logits.
+            // Many positions: patching the [hidden, vocab] weight once is cheaper than
+            // patching the [n, vocab] logits.
             return h.matmul(self.output_weight());
         }
         let w = self.output_base();
         let idx = r.index_tensor(&w.device());
         // logits[:, i] = h · rows_i for the trainable ids: add h · (rows - base rows)ᵀ there.
         let base_rows = w.clone().select(1, idx.clone()).transpose().detach();
-        let delta = r.rows.val() - base_rows;
+        let delta = to_dtype(r.rows.val(), dtype) - base_rows;
         let logits = h.clone().matmul(w);
         let extra = h.matmul(delta.transpose());
         logits.select_assign(1, idx, extra, IndexingUpdateOp::Add)
     }
 
-    /// The effective output matrix `[hidden, vocab]` (base with trainable rows in place),
-    /// differentiable in the rows: for losses that take the weight instead of the logits.
+    /// The effective output matrix `[hidden, vocab]` (base with trainable rows in place, in
+    /// the base dtype), differentiable in the rows: for losses that take the weight instead of
+    /// the logits.
     pub fn output_weight(&self) -> Tensor<B, 2> {
         let Some(r) = self.output_rows() else {
             return self.output_base();
         };
-        if r.full {
-            return r.rows.val().transpose();
-        }
         let w = self.output_base();
+        let dtype = w.dtype();
+        if r.full {
+            return to_dtype(r.rows.val(), dtype).transpose();
+        }
         let idx = r.index_tensor(&w.device());
         let base_rows = w.clone().select(1, idx.clone()).detach();
-        let delta = r.rows.val().transpose() - base_rows;
+        let delta = to_dtype(r.rows.val(), dtype).transpose() - base_rows;
         w.select_assign(1, idx, delta, IndexingUpdateOp::Add)
     }
 
@@ -511,36 +527,50 @@ impl<B: Backend> Llama<B> {
         let mut out = Vec::new();
         if let Some(a) = &self.token_adapter {
             if let Some(r) = &a.embed_tokens {
-                out.push(("trainable_tokens.embed_tokens".to_string(), &r.rows));
+                out.push((EMBED_PARAM_KEY.to_string(), &r.rows));
             }
             if let Some(r) = &a.lm_head {
-                out.push(("trainable_tokens.lm_head".to_string(), &r.rows));
+                out.push((LM_HEAD_PARAM_KEY.to_string(), &r.rows));
             }
         }
         out
     }
 
+    /// Whether the input embedding has trainable rows (their gradient needs the embedding
+    /// lookup under autodiff).
+    pub(crate) fn has_trainable_embedding(&self) -> bool {
+        self.token_adapter
+            .as_ref()
+            .is_some_and(|a| a.embed_tokens.is_some())
+    }
+
     /// Rebuilds the trainable token matrices through `f(key, param)` (keys as
     /// [`Llama::token_params`]).
-    pub(crate) fn map_token_params(
+    pub(crate) fn try_map_token_params(
         mut self,
-        mut f: impl FnMut(&str, Param<Tensor<B, 2>>) -> Param<Tensor<B, 2>>,
-    ) -> Self {
+        mut f: impl FnMut(&str, Param<Tensor<B, 2>>) -> Result<Param<Tensor<B, 2>>>,
+    ) -> Result<Self> {
         if let Some(a) = self.token_adapter.take() {
-            let embed_tokens = a.embed_tokens.map(|r| TokenRows {
-                rows: f("trainable_tokens.embed_tokens", r.rows),
-                ..r
-            });
-            let lm_head = a.lm_head.map(|r| TokenRows {
-                rows: f("trainable_tokens.lm_head", r.rows),
-                ..r
-            });
+            let embed_tokens = match a.embed_tokens {
+                Some(r) => Some(TokenRows {
+                    rows: f(EMBED_PARAM_KEY, r.rows)?,
+                    ..r
+                }),
+                None => None,
+            };
+            let lm_head = match a.lm_head {
+                Some(r) => Some(TokenRows {
+                    rows: f(LM_HEAD_PARAM_KEY, r.rows)?,
+                    ..r
+                }),
+                None => None,
+            };
             self.token_adapter = Some(TokenAdapter {
                 embed_tokens,
                 lm_head,
             });
         }
-        self
+        Ok(self)
     }
 
     /// Number of trainable embedding parameters (rows × hidden).
@@ -714,12 +744,12 @@ impl<B: Backend> Llama<B> {
             };
             self.token_adapter = Some(TokenAdapter {
                 embed_tokens: Some(TokenRows {
-                    rows: trainable_param(embed_w, [vocab, h], dtype, &device),
+                    rows: trainable_param(embed_w, [vocab, h], DType::F32, &device),
                     indices: all.clone(),
                     full: true,
                 }),
                 lm_head: lm_rows.map(|l| TokenRows {
-                    rows: trainable_param(l, [vocab, h], dtype, &device),
+                    rows: trainable_param(l, [vocab, h], DType::F32, &device),
                     indices: all,
                     full: true,
                 }),
@@ -796,7 +826,7 @@ impl<B: Backend> Llama<B> {
                 });
             }
             Ok(Some(TokenRows {
-                rows: trainable_param(t.into_f32(key)?, [ids.len(), h], dtype, &device),
+                rows: trainable_param(t.into_f32(key)?, [ids.len(), h], DType::F32, &device),
                 indices: ids.to_vec(),
                 full: false,
             }))
@@ -826,14 +856,16 @@ impl<B: Backend> Llama<B> {
             return self;
         };
         let device = self.device();
+        let dtype = self.dtype();
         let write = |w: Tensor<B, 2>, r: &TokenRows<B>| -> Tensor<B, 2> {
-            // `w` in [vocab, hidden] row layout.
+            // `w` in [vocab, hidden] row layout; the rows are cast to the base dtype.
+            let rows = to_dtype(r.rows.val().detach(), dtype);
             if r.full {
-                return r.rows.val().detach();
+                return rows;
             }
             let idx = r.index_tensor(&device);
             let old = w.clone().select(0, idx.clone());
-            w.select_assign(0, idx, r.rows.val().detach() - old, IndexingUpdateOp::Add)
+            w.select_assign(0, idx, rows - old, IndexingUpdateOp::Add)
                 .detach()
         };
         let base_embed = self.embed_tokens.val();
@@ -868,6 +900,15 @@ impl<B: AutodiffBackend> Llama<B> {
             .into_iter()
             .filter_map(|(key, p)| p.grad(grads).map(|g| (key, g)))
             .collect()
+    }
+}
+
+/// `t` in `dtype` (cast only when it differs).
+fn to_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(dtype)
     }
 }
 

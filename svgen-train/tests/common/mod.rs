@@ -49,3 +49,28 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn to_vec(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
 }
+
+/// [`max_abs_diff`] divided by the largest magnitude of `reference` (its "relative to the
+/// tensor's scale" error); infinite on any non-finite value or an all-zero reference with a
+/// nonzero difference, and panics on a length mismatch like [`max_abs_diff`].
+pub fn max_rel_diff(a: &[f32], reference: &[f32]) -> f32 {
+    let diff = max_abs_diff(a, reference);
+    let scale = reference.iter().fold(0.0f32, |m, x| {
+        if x.is_finite() {
+            m.max(x.abs())
+        } else {
+            f32::INFINITY
+        }
+    });
+    if !scale.is_finite() {
+        f32::INFINITY
+    } else if scale == 0.0 {
+        if diff == 0.0 {
+            0.0
+        } else {
+            f32::INFINITY
+        }
+    } else {
+        diff / scale
+    }
+}

@@ -10,8 +10,7 @@ use svgen_data::pairs::PairDataset;
 use crate::error::{Result, TrainError};
 use crate::llama::tokenizer::{LlamaTokenizer, PromptFormat};
 
-/// Label value of tokens that do not count in the loss (HF convention).
-pub const IGNORE_INDEX: i64 = -100;
+pub use crate::nn::loss::IGNORE_INDEX;
 
 /// One training pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Supervised fine-tuning of LoRA adapters on a frozen Llama: (description, SVG) pairs, their
-//! tokenised samples, the masked causal-LM loss and the trainer.
+//! tokenised samples, padded or packed micro-batches, the masked causal-LM loss (with optional
+//! activation checkpointing) and the trainer.
 
 mod data;
 mod loss;
@@ -9,5 +10,5 @@ pub use data::{
     pairs_from_dataset, read_jsonl, tokenize_pairs, tokenize_pairs_limited, LengthLimits,
     LengthReport, Pair, SftSample, IGNORE_INDEX,
 };
-pub use loss::{batch_loss, causal_lm_loss};
+pub use loss::{batch_loss, causal_lm_loss, loss_and_grads, sft_loss, MicroBatchGrads, SftBatch};
 pub use trainer::{LogEntry, SftConfig, SftTrainer, TrainerState};
