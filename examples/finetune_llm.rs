@@ -1,29 +1,64 @@
-//! LoRA SFT of a HF Llama on (description, SVG) pairs.
+//! LoRA SFT of a HF Llama on (description, SVG) pairs, in the thesis' format by default:
+//! `<|ctx|>Create a valid minimal SVG for: {description}<|objs|>` then the SVG and
+//! `<|end_svg|>`. The three special tokens are added to the tokenizer when missing (the model is
+//! resized) and their rows of `embed_tokens` / `lm_head` train with the LoRA adapter (PEFT's
+//! `trainable_token_indices`; `--train-tokens full` trains the whole matrices instead).
 //!
-//! Tiny CPU run (falling loss in about a minute, fixtures from `tools/fixtures/make_llama.py`):
+//! Tiny CPU run (falling loss in about a minute, fixtures from
+//! `tools/fixtures/make_llama3_layout.py`):
 //! ```text
 //! cargo run --release --example finetune_llm -- \
-//!   --model svgen-train/tests/fixtures/llama3-tied \
-//!   --tokenizer svgen-train/tests/fixtures/tokenizer \
+//!   --model svgen-train/tests/fixtures/llama3-layout/tied \
+//!   --tokenizer svgen-train/tests/fixtures/llama3-layout/tokenizer \
 //!   --data svgen-train/tests/fixtures/pairs.jsonl --out /tmp/ft --steps 60
 //! ```
-//! Instead of `--data FILE.jsonl`, `--mmsvg FILE.parquet` (OmniSVG MMSVG) or `--shards DIR`
-//! (svgen-data shards) read the pairs through svgen-data.
-//!
-//! With `--features cuda` the same command trains on the GPU (e.g. Llama 3 8B Instruct in
-//! bf16 with `--bf16`). `--resume DIR/checkpoint-N` continues an interrupted run exactly.
+//! MMSVG-Icon as in the thesis (descriptions and SVGs filtered by token count, never truncated):
+//! ```text
+//! cargo run --release --features cuda --example finetune_llm -- \
+//!   --model Meta-Llama-3-8B-Instruct --bf16 --mmsvg MMSVG-Icon/ \
+//!   --max-svg-tokens 2048 --max-description-tokens 128 --max-len 2304 \
+//!   --batch 4 --accum 8 --steps 2000 --out runs/mmsvg
+//! ```
+//! Instead of `--data FILE.jsonl` or `--mmsvg FILE_OR_DIR`, `--shards DIR` reads svgen-data
+//! shards. `--format chat` uses the checkpoint's chat template (`tokenizer_config.json` or
+//! `chat_template.jinja`, e.g. Llama 3.1/3.2 Instruct with their system block, or Llama 2's
+//! `[INST]`). `--resume DIR/checkpoint-N` continues an interrupted run exactly.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use svgen::data::pairs::PairDataset;
 use svgen::train::burn::tensor::DType;
+use svgen::train::llama::lora::check_adapter_tokens;
 use svgen::train::llama::sft::{
-    pairs_from_dataset, read_jsonl, tokenize_pairs, SftConfig, SftTrainer,
+    pairs_from_dataset, read_jsonl, tokenize_pairs_limited, LengthLimits, SftConfig, SftTrainer,
 };
-use svgen::train::llama::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
+use svgen::train::llama::tokenizer::{
+    LlamaTokenizer, PromptFormat, ThesisPrompt, THESIS_PROMPT, THESIS_SPECIAL_TOKENS,
+};
+use svgen::train::llama::trainable_tokens::TrainableTokenIndices;
 use svgen::train::{Llama, LoadOptions, LoraConfig, LoraTarget};
 use svgen::DefaultTrainBackend;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// `<|ctx|>… {description}<|objs|>` SVG `<|end_svg|>` (the thesis).
+    Thesis,
+    /// The checkpoint's chat template.
+    Chat,
+    /// `Instruction: {description}\nResponse: ` SVG `<|end_svg|>`.
+    Instruction,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TrainTokens {
+    /// The rows of the thesis' tokens (PEFT `trainable_token_indices`).
+    Rows,
+    /// `embed_tokens` and `lm_head` whole (PEFT `modules_to_save`).
+    Full,
+    /// Frozen (their logits stay equal: only for comparison).
+    None,
+}
 
 #[derive(Parser)]
 #[command(group(clap::ArgGroup::new("source").required(true)))]
@@ -46,6 +81,18 @@ struct Args {
     /// Output folder (checkpoints, logs, loss curve, final adapter).
     #[arg(long)]
     out: PathBuf,
+    /// Prompt format.
+    #[arg(long, value_enum, default_value_t = Format::Thesis)]
+    format: Format,
+    /// The thesis prompt, with `{description}` once.
+    #[arg(long, default_value = THESIS_PROMPT)]
+    prompt_template: String,
+    /// System prompt of the chat format.
+    #[arg(long)]
+    system: Option<String>,
+    /// How the embedding rows of the thesis' tokens train.
+    #[arg(long, value_enum, default_value_t = TrainTokens::Rows)]
+    train_tokens: TrainTokens,
     /// Optimiser steps.
     #[arg(long, default_value_t = 60)]
     steps: usize,
@@ -59,6 +106,12 @@ struct Args {
     /// many tokens.
     #[arg(long, default_value_t = 512)]
     max_len: usize,
+    /// Pairs whose SVG has more tokens are dropped (the thesis' MMSVG filter).
+    #[arg(long)]
+    max_svg_tokens: Option<usize>,
+    /// Pairs whose description has more tokens are dropped.
+    #[arg(long)]
+    max_description_tokens: Option<usize>,
     /// One sample per row instead of packing several into rows of up to --max-len tokens.
     #[arg(long)]
     no_pack: bool,
@@ -78,9 +131,6 @@ struct Args {
     dropout: f64,
     #[arg(long)]
     rslora: bool,
-    /// Use the Llama 3 chat format instead of "Instruction: … Response: …".
-    #[arg(long)]
-    chat: bool,
     /// Hold out this fraction of pairs for validation loss.
     #[arg(long, default_value_t = 0.125)]
     val_fraction: f64,
@@ -100,7 +150,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = Default::default();
     let mut tok = LlamaTokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;
-    tok.add_special_tokens(&THESIS_SPECIAL_TOKENS)?;
+    let added = tok.ensure_thesis_tokens()?;
+    if let Some(message) = added.message() {
+        println!("{message}");
+    }
+    let format = match a.format {
+        Format::Thesis => PromptFormat::Thesis(ThesisPrompt::new(&a.prompt_template)?),
+        Format::Chat => PromptFormat::Chat {
+            system: a.system.clone(),
+        },
+        Format::Instruction => PromptFormat::InstructionResponse,
+    };
     let dtype = match (a.dtype.as_deref(), a.bf16) {
         (Some("f32") | None, false) => DType::F32,
         (Some("bf16"), _) | (None, true) => DType::BF16,
@@ -112,13 +172,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut base =
         Llama::<DefaultTrainBackend>::from_pretrained(&a.model, LoadOptions { dtype }, &device)?;
     if tok.len() > base.config().vocab_size {
+        println!(
+            "resizing the embeddings from {} to {} rows (mean of the existing rows)",
+            base.config().vocab_size,
+            tok.len()
+        );
         base = base.resize_token_embeddings(tok.len())?;
     }
-    let format = if a.chat {
-        PromptFormat::Llama3Chat { system: None }
-    } else {
-        PromptFormat::InstructionResponse
-    };
     let pairs = if let Some(path) = &a.data {
         read_jsonl(path)?
     } else {
@@ -132,13 +192,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         pairs_from_dataset(dataset)
     };
-    let (samples, dropped) = tokenize_pairs(&tok, &format, &pairs, a.max_len)?;
-    println!(
-        "{} pairs, {} kept, {dropped} dropped as longer than {} tokens",
-        pairs.len(),
-        samples.len(),
-        a.max_len
-    );
+    let limits = LengthLimits {
+        max_len: a.max_len,
+        max_svg_tokens: a.max_svg_tokens.unwrap_or(usize::MAX),
+        max_description_tokens: a.max_description_tokens.unwrap_or(usize::MAX),
+    };
+    let (samples, report) = tokenize_pairs_limited(&tok, &format, &pairs, &limits)?;
+    println!("{} pairs: {report}", pairs.len());
+    if samples.len() < 2 {
+        return Err("fewer than two pairs left after filtering".into());
+    }
     let n_val = ((samples.len() as f64) * a.val_fraction).round() as usize;
     let (val, train) = samples.split_at(n_val.min(samples.len().saturating_sub(1)));
     let cfg = SftConfig {
@@ -165,16 +228,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         use_rslora: a.rslora,
     };
     let name = a.model.display().to_string();
-    let mut trainer = match &a.resume {
-        Some(ck) => SftTrainer::resume(base, ck, cfg, &a.out, &name)?,
-        None => SftTrainer::new(
-            base.with_lora(&lora, a.seed)?,
-            lora.clone(),
-            cfg,
-            &a.out,
-            &name,
-        )?,
+    let trainer = match &a.resume {
+        Some(ck) => {
+            check_adapter_tokens(ck, &tok)?;
+            SftTrainer::resume(base, ck, cfg, &a.out, &name)?
+        }
+        None => {
+            let mut model = base.with_lora(&lora, a.seed)?;
+            model = match a.train_tokens {
+                TrainTokens::Rows => {
+                    let ids: Vec<u32> = THESIS_SPECIAL_TOKENS
+                        .iter()
+                        .filter_map(|t| tok.token_id(t))
+                        .collect();
+                    model.with_trainable_tokens(&TrainableTokenIndices::new_tokens(&ids))?
+                }
+                TrainTokens::Full => model.with_modules_to_save()?,
+                TrainTokens::None => model,
+            };
+            println!(
+                "trainable: {} LoRA + {} embedding parameters",
+                model.num_lora_params(),
+                model.num_token_params()
+            );
+            SftTrainer::new(model, lora.clone(), cfg, &a.out, &name)?
+        }
     };
+    let mut trainer = trainer.with_tokenizer(tok.clone());
     let summary = trainer.train(train, val, None)?;
     let log = &trainer.state().log;
     if let (Some(first), Some(last)) = (log.first(), log.last()) {
@@ -187,12 +267,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             log.iter().map(|e| e.tokens_per_s).sum::<f64>() / log.len() as f64
         );
     }
-    trainer
-        .model()
-        .save_peft_adapter(a.out.join("adapter"), &lora, &name)?;
+    let adapter = a.out.join("adapter");
+    trainer.model().save_peft_adapter(&adapter, &lora, &name)?;
+    tok.save_pretrained(&adapter)?;
     println!(
         "adapter: {}; log: {}",
-        a.out.join("adapter").display(),
+        adapter.display(),
         a.out.join("loss_log.csv").display()
     );
     Ok(())

@@ -1,5 +1,11 @@
-//! Generates SVG for a description with a HF Llama (optionally with a PEFT LoRA adapter),
+//! Generates SVG for descriptions with a HF Llama (optionally with a PEFT LoRA adapter),
 //! validates it through svgen-core and writes it out.
+//!
+//! The prompt is the thesis' format by default (`<|ctx|>Create a valid minimal SVG for:
+//! {description}<|objs|>`), and generation stops when the model writes `<|end_svg|>`; `--format
+//! chat` uses the checkpoint's chat template. The tokenizer is read from `--tokenizer`, else from
+//! the adapter folder when it holds one (as finetune_llm writes it), else from `--model`; the
+//! adapter's trainable token ids are checked against it.
 //!
 //! ```text
 //! cargo run --release --example generate_svg -- --model DIR [--adapter DIR] "a red apple icon"
@@ -7,11 +13,22 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use svgen::train::llama::generate::validate_svgs;
-use svgen::train::llama::tokenizer::{LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS};
+use svgen::train::llama::lora::check_adapter_tokens;
+use svgen::train::llama::tokenizer::{LlamaTokenizer, PromptFormat, ThesisPrompt, THESIS_PROMPT};
 use svgen::train::{GenerationConfig, Generator, Llama, LoadOptions};
 use svgen::DefaultBackend;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// `<|ctx|>… {description}<|objs|>` (the thesis).
+    Thesis,
+    /// The checkpoint's chat template.
+    Chat,
+    /// `Instruction: {description}\nResponse: `.
+    Instruction,
+}
 
 #[derive(Parser)]
 struct Args {
@@ -21,12 +38,24 @@ struct Args {
     /// PEFT adapter folder.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// Folder with tokenizer.json (defaults to --model).
+    /// Folder with tokenizer.json (defaults to the adapter's, then --model).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Descriptions (each one a prompt of the batch).
     #[arg(required = true)]
     prompts: Vec<String>,
+    /// Prompt format.
+    #[arg(long, value_enum, default_value_t = Format::Thesis)]
+    format: Format,
+    /// The thesis prompt, with `{description}` once.
+    #[arg(long, default_value = THESIS_PROMPT)]
+    prompt_template: String,
+    /// System prompt of the chat format.
+    #[arg(long)]
+    system: Option<String>,
+    /// Also stop at the text `</svg>` (for models not trained to write `<|end_svg|>`).
+    #[arg(long)]
+    stop_at_svg_close: bool,
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
     /// 0 = greedy.
@@ -40,9 +69,6 @@ struct Args {
     repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Use the Llama 3 chat format instead of "Instruction: … Response: …".
-    #[arg(long)]
-    chat: bool,
     /// Close an unclosed SVG tail instead of counting it invalid.
     #[arg(long)]
     repair: bool,
@@ -54,20 +80,36 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let device = Default::default();
-    let mut tok = LlamaTokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;
-    tok.add_special_tokens(&THESIS_SPECIAL_TOKENS)?;
+    let tok_dir = match (&a.tokenizer, &a.adapter) {
+        (Some(t), _) => t.clone(),
+        (None, Some(ad)) if ad.join("tokenizer.json").is_file() => ad.clone(),
+        _ => a.model.clone(),
+    };
+    let mut tok = LlamaTokenizer::from_dir(&tok_dir)?;
+    if tok.chat_template().is_none() {
+        // An adapter's tokenizer may come without the template: take the model's.
+        if let Some(t) = svgen::train::llama::chat_template::ChatTemplate::from_dir(&a.model)? {
+            tok = tok.with_chat_template(t);
+        }
+    }
+    if let Some(message) = tok.ensure_thesis_tokens()?.message() {
+        println!("{message}");
+    }
     let mut model =
         Llama::<DefaultBackend>::from_pretrained(&a.model, LoadOptions::default(), &device)?;
     if tok.len() > model.config().vocab_size {
         model = model.resize_token_embeddings(tok.len())?;
     }
     if let Some(dir) = &a.adapter {
+        check_adapter_tokens(dir, &tok)?;
         model = model.with_peft_adapter(dir)?.0;
     }
-    let format = if a.chat {
-        PromptFormat::Llama3Chat { system: None }
-    } else {
-        PromptFormat::InstructionResponse
+    let format = match a.format {
+        Format::Thesis => PromptFormat::Thesis(ThesisPrompt::new(&a.prompt_template)?),
+        Format::Chat => PromptFormat::Chat {
+            system: a.system.clone(),
+        },
+        Format::Instruction => PromptFormat::InstructionResponse,
     };
     let prompts = a
         .prompts
@@ -82,6 +124,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         repetition_penalty: a.repetition_penalty,
         seed: a.seed,
         pad_token_id: tok.token_id("<|end_of_text|>").unwrap_or(0),
+        stop_strings: if a.stop_at_svg_close {
+            vec!["</svg>".into()]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     }
     .with_default_stops(&model, Some(&tok));

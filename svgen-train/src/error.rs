@@ -68,6 +68,23 @@ pub enum TrainError {
     /// Tokenizer problems (missing file, unknown token, encode/decode failure).
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
+    /// A chat template does not compile or fails while rendering (syntax, unknown filter, a
+    /// value of the wrong type, the rendering budget exhausted).
+    #[error("chat template error: {0}")]
+    ChatTemplate(String),
+    /// A chat template called `raise_exception(message)` (e.g. roles that do not alternate).
+    #[error("chat template raised: {0}")]
+    ChatTemplateException(String),
+    /// An adapter's trainable token rows do not match the tokenizer it is used with.
+    #[error("adapter {adapter} does not match tokenizer {tokenizer}: {detail}")]
+    TokenMismatch {
+        /// The adapter folder.
+        adapter: PathBuf,
+        /// The tokenizer file or folder.
+        tokenizer: PathBuf,
+        /// Which index disagrees, with the token each side has there.
+        detail: String,
+    },
     /// Invalid arguments to generation or training.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -3,9 +3,10 @@
 //! Two model families in Burn (generic over the backend), each with LoRA fine-tuning:
 //!
 //! - **Llama 2/3/3.1/3.2** ([`llama`]): HF checkpoints (single or sharded safetensors,
-//!   f32/bf16/f16) with parity against transformers, PEFT adapters, KV-cache generation of SVG,
-//!   the Llama 3 tokenizer with the thesis' special tokens, and supervised fine-tuning on
-//!   (description, SVG) pairs.
+//!   f32/bf16/f16) with parity against transformers, PEFT adapters (LoRA with trainable rows
+//!   for added tokens), KV-cache generation of SVG, HF tokenizers and chat templates, the
+//!   thesis' special tokens and prompt format, and supervised fine-tuning on (description, SVG)
+//!   pairs.
 //! - **Stable Diffusion 1.5** ([`sd`]): UNet, VAE, schedulers and the text-to-image pipeline
 //!   with parity against diffusers, LoRA files in the diffusers, PEFT and kohya formats, LoRA
 //!   training of the UNet, and the grid search for "SVG-friendly" settings.

@@ -118,3 +118,51 @@ fn trainer_runs_on_a_pair_dataset() {
         .join("checkpoint-2/adapter_model.safetensors")
         .is_file());
 }
+
+/// MMSVG-Icon as in the thesis: the Parquet rows through svgen-data, the thesis' prompt format
+/// on the real Llama 3 tokenizer layout, pairs filtered by SVG (and description) token count —
+/// dropped, never truncated — and every kept sample holding its whole SVG and `<|end_svg|>`.
+#[test]
+fn mmsvg_icon_pairs_in_the_thesis_format_are_filtered_by_token_count_never_truncated() {
+    use svgen_train::llama::sft::{tokenize_pairs_limited, LengthLimits, IGNORE_INDEX};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../svgen-data/tests/fixtures/mmsvg/mmsvg-icon.parquet");
+    let ds = PairDataset::from_mmsvg_parquet(&path, None).unwrap();
+    assert_eq!(ds.skipped.len(), 1, "the row without a description");
+    let pairs = pairs_from_dataset(ds);
+    assert_eq!(pairs.len(), 3);
+    let mut tok = LlamaTokenizer::from_dir(fixture("llama3-layout/tokenizer")).unwrap();
+    tok.ensure_thesis_tokens().unwrap();
+    let limits = LengthLimits {
+        max_svg_tokens: 400,
+        max_description_tokens: 32,
+        max_len: 512,
+    };
+    let format = PromptFormat::default();
+    let (samples, report) = tokenize_pairs_limited(&tok, &format, &pairs, &limits).unwrap();
+    assert_eq!((report.kept, report.long_svg, report.dropped()), (2, 1, 1));
+    assert!(report.to_string().contains("1 long SVGs"), "{report}");
+    let end_svg = tok.token_id("<|end_svg|>").unwrap();
+    let kept: Vec<&Pair> = pairs.iter().filter(|p| p.svg.len() < 2000).collect();
+    for (s, p) in samples.iter().zip(kept) {
+        let first = s.labels.iter().position(|&l| l != IGNORE_INDEX).unwrap();
+        assert_eq!(
+            &s.input_ids[..first],
+            tok.encode_prompt(&format, &p.description)
+                .unwrap()
+                .as_slice()
+        );
+        assert_eq!(*s.input_ids.last().unwrap(), end_svg);
+        // The whole SVG, nothing cut.
+        let svg = tok.decode(&s.input_ids[first..s.len() - 1], false).unwrap();
+        assert_eq!(svg, p.svg);
+    }
+    // A tighter description limit drops by description first.
+    let strict = LengthLimits {
+        max_description_tokens: 3,
+        ..limits
+    };
+    let (_, r) = tokenize_pairs_limited(&tok, &format, &pairs, &strict).unwrap();
+    assert_eq!(r.kept + r.long_description + r.long_svg, 3);
+    assert!(r.long_description >= 2, "{r}");
+}

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use svgen_train::llama::chat_template::ChatOptions;
 use svgen_train::llama::tokenizer::{
     ChatMessage, LlamaTokenizer, PromptFormat, THESIS_SPECIAL_TOKENS,
 };
@@ -38,12 +39,13 @@ fn encodes_like_transformers_and_applies_the_chat_template() {
         .iter()
         .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
         .collect();
+    let json: Vec<Value> = msgs.iter().map(ChatMessage::to_json).collect();
     assert_eq!(
-        LlamaTokenizer::chat_text(&msgs, true),
+        tok.render_chat(&json, &ChatOptions::generation()).unwrap(),
         r["chat_text"].as_str().unwrap()
     );
     assert_eq!(tok.encode_chat(&msgs, true).unwrap(), ids(&r["chat_ids"]));
-    let fmt = PromptFormat::Llama3Chat {
+    let fmt = PromptFormat::Chat {
         system: Some("You are an SVG generator.".into()),
     };
     assert_eq!(

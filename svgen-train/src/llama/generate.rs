@@ -31,7 +31,9 @@ pub struct GenerationConfig {
     pub seed: u64,
     /// Token ids that end a sequence (EOS, `<|eot_id|>`, `<|end_svg|>`); kept in the output.
     pub stop_token_ids: Vec<u32>,
-    /// Texts that end a sequence once decoded (default `</svg>`); needs a tokenizer.
+    /// Texts that end a sequence once decoded (default `</svg>`); needs a tokenizer. A model
+    /// trained in the thesis' format ends its SVG with `<|end_svg|>`: clear this list to let it
+    /// stop there by itself ([`StopReason::StopToken`]).
     pub stop_strings: Vec<String>,
     /// Id used for left padding and for rows that already stopped.
     pub pad_token_id: u32,

@@ -13,6 +13,8 @@ use crate::error::{Result, TrainError};
 use crate::llama::config::LlamaConfig;
 use crate::llama::model::Llama;
 use crate::llama::pretrained::linear_shapes;
+use crate::llama::tokenizer::LlamaTokenizer;
+use crate::llama::trainable_tokens::TrainableTokenIndices;
 use crate::nn::json::read_json;
 use crate::nn::lora::{LoraAdapter, LoraLinear};
 use crate::nn::peft::{
@@ -219,15 +221,20 @@ impl<B: Backend> Llama<B> {
         })
     }
 
-    /// Loads a PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`).
-    /// Keys that match no module of the base, missing halves and wrong shapes are typed errors
-    /// naming the key.
+    /// Loads a PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`),
+    /// with its embedding part when it has one: `trainable_token_indices` rows,
+    /// `modules_to_save` matrices, or resized matrices (see
+    /// [`crate::llama::trainable_tokens`]). The model must already have the adapter's vocabulary
+    /// (resize it to the tokenizer's length first). Keys that match no module of the base,
+    /// missing halves and wrong shapes are typed errors naming the key.
     pub fn with_peft_adapter(self, dir: impl AsRef<Path>) -> Result<(Self, LoraConfig)> {
         let dir = dir.as_ref();
-        let cfg = LoraConfig::from_peft_json(&read_json(&dir.join("adapter_config.json"))?)?;
+        let json = read_json(&dir.join("adapter_config.json"))?;
+        let cfg = LoraConfig::from_peft_json(&json)?;
         let weights_path = dir.join("adapter_model.safetensors");
         let mut tensors = read_safetensors(&weights_path)?;
-        let paths: HashMap<String, (usize, usize)> = self
+        let this = self.load_token_state(&json, &mut tensors, &weights_path)?;
+        let paths: HashMap<String, (usize, usize)> = this
             .linears()
             .into_iter()
             .map(|(p, l)| (p, (l.in_features(), l.out_features())))
@@ -245,7 +252,7 @@ impl<B: Backend> Llama<B> {
                 return Err(TrainError::UnexpectedAdapterKey { key: key.clone() });
             }
         }
-        let device = self.device();
+        let device = this.device();
         let dtype = DType::F32; // adapters train in f32 over any base dtype
         let mut take = |key: String, shape: [usize; 2]| -> Result<Vec<f32>> {
             let t = tensors
@@ -263,7 +270,7 @@ impl<B: Backend> Llama<B> {
             }
             t.into_f32(&key)
         };
-        let model = self.try_map_linears(|path, lin| {
+        let model = this.try_map_linears(|path, lin| {
             if !cfg.targets(path) {
                 return Ok(lin);
             }
@@ -284,13 +291,17 @@ impl<B: Backend> Llama<B> {
     }
 
     /// The adapter tensors under PEFT key names and layout (`lora_A` `[r, in]`,
-    /// `lora_B` `[out, r]`).
+    /// `lora_B` `[out, r]`), with the trainable token rows (`trainable_tokens_delta`) or
+    /// matrices (`modules_to_save`) when the model has them.
     pub fn lora_state(&self) -> BTreeMap<String, HostTensor> {
-        peft_adapter_state(self.linears(), PEFT_PREFIX, None)
+        let mut state = peft_adapter_state(self.linears(), PEFT_PREFIX, None);
+        state.extend(self.token_state());
+        state
     }
 
     /// Saves the adapters in PEFT format (f32 `adapter_model.safetensors` with PEFT's
-    /// `{"format": "pt"}` metadata, and `adapter_config.json`).
+    /// `{"format": "pt"}` metadata, and `adapter_config.json` with the trainable token rows'
+    /// `trainable_token_indices` or `modules_to_save`).
     pub fn save_peft_adapter(
         &self,
         dir: impl AsRef<Path>,
@@ -303,20 +314,23 @@ impl<B: Backend> Llama<B> {
                 "the model has no LoRA adapters".into(),
             ));
         }
-        write_peft_adapter(
-            dir.as_ref(),
-            &state,
-            &cfg.to_peft_json(base_model_name_or_path),
-        )
+        let mut json = cfg.to_peft_json(base_model_name_or_path);
+        for (k, v) in self.token_config_fields() {
+            json[k] = v;
+        }
+        write_peft_adapter(dir.as_ref(), &state, &json)
     }
 
-    /// Folds every adapter into its base weight (`W + s·A·B`); the result has no adapters.
+    /// Folds every adapter into its base weight (`W + s·A·B`) and writes trainable token rows
+    /// into `embed_tokens` / `lm_head`; the result has no adapters.
     pub fn merge_lora(self) -> Self {
         self.try_map_linears(|_, lin| Ok(lin.merged()))
             .unwrap_or_else(|_| unreachable!("merging cannot fail"))
+            .merge_token_rows()
     }
 
-    /// Number of trainable (adapter) parameters.
+    /// Number of trainable adapter parameters (LoRA matrices; see
+    /// [`Llama::num_token_params`] for the embedding rows).
     pub fn num_lora_params(&self) -> usize {
         self.linears()
             .iter()
@@ -338,4 +352,49 @@ pub fn target_paths(cfg: &LlamaConfig, lora: &LoraConfig) -> Vec<String> {
         }
     }
     out
+}
+
+/// Checks that an adapter's trainable token rows fit `tokenizer`: every id inside the
+/// tokenizer, and, when the adapter folder holds the tokenizer it was trained with
+/// (`tokenizer.json`), the same token at every id. A mismatch is
+/// [`TrainError::TokenMismatch`] naming the adapter, the tokenizer, the id and both tokens.
+pub fn check_adapter_tokens(dir: impl AsRef<Path>, tokenizer: &LlamaTokenizer) -> Result<()> {
+    let dir = dir.as_ref();
+    let json = read_json(&dir.join("adapter_config.json"))?;
+    let mismatch = |detail: String| TrainError::TokenMismatch {
+        adapter: dir.to_path_buf(),
+        tokenizer: tokenizer.path().to_path_buf(),
+        detail,
+    };
+    // Tied or not does not change which ids are named.
+    let Some(indices) =
+        TrainableTokenIndices::from_peft_json(json.get("trainable_token_indices"), false)?
+    else {
+        return Ok(());
+    };
+    let own = dir.join("tokenizer.json");
+    let own = if own.is_file() {
+        Some(LlamaTokenizer::from_file(&own)?)
+    } else {
+        None
+    };
+    for id in indices.all() {
+        let theirs = tokenizer.id_token(id);
+        let Some(theirs) = theirs else {
+            return Err(mismatch(format!(
+                "the adapter trains token id {id}, but the tokenizer has {} tokens",
+                tokenizer.len()
+            )));
+        };
+        if let Some(own) = &own {
+            let trained = own.id_token(id).unwrap_or_else(|| "<none>".into());
+            if trained != theirs {
+                return Err(mismatch(format!(
+                    "id {id} is `{trained}` in the adapter's tokenizer but `{theirs}` in \
+                     this one"
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ use crate::error::{Result, TrainError};
 use crate::llama::attention::{rope_tables, Attention, AttnInputs};
 use crate::llama::config::LlamaConfig;
 use crate::llama::kv_cache::{KvCache, LayerKv};
+use crate::llama::trainable_tokens::TokenAdapter;
 use crate::nn::attention::AttentionMask;
 use crate::nn::lora::LoraLinear;
 use crate::nn::tensor::check_dtypes;
@@ -132,6 +133,8 @@ pub struct Llama<B: Backend> {
     pub norm: RmsNorm<B>,
     /// `lm_head.weight`, stored `[hidden, vocab]`; `None` with tied embeddings.
     pub lm_head: Option<Param<Tensor<B, 2>>>,
+    /// Trainable rows of `embed_tokens` / `lm_head` (added tokens, or the whole matrices).
+    pub token_adapter: Option<TokenAdapter<B>>,
     /// The architecture.
     #[module(skip)]
     pub config: LlamaConfig,
@@ -193,6 +196,7 @@ impl<B: Backend> Llama<B> {
             layers,
             norm: norm(),
             lm_head: (!config.tie_word_embeddings).then(|| matrix(h, config.vocab_size)),
+            token_adapter: None,
             config,
         })
     }
@@ -289,12 +293,11 @@ impl<B: Backend> Llama<B> {
         Ok(())
     }
 
-    /// Token embeddings `[B, T, hidden]` of `input_ids` `[B, T]`.
+    /// Token embeddings `[B, T, hidden]` of `input_ids` `[B, T]`, with trainable token rows
+    /// in place (see [`crate::llama::trainable_tokens`]).
     pub(crate) fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, t] = input_ids.dims();
-        self.embed_tokens
-            .val()
-            .select(0, input_ids.reshape([b * t]))
+        self.embed_rows(input_ids.reshape([b * t]))
             .reshape([b, t, self.config().hidden_size])
     }
 
@@ -372,22 +375,20 @@ impl<B: Backend> Llama<B> {
         self.norm.try_forward(x)
     }
 
-    /// The LM-head weight `[hidden, vocab]`: `lm_head`, or the embeddings transposed when they
-    /// are tied (gradients flow to whichever it is).
+    /// The effective LM-head weight `[hidden, vocab]`: `lm_head`, or the embeddings transposed
+    /// when they are tied, with trainable token rows in place (in the base dtype; gradients
+    /// flow to the trainable rows, and to the base matrix when it requires them). This is what
+    /// the chunked loss multiplies by.
     pub fn lm_head_weight(&self) -> Tensor<B, 2> {
-        match &self.lm_head {
-            Some(w) => w.val(),
-            None => self.embed_tokens.val().transpose(),
-        }
+        self.output_weight()
     }
 
     /// Projects hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, hidden] = h.dims();
-        let h = h.reshape([b * t, hidden]);
-        let w = self.lm_head_weight();
-        let v = w.dims()[1];
-        h.matmul(w).reshape([b, t, v])
+        let logits = self.lm_head_logits(h.reshape([b * t, hidden]));
+        let v = logits.dims()[1];
+        logits.reshape([b, t, v])
     }
 
     /// Visits every linear with its HF module path (`model.layers.N.self_attn.q_proj`).

@@ -196,6 +196,7 @@ impl<B: Backend> Llama<B> {
                 eps: cfg.rms_norm_eps,
             },
             lm_head,
+            token_adapter: None,
             config,
         })
     }

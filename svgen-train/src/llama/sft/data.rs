@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use svgen_data::pairs::PairDataset;
 
 use crate::error::{Result, TrainError};
-use crate::llama::tokenizer::{LlamaTokenizer, PromptFormat, END_SVG};
+use crate::llama::tokenizer::{LlamaTokenizer, PromptFormat};
 
 pub use crate::nn::loss::IGNORE_INDEX;
 
@@ -44,7 +44,7 @@ impl From<svgen_data::pairs::Pair> for Pair {
 /// let dataset = PairDataset::from_mmsvg_parquet("MMSVG-Icon/train.parquet", None)?;
 /// eprintln!("{} records skipped", dataset.skipped.len());
 /// let pairs = pairs_from_dataset(dataset);
-/// let format = svgen_train::llama::tokenizer::PromptFormat::InstructionResponse;
+/// let format = svgen_train::llama::tokenizer::PromptFormat::default(); // the thesis' format
 /// let (samples, dropped) = tokenize_pairs(&tokenizer, &format, &pairs, 4096)?;
 /// # Ok(())
 /// # }
@@ -79,17 +79,111 @@ pub fn tokenize_pairs(
     pairs: &[Pair],
     max_len: usize,
 ) -> Result<(Vec<SftSample>, usize)> {
+    let limits = LengthLimits {
+        max_len,
+        ..LengthLimits::default()
+    };
+    let (kept, report) = tokenize_pairs_limited(tokenizer, format, pairs, &limits)?;
+    Ok((kept, report.dropped()))
+}
+
+/// Token-count limits of [`tokenize_pairs_limited`]: a pair over any of them is dropped, never
+/// truncated (the thesis filtered MMSVG-Icon by SVG token count; a truncated SVG teaches
+/// broken documents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthLimits {
+    /// Whole sample (prompt + SVG + end tokens).
+    pub max_len: usize,
+    /// Description tokens (`usize::MAX`: no limit).
+    pub max_description_tokens: usize,
+    /// SVG tokens, without the end tokens (`usize::MAX`: no limit).
+    pub max_svg_tokens: usize,
+}
+
+impl Default for LengthLimits {
+    fn default() -> Self {
+        Self {
+            max_len: usize::MAX,
+            max_description_tokens: usize::MAX,
+            max_svg_tokens: usize::MAX,
+        }
+    }
+}
+
+/// How many pairs [`tokenize_pairs_limited`] kept and why it dropped the others (a pair is
+/// counted under the first limit it breaks, in the order description, SVG, whole sample).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LengthReport {
+    /// Pairs kept.
+    pub kept: usize,
+    /// Dropped for a long description.
+    pub long_description: usize,
+    /// Dropped for a long SVG.
+    pub long_svg: usize,
+    /// Dropped for a long sample.
+    pub long_sample: usize,
+    /// Dropped for an empty description or SVG.
+    pub empty: usize,
+}
+
+impl LengthReport {
+    /// Pairs dropped in total.
+    pub fn dropped(&self) -> usize {
+        self.long_description + self.long_svg + self.long_sample + self.empty
+    }
+}
+
+impl std::fmt::Display for LengthReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} kept, {} dropped ({} long descriptions, {} long SVGs, {} long samples, {} empty)",
+            self.kept,
+            self.dropped(),
+            self.long_description,
+            self.long_svg,
+            self.long_sample,
+            self.empty
+        )
+    }
+}
+
+/// Tokenises pairs, dropping (never truncating) those over `limits` and those with an empty
+/// description or SVG.
+pub fn tokenize_pairs_limited(
+    tokenizer: &LlamaTokenizer,
+    format: &PromptFormat,
+    pairs: &[Pair],
+    limits: &LengthLimits,
+) -> Result<(Vec<SftSample>, LengthReport)> {
     let mut kept = Vec::with_capacity(pairs.len());
-    let mut dropped = 0;
+    let mut report = LengthReport::default();
     for p in pairs {
+        if p.description.trim().is_empty() || p.svg.trim().is_empty() {
+            report.empty += 1;
+            continue;
+        }
+        if limits.max_description_tokens != usize::MAX
+            && tokenizer.encode(p.description.trim(), false)?.len() > limits.max_description_tokens
+        {
+            report.long_description += 1;
+            continue;
+        }
+        if limits.max_svg_tokens != usize::MAX
+            && tokenizer.encode(&p.svg, false)?.len() > limits.max_svg_tokens
+        {
+            report.long_svg += 1;
+            continue;
+        }
         let s = SftSample::encode(tokenizer, format, &p.description, &p.svg)?;
-        if s.len() > max_len {
-            dropped += 1;
+        if s.len() > limits.max_len {
+            report.long_sample += 1;
         } else {
+            report.kept += 1;
             kept.push(s);
         }
     }
-    Ok((kept, dropped))
+    Ok((kept, report))
 }
 
 /// One tokenised (description, SVG) pair: prompt tokens are masked out of the loss.
@@ -102,9 +196,10 @@ pub struct SftSample {
 }
 
 impl SftSample {
-    /// Tokenises a pair: the prompt in `format`, then the SVG followed by `<|end_svg|>` (when
-    /// the tokenizer has it) and `<|eot_id|>` for the chat format. Only the SVG and end tokens
-    /// count in the loss.
+    /// Tokenises a pair: the prompt in `format` ([`LlamaTokenizer::encode_prompt`]), then the
+    /// SVG followed by `<|end_svg|>` (and whatever the chat template writes after the
+    /// assistant's turn, e.g. `<|eot_id|>`; [`LlamaTokenizer::encode_completion`]). Only the SVG
+    /// and end tokens count in the loss.
     pub fn encode(
         tokenizer: &LlamaTokenizer,
         format: &PromptFormat,
@@ -112,15 +207,7 @@ impl SftSample {
         svg: &str,
     ) -> Result<Self> {
         let prompt = tokenizer.encode_prompt(format, description)?;
-        let mut target = tokenizer.encode(svg, false)?;
-        if let Some(id) = tokenizer.token_id(END_SVG) {
-            target.push(id);
-        }
-        if matches!(format, PromptFormat::Llama3Chat { .. }) {
-            if let Some(id) = tokenizer.token_id("<|eot_id|>") {
-                target.push(id);
-            }
-        }
+        let target = tokenizer.encode_completion(format, description, svg)?;
         let mut labels = vec![IGNORE_INDEX; prompt.len()];
         labels.extend(target.iter().map(|&x| x as i64));
         let mut input_ids = prompt;

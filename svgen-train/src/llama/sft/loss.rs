@@ -224,13 +224,14 @@ pub struct MicroBatchGrads<B: Backend> {
     /// Counted tokens.
     pub count: usize,
     /// Gradient of the weighted loss for every adapter matrix that has one, keyed
-    /// `<module path>.lora_A` / `.lora_B`, in our layout (`[in, r]`, `[r, out]`). Empty when the
-    /// loss is not finite (the backward pass is skipped).
+    /// `<module path>.lora_A` / `.lora_B`, in our layout (`[in, r]`, `[r, out]`), and for the
+    /// trainable token rows, keyed `trainable_tokens.embed_tokens` / `trainable_tokens.lm_head`
+    /// (`[k, hidden]`). Empty when the loss is not finite (the backward pass is skipped).
     pub grads: BTreeMap<String, Tensor<B, 2>>,
 }
 
 /// The loss of `batch` times `weight` (the share of the optimiser step's tokens it holds) and
-/// its gradients with respect to the adapters.
+/// its gradients with respect to the adapters and the trainable token rows.
 ///
 /// With `checkpointing`, activations are recomputed per decoder layer: the forward pass runs
 /// without autodiff and keeps only each layer's input; the backward pass first
@@ -262,10 +263,12 @@ pub fn loss_and_grads<B: AutodiffBackend>(
             });
         }
         let grads = scaled.backward();
+        let mut out = adapter_grads(model.linears(), &grads);
+        out.extend(model.token_grads(&grads));
         return Ok(MicroBatchGrads {
             loss: value,
             count,
-            grads: adapter_grads(model.linears(), &grads),
+            grads: out,
         });
     }
     checkpointed(model, batch, weight)
@@ -320,17 +323,34 @@ fn checkpointed<B: AutodiffBackend>(
     let mut g = top.grad(&grads).ok_or_else(|| {
         TrainError::InvalidArgument("the loss does not depend on the model".into())
     })?;
+    // Trainable output rows (`lm_head`'s, or a tied model's shared rows) get theirs here.
+    let mut out = model.token_grads(&grads);
     drop(grads);
 
-    // Layers from the last to the first: recompute, then back-propagate `g`.
-    let mut out = BTreeMap::new();
+    // Layers from the last to the first: recompute, then back-propagate `g`. The first layer
+    // re-runs the embedding lookup under autodiff when the embedding has trainable rows, so
+    // they get the gradient of their input use (added to that of their output use when tied).
+    let embed_grads = model.has_trainable_embedding();
     for (l, (layer, (x, rng))) in model.layers.iter().zip(saved).enumerate().rev() {
         rng.restore();
-        let x = Tensor::<B, 3>::from_inner(x);
+        let x = if l == 0 && embed_grads {
+            model.embed(batch.ids(&device))
+        } else {
+            Tensor::<B, 3>::from_inner(x)
+        };
         let x = if l > 0 { x.require_grad() } else { x };
         let y = layer.forward(x.clone(), &inputs, None)?;
         let grads = (y * Tensor::from_inner(g.clone())).sum().backward();
         out.extend(adapter_grads(layer.linears(l), &grads));
+        if l == 0 {
+            for (key, grad) in model.token_grads(&grads) {
+                let grad = match out.remove(&key) {
+                    Some(prev) => prev + grad,
+                    None => grad,
+                };
+                out.insert(key, grad);
+            }
+        }
         if l > 0 {
             g = x.grad(&grads).ok_or_else(|| {
                 TrainError::InvalidArgument("a layer's output does not depend on its input".into())

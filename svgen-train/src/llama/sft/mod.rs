@@ -6,6 +6,9 @@ mod data;
 mod loss;
 mod trainer;
 
-pub use data::{pairs_from_dataset, read_jsonl, tokenize_pairs, Pair, SftSample, IGNORE_INDEX};
+pub use data::{
+    pairs_from_dataset, read_jsonl, tokenize_pairs, tokenize_pairs_limited, LengthLimits,
+    LengthReport, Pair, SftSample, IGNORE_INDEX,
+};
 pub use loss::{batch_loss, causal_lm_loss, loss_and_grads, sft_loss, MicroBatchGrads, SftBatch};
 pub use trainer::{LogEntry, SftConfig, SftTrainer, TrainerState};

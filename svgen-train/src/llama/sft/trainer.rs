@@ -28,6 +28,7 @@ use crate::error::{Result, TrainError};
 use crate::llama::lora::LoraConfig;
 use crate::llama::sft::data::SftSample;
 use crate::llama::sft::loss::{batch_loss, loss_and_grads, SftBatch};
+use crate::llama::tokenizer::LlamaTokenizer;
 use crate::llama::Llama;
 use crate::nn::lora::{seed_lora_dropout, LoraLinear};
 use crate::train::{
@@ -243,11 +244,14 @@ pub struct SftTrainer<B: AutodiffBackend> {
     state: TrainerState,
     last_checkpoint: Option<PathBuf>,
     base_name: String,
+    tokenizer: Option<LlamaTokenizer>,
     dropped: usize,
 }
 
 impl<B: AutodiffBackend> SftTrainer<B> {
-    /// A fresh run. `model` must already carry adapters (see [`Llama::with_lora`]).
+    /// A fresh run. `model` must already carry adapters (see [`Llama::with_lora`]), and may
+    /// carry trainable token rows ([`Llama::with_trainable_tokens`],
+    /// [`Llama::with_modules_to_save`]), which train with the same optimiser.
     pub fn new(
         model: Llama<B>,
         lora: LoraConfig,
@@ -276,12 +280,22 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             state: TrainerState::default(),
             last_checkpoint: None,
             base_name: base_name.into(),
+            tokenizer: None,
             dropped: 0,
         })
     }
 
-    /// Resumes from a checkpoint folder written by this trainer: loads the adapter into the
-    /// (adapter-free) base, the optimiser moments and the data position.
+    /// Saves `tokenizer` (`tokenizer.json`, `tokenizer_config.json`) into every checkpoint, as
+    /// transformers' Trainer does, so that the adapter's token ids can be checked against the
+    /// tokenizer it is later used with.
+    pub fn with_tokenizer(mut self, tokenizer: LlamaTokenizer) -> Self {
+        self.tokenizer = Some(tokenizer);
+        self
+    }
+
+    /// Resumes from a checkpoint folder written by this trainer: loads the adapter (with its
+    /// trainable token rows) into the (adapter-free, already resized) base, the optimiser moments
+    /// and the data position.
     pub fn resume(
         base: Llama<B>,
         checkpoint: impl AsRef<Path>,
@@ -296,6 +310,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         t.state = state;
         let matrices = adapter_params(t.model.linears())
             .into_iter()
+            .chain(t.model.token_params())
             .map(|(key, p)| (key, p.val().inner()));
         t.optim.load_state(matrices, &opt, &opt_path)?;
         t.last_checkpoint = Some(ck.to_path_buf());
@@ -322,6 +337,9 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         let dir = self.out_dir.join(format!("checkpoint-{}", self.state.step));
         self.model
             .save_peft_adapter(&dir, &self.lora, &self.base_name)?;
+        if let Some(tok) = &self.tokenizer {
+            tok.save_pretrained(&dir)?;
+        }
         write_run_state(&dir, &self.optim.state(), &self.state)?;
         self.last_checkpoint = Some(dir.clone());
         Ok(dir)
@@ -494,26 +512,28 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             let w = optim.try_update(key, p.val().inner(), g, lr, clip, step)?;
             Ok(Param::from_tensor(Tensor::from_inner(w).require_grad()))
         };
-        self.model = model.try_map_linears(|path, lin| {
-            let LoraLinear {
-                weight,
-                bias,
-                adapter,
-            } = lin;
-            let adapter = match adapter {
-                Some(mut a) => {
-                    a.lora_a = update(format!("{path}.lora_A"), a.lora_a)?;
-                    a.lora_b = update(format!("{path}.lora_B"), a.lora_b)?;
-                    Some(a)
-                }
-                None => None,
-            };
-            Ok(LoraLinear {
-                weight,
-                bias,
-                adapter,
-            })
-        })?;
+        self.model = model
+            .try_map_linears(|path, lin| {
+                let LoraLinear {
+                    weight,
+                    bias,
+                    adapter,
+                } = lin;
+                let adapter = match adapter {
+                    Some(mut a) => {
+                        a.lora_a = update(format!("{path}.lora_A"), a.lora_a)?;
+                        a.lora_b = update(format!("{path}.lora_B"), a.lora_b)?;
+                        Some(a)
+                    }
+                    None => None,
+                };
+                Ok(LoraLinear {
+                    weight,
+                    bias,
+                    adapter,
+                })
+            })?
+            .try_map_token_params(|key, p| update(key.to_string(), p))?;
         Ok(())
     }
 
