@@ -132,6 +132,7 @@ impl<B: Backend> FluxImageGenerator<B> {
                 .unwrap_or_else(|| flux.default_max_sequence_length()),
             ..d
         };
+        flux.check_params(&template)?;
         let g = Self::new(flux, template)?;
         g.inner.set_max_batch(options.batch);
         g.inner.set_max_wait(options.max_wait());

@@ -464,6 +464,21 @@ impl<B: Backend> FluxPipeline<B> {
         })
     }
 
+    /// Checks generation settings without generating (sizes, steps, batch, scales, the T5 limit,
+    /// explicit latents).
+    ///
+    /// # Errors
+    /// As [`FluxPipeline::generate`].
+    pub fn check_params(&self, p: &FluxParams) -> Result<()> {
+        if p.max_sequence_length == 0 || p.max_sequence_length > MAX_SEQUENCE_LENGTH {
+            return Err(TrainError::InvalidArgument(format!(
+                "max_sequence_length must be in 1..={MAX_SEQUENCE_LENGTH}, got {}",
+                p.max_sequence_length
+            )));
+        }
+        self.validate(p, p.batch).map(|_| ())
+    }
+
     fn validate(&self, p: &FluxParams, batch: usize) -> Result<[usize; 3]> {
         let f = self.size_multiple();
         let bad = |m: String| Err(TrainError::InvalidArgument(m));

@@ -99,7 +99,8 @@ impl<B: Backend> SdImageGenerator<B> {
     ///
     /// # Errors
     /// Loading errors ([`StableDiffusion::from_pretrained`], LoRA files), FLUX-only options
-    /// (`true_cfg_scale`, `max_sequence_length`, bf16) refused by name, invalid settings.
+    /// (`true_cfg_scale`, `max_sequence_length`, bf16, the flow-matching sampler) refused by
+    /// name, invalid settings (checked before any sample is generated).
     pub fn from_options(
         options: &InProcessOptions,
         negative_prompt: Option<String>,
@@ -130,6 +131,7 @@ impl<B: Backend> SdImageGenerator<B> {
             height: options.height.unwrap_or(d.height),
             ..d
         };
+        sd.check_params(&template)?;
         let g = Self::try_new(sd, template)?;
         g.inner.set_max_batch(options.batch);
         g.inner.set_max_wait(options.max_wait());
