@@ -139,6 +139,34 @@ pub enum TrainError {
         /// The value found (JSON text).
         value: String,
     },
+    /// A sequence needs more positions than the model's position range (its
+    /// `max_position_embeddings`, as far as its RoPE scaling extends it).
+    #[error(
+        "a sequence needs {positions} positions, beyond the model's range of {limit} \
+         (max_position_embeddings, extended by rope scaling where the config has it)"
+    )]
+    SequenceTooLong {
+        /// Positions the sequence needs (its largest position id + 1).
+        positions: usize,
+        /// The model's position range.
+        limit: usize,
+    },
+    /// Two tensors meet in an operation with dtypes that cannot be combined (e.g. a `bf16`
+    /// activation against an `f32` weight): refused rather than computed on reinterpreted
+    /// memory.
+    #[error("dtype mismatch in {op}: `{left}` is {left_dtype}, `{right}` is {right_dtype}")]
+    DtypeMismatch {
+        /// The operation (e.g. `linear`, `RMSNorm`, `AdamW`).
+        op: String,
+        /// The first tensor's name.
+        left: String,
+        /// Its dtype.
+        left_dtype: String,
+        /// The second tensor's name.
+        right: String,
+        /// Its dtype.
+        right_dtype: String,
+    },
 }
 
 impl TrainError {
