@@ -1,8 +1,9 @@
-//! `build_dataset --generator sd` end to end on the committed tiny pipeline: the in-process
+//! `build_dataset --generator sd|flux` end to end on the committed tiny pipelines: the in-process
 //! generator (built from the same `InProcessOptions` the example takes) inside svgen-data's
 //! dataset pipeline, batched, with the thesis' prompt template; a run stopped after 4 samples and
 //! resumed, a fresh run and a run in two shards make the same image for every id; a generator
-//! failure on one sample goes to `failures.jsonl` and the run continues.
+//! failure on one sample goes to `failures.jsonl` and the run continues. FLUX runs the same way
+//! with its thesis template, freeing its text encoders after each batch's encoding.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use svgen_data::stages::{Cl100k, PotraceTracer};
 use svgen_data::storage::{list_shards, read_json_lines, read_shard};
 use svgen_data::{PipelineConfig, RunSummary, ShardSpec, Stage, StageError, Stages};
 use svgen_train::diffusion::{InProcessOptions, SchedulerKind};
+use svgen_train::flux::FluxImageGenerator;
 use svgen_train::sd::SdImageGenerator;
 use svgen_train::CpuBackend;
 
@@ -49,9 +51,13 @@ fn generator() -> SdImageGenerator<B> {
 }
 
 fn stages(generator: Box<dyn ImageGenerator>) -> Stages {
+    stages_with(generator, PromptTemplate::thesis_sd())
+}
+
+fn stages_with(generator: Box<dyn ImageGenerator>, template: PromptTemplate) -> Stages {
     Stages {
         simplifier: None,
-        template: PromptTemplate::thesis_sd(),
+        template,
         generator,
         tracer: Box::new(PotraceTracer::default()),
         counter: Box::new(Cl100k::new()),
@@ -166,8 +172,9 @@ fn a_failed_sample_goes_to_failures_jsonl_and_the_run_continues() {
         inner: generator(),
         id: "c3",
     }));
-    let summary = run(tmp.path(), &st, None, ShardSpec::default());
-    assert_eq!(summary.written, 5, "{summary}");
+    // Stopped after 4 inputs (c3 among them), then resumed.
+    let summary = run(tmp.path(), &st, Some(4), ShardSpec::default());
+    assert_eq!(summary.written, 3, "{summary}");
     assert_eq!(summary.failures(), 1);
     let failures: Vec<svgen_data::pipeline::FailureRecord> =
         read_json_lines(&summary.failures_path).unwrap();
@@ -175,9 +182,17 @@ fn a_failed_sample_goes_to_failures_jsonl_and_the_run_continues() {
     assert_eq!(failures[0].id, "c3");
     assert_eq!(failures[0].stage, Stage::Generate);
     assert!(failures[0].reason.contains("simulated"));
-    // Resuming skips the failed id too: nothing left to do.
+    // Resuming skips the failed id too and finishes the rest.
     let again = run(tmp.path(), &st, None, ShardSpec::default());
-    assert_eq!((again.written, again.already_done), (0, 6), "{again}");
+    assert_eq!((again.written, again.already_done), (2, 4), "{again}");
+    assert_eq!(triplets(tmp.path()).len(), 5);
+    let failures: Vec<svgen_data::pipeline::FailureRecord> =
+        read_json_lines(&again.failures_path).unwrap();
+    assert_eq!(failures.len(), 1, "c3 was not tried again");
+    // A finished worker has nothing left to do.
+    let done = run(tmp.path(), &st, None, ShardSpec::default());
+    assert!(done.finished_before.is_some(), "{done}");
+    assert_eq!(done.written, 0);
 }
 
 #[test]
@@ -214,5 +229,76 @@ fn options_stable_diffusion_does_not_take_are_refused_by_name() {
         },
     ] {
         assert!(SdImageGenerator::<B>::from_options(&bad, None, &Default::default()).is_err());
+    }
+}
+
+fn flux_generator() -> FluxImageGenerator<B> {
+    let options = InProcessOptions {
+        steps: Some(2),
+        width: Some(32),
+        height: Some(48),
+        batch: 2,
+        max_sequence_length: Some(12),
+        free_text_encoders: true,
+        ..InProcessOptions::new(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux/tiny-flux"),
+        )
+    };
+    FluxImageGenerator::from_options(&options, None, &Default::default()).expect("tiny-flux loads")
+}
+
+#[test]
+fn flux_generator_builds_a_dataset_through_resume_with_freed_encoders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let resumed = tmp.path().join("resumed");
+    let gen = flux_generator();
+    let stats = gen.stats_handle();
+    let st = stages_with(Box::new(gen), PromptTemplate::thesis_flux());
+    let first = run(&resumed, &st, Some(3), ShardSpec::default());
+    assert_eq!(first.written, 3, "{first}");
+    let second = run(&resumed, &st, None, ShardSpec::default());
+    assert_eq!((second.already_done, second.written), (3, 3), "{second}");
+    let s = stats.get();
+    assert_eq!((s.images, s.failed), (6, 0), "{s}");
+    // The thesis template is longer than 12 T5 tokens: every prompt was cut, and reported.
+    assert_eq!(s.truncated, 6, "{s}");
+    assert!(s.to_string().contains("t5 (12 tokens)"), "{s}");
+
+    let got = triplets(&resumed);
+    assert_eq!(got.len(), 6);
+    let template = PromptTemplate::thesis_flux();
+    for (id, caption) in CAPTIONS {
+        let (prompt, negative, seed, name, image) = &got[id];
+        let want = template.render(caption);
+        assert_eq!(prompt, &want.prompt);
+        assert_eq!(negative.as_deref(), Some(want.negative_prompt.as_str()));
+        assert_eq!(*seed, Some(seed_for_id(id) as i64));
+        assert_eq!(name, "flux");
+        let png = image::load_from_memory(image).unwrap();
+        assert_eq!((png.width(), png.height()), (32, 48));
+    }
+    // A fresh run with the encoders kept makes the same images.
+    let fresh = tmp.path().join("fresh");
+    let options = InProcessOptions {
+        steps: Some(2),
+        width: Some(32),
+        height: Some(48),
+        batch: 3,
+        max_sequence_length: Some(12),
+        ..InProcessOptions::new(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux/tiny-flux"),
+        )
+    };
+    let keep = FluxImageGenerator::<B>::from_options(&options, None, &Default::default()).unwrap();
+    run(
+        &fresh,
+        &stages_with(Box::new(keep), PromptTemplate::thesis_flux()),
+        None,
+        ShardSpec::default(),
+    );
+    let other = triplets(&fresh);
+    assert_eq!(other.len(), 6);
+    for (id, t) in &got {
+        assert_eq!(other[id].4, t.4, "{id}: same image");
     }
 }

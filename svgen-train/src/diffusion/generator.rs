@@ -451,6 +451,9 @@ pub struct InProcessOptions {
     pub max_sequence_length: Option<usize>,
     /// Transformer weights in bf16 (default: bf16 on CUDA, f32 on the CPU).
     pub bf16: Option<bool>,
+    /// FLUX: drop the text encoders once a batch's prompts are encoded and read them again for
+    /// the next batch (lower peak memory; see `flux::memory`).
+    pub free_text_encoders: bool,
 }
 
 impl InProcessOptions {
@@ -468,6 +471,7 @@ impl InProcessOptions {
             batch: 4,
             max_sequence_length: None,
             bf16: None,
+            free_text_encoders: false,
         }
     }
 
