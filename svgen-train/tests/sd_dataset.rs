@@ -76,10 +76,11 @@ fn run(out: &Path, stages: &Stages, limit: Option<usize>, shard: ShardSpec) -> R
     svgen_data::run(&mut source, stages, &cfg).expect("the run completes")
 }
 
-/// id → (prompt, negative prompt, seed, generator, stored image) of every triplet in `dir`.
-fn triplets(
-    dir: &Path,
-) -> BTreeMap<String, (String, Option<String>, Option<i64>, String, Vec<u8>)> {
+/// (prompt, negative prompt, seed, generator, stored image) of a triplet.
+type Row = (String, Option<String>, Option<i64>, String, Vec<u8>);
+
+/// id → [`Row`] of every triplet in `dir`.
+fn triplets(dir: &Path) -> BTreeMap<String, Row> {
     let mut out = BTreeMap::new();
     for shard in list_shards(dir).unwrap() {
         for t in read_shard(shard).unwrap() {
