@@ -22,6 +22,9 @@ use svgen::DefaultBackend;
 
 type B = DefaultBackend;
 
+/// One timed generation: seed → images made.
+type RunFn = Box<dyn FnMut(u64) -> Result<usize, Box<dyn std::error::Error>>>;
+
 #[derive(Parser)]
 struct Args {
     /// diffusers folder (Stable Diffusion or FLUX).
@@ -66,10 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &std::fs::read(&index).map_err(|e| format!("cannot read {}: {e}", index.display()))?,
     )?;
     let device = Default::default();
-    let (family, mut run): (
-        &str,
-        Box<dyn FnMut(u64) -> Result<usize, Box<dyn std::error::Error>>>,
-    ) = if v["_class_name"].as_str() == Some("FluxPipeline") {
+    let (family, mut run): (&str, RunFn) = if v["_class_name"].as_str() == Some("FluxPipeline") {
         let flux = FluxPipeline::<B>::from_pretrained(
             &a.model,
             &FluxLoadOptions::for_backend::<B>(),
