@@ -111,6 +111,10 @@ enum GeneratorKind {
     Manifest,
     /// The image that came with the caption (webdataset tar shards).
     Source,
+    /// Stable Diffusion 1.x in-process from a diffusers folder (--model; feature `train`).
+    Sd,
+    /// FLUX.1 (schnell or dev) in-process from a diffusers folder (--model; feature `train`).
+    Flux,
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,12 +161,13 @@ struct RunArgs {
     #[arg(long)]
     simplify_cache: Option<PathBuf>,
 
-    /// Prompt template: silhouette, flat-vector, or a custom text with {object}.
-    #[arg(long, default_value = "silhouette")]
-    template: String,
-    /// Negative prompt for a custom template.
-    #[arg(long, default_value = "")]
-    negative: String,
+    /// Prompt template: silhouette, flat-vector, thesis-sd, thesis-flux, or a custom text with
+    /// {object} (default: thesis-sd for --generator sd, thesis-flux for flux, else silhouette).
+    #[arg(long)]
+    template: Option<String>,
+    /// Negative prompt (replaces the template's; a custom template has none otherwise).
+    #[arg(long)]
+    negative: Option<String>,
 
     /// Image generator.
     #[arg(long, value_enum, default_value = "default")]
@@ -191,6 +196,44 @@ struct RunArgs {
     /// Every N-th default raster is light-on-dark (0 = none).
     #[arg(long, default_value_t = 4)]
     dark_every: usize,
+
+    /// diffusers pipeline folder (--generator sd|flux).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// LoRA file or folder for the UNet (--generator sd).
+    #[arg(long)]
+    lora: Option<PathBuf>,
+    /// Sampler: ddim, euler, euler-a, dpmpp-2m (sd; default dpmpp-2m) or flow-euler (flux).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Inference steps (default: sd 25, FLUX.1-schnell 4, FLUX.1-dev 28).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Guidance scale (sd: classifier-free, default 7.5; flux: the distilled guidance of dev).
+    #[arg(long)]
+    guidance: Option<f64>,
+    /// FLUX true classifier-free guidance with the negative prompt (off at <= 1, the default).
+    #[arg(long)]
+    true_cfg: Option<f64>,
+    /// Image width in pixels (default: sd 512, flux 1024).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Image height in pixels (default: sd 512, flux 1024).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Images per model batch (concurrent samples are batched; raises --network-workers to it).
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// FLUX T5 token limit (default: schnell 256, dev 512); longer prompts are truncated.
+    #[arg(long)]
+    max_sequence_length: Option<usize>,
+    /// FLUX transformer/T5 dtype: auto (bf16 on CUDA, f32 on CPU), bf16 or f32.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    /// FLUX: free the text encoders after each batch's prompts are encoded (lower peak memory,
+    /// one encoder load per batch).
+    #[arg(long)]
+    free_text_encoders: bool,
 
     /// Concurrent network requests (simplifier + generator).
     #[arg(long, default_value_t = 4)]
@@ -259,7 +302,7 @@ fn endpoint(url: &str, key_env: &str, a: &RunArgs) -> EndpointConfig {
 /// What decides the content of the rows besides the pipeline settings: every worker of a run
 /// must agree on it (it goes into the run's configuration fingerprint).
 fn run_tag(a: &RunArgs) -> String {
-    format!(
+    let mut tag = format!(
         "captions={:?}|template={:?}|negative={:?}|generator={:?}|image_dir={:?}|\
          image_manifest={:?}|images={}/{}/{}|size={}|dark_every={}|simplifier={:?}/{}|\
          clip={:?}/{:?}|aesthetic={:?}",
@@ -279,14 +322,104 @@ fn run_tag(a: &RunArgs) -> String {
         a.clip_model,
         a.clip_min,
         a.aesthetic_head
-    )
+    );
+    if matches!(a.generator, GeneratorKind::Sd | GeneratorKind::Flux) {
+        // The in-process generator's settings decide the images too.
+        tag += &format!(
+            "|model={:?}|lora={:?}|scheduler={:?}|steps={:?}|guidance={:?}|true_cfg={:?}|\
+             size={:?}x{:?}|max_sequence_length={:?}|dtype={}",
+            a.model,
+            a.lora,
+            a.scheduler,
+            a.steps,
+            a.guidance,
+            a.true_cfg,
+            a.width,
+            a.height,
+            a.max_sequence_length,
+            a.dtype
+        );
+    }
+    tag
+}
+
+/// What the run summary adds for an in-process generator.
+type GeneratorReport = Box<dyn Fn() -> String>;
+
+/// The in-process Stable Diffusion / FLUX generator and its statistics.
+#[cfg(feature = "train")]
+fn in_process(
+    a: &RunArgs,
+    flux: bool,
+    negative: &str,
+) -> Result<(Box<dyn ImageGenerator>, GeneratorReport), Box<dyn std::error::Error>> {
+    use svgen::train::diffusion::{InProcessOptions, SchedulerKind};
+    use svgen::train::flux::FluxImageGenerator;
+    use svgen::train::sd::SdImageGenerator;
+    type G = svgen::DefaultBackend;
+
+    let which = if flux { "flux" } else { "sd" };
+    let model = a
+        .model
+        .clone()
+        .ok_or_else(|| format!("--generator {which} needs --model DIR (a diffusers folder)"))?;
+    let options = InProcessOptions {
+        lora: a.lora.clone(),
+        scheduler: a
+            .scheduler
+            .as_deref()
+            .map(str::parse::<SchedulerKind>)
+            .transpose()?,
+        steps: a.steps,
+        guidance: a.guidance,
+        true_cfg_scale: a.true_cfg,
+        width: a.width,
+        height: a.height,
+        batch: a.batch,
+        max_sequence_length: a.max_sequence_length,
+        bf16: match a.dtype.as_str() {
+            "auto" => None,
+            "bf16" => Some(true),
+            "f32" => Some(false),
+            other => return Err(format!("--dtype {other:?}: auto, bf16 or f32").into()),
+        },
+        free_text_encoders: a.free_text_encoders,
+        ..InProcessOptions::new(model)
+    };
+    let negative = Some(negative.to_string()).filter(|n| !n.trim().is_empty());
+    let device = Default::default();
+    let t0 = std::time::Instant::now();
+    let (generator, stats): (Box<dyn ImageGenerator>, _) = if flux {
+        let g = FluxImageGenerator::<G>::from_options(&options, negative, &device)?;
+        let stats = g.stats_handle();
+        (Box::new(g), stats)
+    } else {
+        let g = SdImageGenerator::<G>::from_options(&options, negative, &device)?;
+        let stats = g.stats_handle();
+        (Box::new(g), stats)
+    };
+    eprintln!(
+        "loaded {} ({which}) in {:.1} s",
+        options.model.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok((generator, Box::new(move || stats.get().to_string())))
+}
+
+#[cfg(not(feature = "train"))]
+fn in_process(
+    _: &RunArgs,
+    _: bool,
+    _: &str,
+) -> Result<(Box<dyn ImageGenerator>, GeneratorReport), Box<dyn std::error::Error>> {
+    Err("--generator sd|flux needs the `train` feature".into())
 }
 
 fn build_stages(
     a: &RunArgs,
     default_captions: bool,
     work_dir: &std::path::Path,
-) -> Result<Stages, Box<dyn std::error::Error>> {
+) -> Result<(Stages, Option<GeneratorReport>), Box<dyn std::error::Error>> {
     let simplifier: Option<Box<dyn CaptionSimplifier>> = match &a.simplifier_url {
         None => None,
         Some(url) => {
@@ -304,10 +437,21 @@ fn build_stages(
             )))
         }
     };
-    let template = match a.template.as_str() {
-        "silhouette" | "flat-vector" | "flat" => PromptTemplate::by_name(&a.template)?,
-        custom => PromptTemplate::new(custom, a.negative.clone())?,
+    let name = a.template.as_deref().unwrap_or(match a.generator {
+        GeneratorKind::Sd => "thesis-sd",
+        GeneratorKind::Flux => "thesis-flux",
+        _ => "silhouette",
+    });
+    let mut template = match name {
+        "silhouette" | "flat-vector" | "flat" | "thesis-sd" | "thesis-flux" => {
+            PromptTemplate::by_name(name)?
+        }
+        custom => PromptTemplate::new(custom, a.negative.clone().unwrap_or_default())?,
     };
+    if let Some(negative) = &a.negative {
+        template.negative = negative.clone();
+    }
+    let mut report = None;
     let generator: Box<dyn ImageGenerator> = match a.generator {
         GeneratorKind::Default => {
             if !default_captions {
@@ -331,7 +475,30 @@ fn build_stages(
                 .ok_or("--generator manifest needs --image-manifest")?,
         )?),
         GeneratorKind::Source => Box::new(SourceImages),
+        GeneratorKind::Sd | GeneratorKind::Flux => {
+            let (g, r) = in_process(
+                a,
+                matches!(a.generator, GeneratorKind::Flux),
+                &template.negative,
+            )?;
+            report = Some(r);
+            g
+        }
     };
+    if !matches!(a.generator, GeneratorKind::Sd | GeneratorKind::Flux) {
+        for (set, flag) in [
+            (a.model.is_some(), "--model"),
+            (a.lora.is_some(), "--lora"),
+            (a.scheduler.is_some(), "--scheduler"),
+            (a.steps.is_some(), "--steps"),
+            (a.guidance.is_some(), "--guidance"),
+            (a.free_text_encoders, "--free-text-encoders"),
+        ] {
+            if set {
+                return Err(format!("{flag} applies to --generator sd|flux only").into());
+            }
+        }
+    }
     let (clip, aesthetic) = match &a.clip_model {
         None => {
             if a.clip_min.is_some() || a.aesthetic_head.is_some() {
@@ -351,15 +518,18 @@ fn build_stages(
             )
         }
     };
-    Ok(Stages {
-        simplifier,
-        template,
-        generator,
-        tracer: Box::new(PotraceTracer::default()),
-        counter: Box::new(Cl100k::new()),
-        clip,
-        aesthetic,
-    })
+    Ok((
+        Stages {
+            simplifier,
+            template,
+            generator,
+            tracer: Box::new(PotraceTracer::default()),
+            counter: Box::new(Cl100k::new()),
+            clip,
+            aesthetic,
+        },
+        report,
+    ))
 }
 
 fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -406,7 +576,7 @@ fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<Vec<_>, DataError>>()?;
         Box::new(ChainSource::new(sources))
     };
-    let stages = build_stages(a, default_captions, &work_dir)?;
+    let (stages, report) = build_stages(a, default_captions, &work_dir)?;
     let mut cfg = PipelineConfig::new(&work_dir);
     cfg.shard = spec;
     cfg.mirror = mirror;
@@ -421,6 +591,10 @@ fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     cfg.network_workers = a.network_workers;
+    if report.is_some() {
+        // Enough concurrent samples to fill the model's batches.
+        cfg.network_workers = cfg.network_workers.max(a.batch);
+    }
     if let Some(n) = a.cpu_workers {
         cfg.cpu_workers = n;
     }
@@ -435,6 +609,9 @@ fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     cfg.progress = !a.no_progress;
     let summary = svgen::data::run(source.as_mut(), &stages, &cfg)?;
     print!("{summary}");
+    if let Some(report) = &report {
+        print!("{}", report());
+    }
     if let Some(dir) = &a.export {
         let OutputLocation::Local(out) = &location else {
             return Err("--export needs a local --out".into());

@@ -1,5 +1,5 @@
 //! Grid search over prompt wordings × steps × seeds × guidance scales (× schedulers) with Stable
-//! Diffusion in Burn, ranked by the traced SVG: few `cl100k_base` tokens and, with `--clip`, high CLIP
+//! Diffusion or FLUX.1 in Burn (the family read from `model_index.json`), ranked by the traced SVG: few `cl100k_base` tokens and, with `--clip`, high CLIP
 //! similarity to the subject. Writes `images/*.png` (background-normalised), `svgs/*.svg`,
 //! `results.csv` and `results.md` to `--out`.
 //!
@@ -10,8 +10,10 @@
 //!     [--width 512 --height 512] [--clip CLIP_DIR] [--clip-weight 10] [--token-budget 8000] --out DIR
 //! ```
 //!
-//! `--model` is a diffusers Stable Diffusion folder (real use: SD1.5); the tiny test folder
-//! `svgen-train/tests/fixtures/sd/tiny-sd` works too. `--prompts FILE` holds one wording per
+//! `--model` is a diffusers Stable Diffusion folder (real use: SD1.5) or a FLUX folder
+//! (FLUX.1-schnell: defaults 4 steps, guidance 0, `flow-euler`, 1024²; for schnell the guidance
+//! axis is true CFG with the negative prompt, for dev the distilled guidance); the tiny test
+//! folders `svgen-train/tests/fixtures/sd/tiny-sd` and `.../flux/tiny-flux` work too. `--prompts FILE` holds one wording per
 //! line (blank lines and `#` comments skipped). `--clip` is an HF CLIP folder (`config.json`,
 //! `model.safetensors`, `tokenizer.json`), e.g. `openai/clip-vit-base-patch32` as in the thesis.
 
@@ -20,6 +22,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use svgen::eval::ClipScorer;
+use svgen::train::diffusion::GridModel;
+use svgen::train::flux::{FluxLoadOptions, FluxPipeline};
 use svgen::train::sd::grid::{grid_search, GridSpec, TraceTokenScorer};
 use svgen::train::sd::pipeline::StableDiffusion;
 use svgen::train::sd::scheduler::SchedulerKind;
@@ -42,25 +46,25 @@ struct Args {
     /// Negative prompt.
     #[arg(long)]
     negative: Option<String>,
-    /// Inference step counts.
-    #[arg(long, value_delimiter = ',', default_value = "25")]
+    /// Inference step counts (default: sd 25, flux 4).
+    #[arg(long, value_delimiter = ',')]
     steps: Vec<usize>,
     /// Seeds.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     seeds: Vec<u64>,
-    /// Guidance scales.
-    #[arg(long, value_delimiter = ',', default_value = "7.5")]
+    /// Guidance scales (default: sd 7.5, flux 0).
+    #[arg(long, value_delimiter = ',')]
     guidance: Vec<f64>,
-    /// Schedulers (ddim, euler, euler-a, dpmpp-2m).
-    #[arg(long, value_delimiter = ',', default_value = "dpmpp-2m")]
+    /// Schedulers (sd: ddim, euler, euler-a, dpmpp-2m, default dpmpp-2m; flux: flow-euler).
+    #[arg(long, value_delimiter = ',')]
     schedulers: Vec<SchedulerKind>,
     /// Karras noise levels for Euler and DPM-Solver.
     #[arg(long)]
     karras: bool,
-    /// Width in pixels (default: the UNet's sample_size × 8).
+    /// Width in pixels (default: sd the UNet's sample_size × 8, flux 1024).
     #[arg(long)]
     width: Option<usize>,
-    /// Height in pixels (default: the UNet's sample_size × 8).
+    /// Height in pixels (default: sd the UNet's sample_size × 8, flux 1024).
     #[arg(long)]
     height: Option<usize>,
     /// HF CLIP folder for similarity scoring.
@@ -94,19 +98,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("give --prompts FILE or at least one --prompt".into());
     }
     let device = Default::default();
-    let sd = StableDiffusion::<DefaultBackend>::from_pretrained(&args.model, &device)?;
-    let side = sd.default_image_size().unwrap_or(512);
+    let index = args.model.join("model_index.json");
+    let class: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&index).map_err(|e| format!("cannot read {}: {e}", index.display()))?,
+    )?;
+    let is_flux = class["_class_name"].as_str() == Some("FluxPipeline");
+    let (model, d): (Box<dyn GridModel>, GridSpec) = if is_flux {
+        let flux = FluxPipeline::<DefaultBackend>::from_pretrained(
+            &args.model,
+            &FluxLoadOptions::for_backend::<DefaultBackend>(),
+            &device,
+        )?;
+        (Box::new(flux), GridSpec::flux_schnell())
+    } else {
+        let sd = StableDiffusion::<DefaultBackend>::from_pretrained(&args.model, &device)?;
+        let side = sd.default_image_size().unwrap_or(512);
+        let d = GridSpec {
+            width: side,
+            height: side,
+            ..GridSpec::default()
+        };
+        (Box::new(sd), d)
+    };
+    let or = |v: Vec<_>, d: Vec<_>| if v.is_empty() { d } else { v };
     let spec = GridSpec {
         prompts,
         subject: args.subject,
         negative_prompt: args.negative,
-        steps: args.steps,
+        steps: or(args.steps, d.steps.clone()),
         seeds: args.seeds,
-        guidance_scales: args.guidance,
-        schedulers: args.schedulers,
+        guidance_scales: if args.guidance.is_empty() {
+            d.guidance_scales.clone()
+        } else {
+            args.guidance
+        },
+        schedulers: if args.schedulers.is_empty() {
+            d.schedulers.clone()
+        } else {
+            args.schedulers
+        },
         karras_sigmas: args.karras,
-        width: args.width.unwrap_or(side),
-        height: args.height.unwrap_or(side),
+        width: args.width.unwrap_or(d.width),
+        height: args.height.unwrap_or(d.height),
         ..GridSpec::default()
     };
     let clip = match &args.clip {
@@ -120,12 +153,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         scorer = scorer.with_clip(clip);
     }
     let t0 = Instant::now();
-    let report = grid_search(&sd, &spec, &scorer, Some(&args.out), &mut |done, total| {
-        eprint!(
-            "\r{done}/{total} images, {:.1}s",
-            t0.elapsed().as_secs_f64()
-        );
-    })?;
+    let report = grid_search(
+        model.as_ref(),
+        &spec,
+        &scorer,
+        Some(&args.out),
+        &mut |done, total| {
+            eprint!(
+                "\r{done}/{total} images, {:.1}s",
+                t0.elapsed().as_secs_f64()
+            );
+        },
+    )?;
     eprintln!();
     let md = report.to_markdown();
     for line in md.lines().take(12) {

@@ -451,6 +451,9 @@ pub struct InProcessOptions {
     pub max_sequence_length: Option<usize>,
     /// Transformer weights in bf16 (default: bf16 on CUDA, f32 on the CPU).
     pub bf16: Option<bool>,
+    /// FLUX: drop the text encoders once a batch's prompts are encoded and read them again for
+    /// the next batch (lower peak memory; see `flux::memory`).
+    pub free_text_encoders: bool,
 }
 
 impl InProcessOptions {
@@ -468,6 +471,7 @@ impl InProcessOptions {
             batch: 4,
             max_sequence_length: None,
             bf16: None,
+            free_text_encoders: false,
         }
     }
 
@@ -475,5 +479,116 @@ impl InProcessOptions {
     /// their next samples, short next to a generation.
     pub fn max_wait(&self) -> Duration {
         Duration::from_millis(250)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    /// Images whose single pixel encodes the seed; fails for prompts containing "fail", panics
+    /// for "panic", and records the batch sizes it saw.
+    struct Fake {
+        sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl BatchPipeline for Fake {
+        fn generate_batch(&mut self, items: &[PromptItem]) -> Result<BatchOutput> {
+            if let Ok(mut s) = self.sizes.lock() {
+                s.push(items.len());
+            }
+            if items.iter().any(|i| i.prompt.contains("panic")) {
+                panic!("model exploded");
+            }
+            if items.iter().any(|i| i.prompt.contains("fail")) {
+                return Err(TrainError::InvalidArgument("bad prompt".into()));
+            }
+            Ok(BatchOutput {
+                images: items
+                    .iter()
+                    .map(|i| RgbImage::from_pixel(1, 1, image::Rgb([i.seed as u8, 0, 0])))
+                    .collect(),
+                truncated: items
+                    .iter()
+                    .map(|i| {
+                        if i.prompt.len() > 20 {
+                            vec!["t5 (4 tokens)".to_string()]
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect(),
+            })
+        }
+    }
+
+    fn item(prompt: &str, seed: u64) -> PromptItem {
+        PromptItem {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            seed,
+        }
+    }
+
+    #[test]
+    fn concurrent_requests_are_batched_and_a_failure_stays_with_its_sample() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let g = BatchedGenerator::spawn(
+            Fake {
+                sizes: Arc::clone(&sizes),
+            },
+            "fake",
+            4,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let prompts = ["a cat", "please fail", "a dog", "a very long prompt indeed"];
+        let barrier = Barrier::new(prompts.len());
+        let results: Vec<Result<RgbImage>> = std::thread::scope(|s| {
+            let handles: Vec<_> = prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let (g, barrier) = (&g, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        g.generate_item(&format!("id{i}"), item(p, i as u64 + 10))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, r) in results.iter().enumerate() {
+            match (i, r) {
+                (1, Err(TrainError::InvalidArgument(m))) => assert_eq!(m, "bad prompt"),
+                (1, other) => panic!("{other:?}"),
+                (_, Ok(img)) => assert_eq!(img.get_pixel(0, 0).0[0], i as u8 + 10),
+                (_, Err(e)) => panic!("{i}: {e}"),
+            }
+        }
+        // One batch of four (failed), then each sample alone.
+        assert_eq!(*sizes.lock().unwrap(), vec![4, 1, 1, 1, 1]);
+        let stats = g.stats();
+        assert_eq!((stats.images, stats.failed, stats.truncated), (3, 1, 1));
+        assert_eq!(stats.truncated_ids, vec!["id3".to_string()]);
+        assert_eq!(stats.truncated_by["t5 (4 tokens)"], 1);
+    }
+
+    #[test]
+    fn a_panic_in_the_model_is_that_sample_s_error_and_the_worker_survives() {
+        let g = BatchedGenerator::spawn(
+            Fake {
+                sizes: Arc::default(),
+            },
+            "fake",
+            1,
+            Duration::ZERO,
+        )
+        .unwrap();
+        let err = g.generate_item("x", item("panic now", 1)).unwrap_err();
+        assert!(err.to_string().contains("model exploded"), "{err}");
+        let ok = g.generate_item("y", item("a cat", 7)).unwrap();
+        assert_eq!(ok.get_pixel(0, 0).0[0], 7);
     }
 }

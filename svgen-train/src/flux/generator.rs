@@ -19,11 +19,29 @@ use crate::error::{Result, TrainError};
 struct FluxBatch<B: Backend> {
     flux: FluxPipeline<B>,
     template: FluxParams,
+    free_text_encoders: bool,
 }
 
 impl<B: Backend> BatchPipeline for FluxBatch<B> {
     fn generate_batch(&mut self, items: &[PromptItem]) -> Result<BatchOutput> {
-        let (images, truncated) = self.flux.generate_items(items, &self.template)?;
+        let (images, truncated) = if self.free_text_encoders {
+            // Encoders resident only while encoding: reload, encode, free, then denoise.
+            self.flux.load_text_encoders()?;
+            let encoded = self.flux.encode_items(items, &self.template);
+            self.flux.free_text_encoders();
+            let (embeds, negative) = encoded?;
+            self.flux.generate_items_from_embeds(
+                items,
+                &embeds,
+                negative.as_ref(),
+                &self.template,
+            )?
+        } else {
+            if !self.flux.has_text_encoders() {
+                self.flux.load_text_encoders()?;
+            }
+            self.flux.generate_items(items, &self.template)?
+        };
         Ok(BatchOutput { images, truncated })
     }
 }
@@ -56,7 +74,25 @@ impl<B: Backend> FluxImageGenerator<B> {
     /// # Errors
     /// [`TrainError::Io`] when the worker thread cannot be started.
     pub fn new(flux: FluxPipeline<B>, template: FluxParams) -> Result<Self> {
+        Self::with_options(flux, template, false)
+    }
+
+    /// [`FluxImageGenerator::new`], with `free_text_encoders`: the text encoders are dropped after
+    /// each batch's prompts are encoded and read again from the folder for the next batch
+    /// (lower peak memory, see [`crate::flux::memory`]; costs one encoder load per batch).
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] when the worker thread cannot be started.
+    pub fn with_options(
+        mut flux: FluxPipeline<B>,
+        template: FluxParams,
+        free_text_encoders: bool,
+    ) -> Result<Self> {
+        if free_text_encoders {
+            flux.free_text_encoders();
+        }
         let batch = FluxBatch {
+            free_text_encoders,
             flux,
             template: FluxParams {
                 latents: None,
@@ -132,7 +168,8 @@ impl<B: Backend> FluxImageGenerator<B> {
                 .unwrap_or_else(|| flux.default_max_sequence_length()),
             ..d
         };
-        let g = Self::new(flux, template)?;
+        flux.check_params(&template)?;
+        let g = Self::with_options(flux, template, options.free_text_encoders)?;
         g.inner.set_max_batch(options.batch);
         g.inner.set_max_wait(options.max_wait());
         Ok(g)

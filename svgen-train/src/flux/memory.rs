@@ -239,11 +239,17 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_the_published_checkpoints() {
-        // From the checkpoints' safetensors headers (FLUX.1-schnell).
+        // FLUX.1-schnell has no guidance embedding; FLUX.1-dev's adds guidance_in
+        // (256 → 3072 → 3072: 10 229 760 parameters) for the 11 901 408 320 usually quoted.
         assert_eq!(
             FluxTransformerConfig::default().num_params(),
-            11_901_408_320
+            11_891_178_560
         );
+        let dev = FluxTransformerConfig {
+            guidance_embeds: true,
+            ..FluxTransformerConfig::default()
+        };
+        assert_eq!(dev.num_params(), 11_901_408_320);
         assert_eq!(t5_params(&T5Config::t5_v1_1_xxl()), 4_762_310_656);
         assert_eq!(clip_text_params([49408, 768, 3072, 12, 77]), 123_060_480);
         assert_eq!(autoencoder_params(&flux_vae_config()), 83_819_683);

@@ -38,7 +38,7 @@
 //! # Ok::<(), svgen_train::TrainError>(())
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
@@ -251,6 +251,8 @@ pub struct FluxPipeline<B: Backend> {
     pub tokenizer_2: T5Tokenizer,
     /// The scheduler configuration (`scheduler/scheduler_config.json`).
     pub scheduler_config: FlowMatchSchedulerConfig,
+    /// The folder and options it was loaded with (to reload freed text encoders).
+    source: (PathBuf, FluxLoadOptions),
     device: B::Device,
 }
 
@@ -344,8 +346,44 @@ impl<B: Backend> FluxPipeline<B> {
             tokenizer,
             tokenizer_2,
             scheduler_config,
+            source: (dir.to_path_buf(), *options),
             device: device.clone(),
         })
+    }
+
+    /// Loads the text encoders again after [`FluxPipeline::free_text_encoders`] (from the folder
+    /// the pipeline was loaded from); a no-op for those still resident. With
+    /// `free_text_encoders` after each encoding, peak memory is the larger of (text encoders +
+    /// transformer + VAE weights, encoding activations) and (transformer + VAE weights, denoising
+    /// activations) instead of their sum, at the cost of reading the encoders once per batch.
+    ///
+    /// # Errors
+    /// As [`FluxPipeline::from_pretrained`] for `text_encoder/` and `text_encoder_2/`.
+    pub fn load_text_encoders(&mut self) -> Result<()> {
+        let (dir, options) = &self.source;
+        if self.text_encoder_2.is_none() {
+            let te2_dir = require(dir, "text_encoder_2")?;
+            self.text_encoder_2 = Some(T5EncoderModel::from_pretrained_with_dtype(
+                &te2_dir,
+                options.text_encoder_2_dtype,
+                &self.device,
+            )?);
+        }
+        if self.text_encoder.is_none() {
+            let te_dir = require(dir, "text_encoder")?;
+            let te_config = ClipTextConfig::from_file(require(&te_dir, "config.json")?)?;
+            self.text_encoder = Some(ClipTextModel::from_pretrained_with_config(
+                &te_config,
+                &te_dir,
+                &self.device,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Whether both text encoders are resident.
+    pub fn has_text_encoders(&self) -> bool {
+        self.text_encoder.is_some() && self.text_encoder_2.is_some()
     }
 
     /// The device the models live on.
@@ -462,6 +500,21 @@ impl<B: Backend> FluxPipeline<B> {
         } else {
             embeds.select(&index)
         })
+    }
+
+    /// Checks generation settings without generating (sizes, steps, batch, scales, the T5 limit,
+    /// explicit latents).
+    ///
+    /// # Errors
+    /// As [`FluxPipeline::generate`].
+    pub fn check_params(&self, p: &FluxParams) -> Result<()> {
+        if p.max_sequence_length == 0 || p.max_sequence_length > MAX_SEQUENCE_LENGTH {
+            return Err(TrainError::InvalidArgument(format!(
+                "max_sequence_length must be in 1..={MAX_SEQUENCE_LENGTH}, got {}",
+                p.max_sequence_length
+            )));
+        }
+        self.validate(p, p.batch).map(|_| ())
     }
 
     fn validate(&self, p: &FluxParams, batch: usize) -> Result<[usize; 3]> {
@@ -777,6 +830,21 @@ impl<B: Backend> FluxPipeline<B> {
         items: &[PromptItem],
         p: &FluxParams,
     ) -> Result<(Vec<RgbImage>, Vec<Vec<String>>)> {
+        let (embeds, negative) = self.encode_items(items, p)?;
+        self.generate_items_from_embeds(items, &embeds, negative.as_ref(), p)
+    }
+
+    /// The prompt embeddings of `items` (and of their negative prompts when
+    /// `p.true_cfg_scale > 1`), the first half of [`FluxPipeline::generate_items`].
+    ///
+    /// # Errors
+    /// As [`FluxPipeline::encode_prompts`].
+    #[allow(clippy::type_complexity)]
+    pub fn encode_items(
+        &self,
+        items: &[PromptItem],
+        p: &FluxParams,
+    ) -> Result<(FluxPromptEmbeds<B>, Option<FluxPromptEmbeds<B>>)> {
         let prompts: Vec<&str> = items.iter().map(|i| i.prompt.as_str()).collect();
         let embeds = self.encode_prompts(&prompts, p.max_sequence_length)?;
         let negative = if p.true_cfg_scale > 1.0 {
@@ -788,10 +856,34 @@ impl<B: Backend> FluxPipeline<B> {
         } else {
             None
         };
+        Ok((embeds, negative))
+    }
+
+    /// The second half of [`FluxPipeline::generate_items`]: denoises and decodes one image per
+    /// item (its seed) from embeddings made by [`FluxPipeline::encode_items`] (the text encoders
+    /// may have been freed since).
+    ///
+    /// # Errors
+    /// As [`FluxPipeline::denoise`]; [`TrainError::ShapeMismatch`] when the embeddings do not have
+    /// one row per item.
+    pub fn generate_items_from_embeds(
+        &self,
+        items: &[PromptItem],
+        embeds: &FluxPromptEmbeds<B>,
+        negative: Option<&FluxPromptEmbeds<B>>,
+        p: &FluxParams,
+    ) -> Result<(Vec<RgbImage>, Vec<Vec<String>>)> {
+        if embeds.len() != items.len() || negative.is_some_and(|n| n.len() != items.len()) {
+            return Err(TrainError::ShapeMismatch {
+                key: "prompt_embeds".into(),
+                expected: vec![items.len()],
+                found: vec![embeds.len()],
+            });
+        }
         let seeds: Vec<u64> = items.iter().map(|i| i.seed).collect();
-        let latents = self.denoise(&embeds, negative.as_ref(), &seeds, p, &mut |_, _| {})?;
+        let latents = self.denoise(embeds, negative, &seeds, p, &mut |_, _| {})?;
         let images = to_rgb_images(self.decode_latents(latents, p.height, p.width)?)?;
-        Ok((images, embeds.truncated))
+        Ok((images, embeds.truncated.clone()))
     }
 }
 

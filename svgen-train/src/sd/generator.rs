@@ -99,7 +99,9 @@ impl<B: Backend> SdImageGenerator<B> {
     ///
     /// # Errors
     /// Loading errors ([`StableDiffusion::from_pretrained`], LoRA files), FLUX-only options
-    /// (`true_cfg_scale`, `max_sequence_length`, bf16) refused by name, invalid settings.
+    /// (`true_cfg_scale`, `max_sequence_length`, bf16, `free_text_encoders`, the flow-matching
+    /// sampler) refused by
+    /// name, invalid settings (checked before any sample is generated).
     pub fn from_options(
         options: &InProcessOptions,
         negative_prompt: Option<String>,
@@ -109,6 +111,7 @@ impl<B: Backend> SdImageGenerator<B> {
             (options.true_cfg_scale.is_some(), "true_cfg_scale"),
             (options.max_sequence_length.is_some(), "max_sequence_length"),
             (options.bf16 == Some(true), "bf16"),
+            (options.free_text_encoders, "free_text_encoders"),
         ] {
             if set {
                 return Err(TrainError::InvalidArgument(format!(
@@ -130,6 +133,7 @@ impl<B: Backend> SdImageGenerator<B> {
             height: options.height.unwrap_or(d.height),
             ..d
         };
+        sd.check_params(&template)?;
         let g = Self::try_new(sd, template)?;
         g.inner.set_max_batch(options.batch);
         g.inner.set_max_wait(options.max_wait());

@@ -272,6 +272,18 @@ impl<B: Backend> StableDiffusion<B> {
         Ok(out.last_hidden_state)
     }
 
+    /// Checks generation settings without generating: sizes, steps, batch, scales, explicit
+    /// latents, and that the scheduler builds from the folder's schedule.
+    ///
+    /// # Errors
+    /// As [`StableDiffusion::denoise`].
+    pub fn check_params(&self, p: &GenerateParams) -> Result<()> {
+        self.validate(p)?;
+        let mut config = self.scheduler_config.clone();
+        config.use_karras_sigmas |= p.karras_sigmas;
+        Scheduler::from_config(p.scheduler, config).map(|_| ())
+    }
+
     fn validate(&self, p: &GenerateParams) -> Result<[usize; 4]> {
         let f = self.vae_scale_factor();
         let bad = |m: String| Err(TrainError::InvalidArgument(m));

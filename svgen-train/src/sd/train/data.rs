@@ -23,14 +23,21 @@ pub struct ImageCaption {
 /// GIF) are listed so that they fail with a typed error instead of being skipped silently.
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "pnm", "ppm", "webp", "gif"];
 
-/// Checks that `bytes` hold a decodable image header; the error names `what`.
+/// Checks that `bytes` hold a decodable image header whose pixel count is within
+/// [`DecodeLimits::default`] (so an oversized image fails when the data set is loaded, not
+/// mid-training); the error names `what`. Reads the header only.
 fn check_image(bytes: &[u8], what: &str) -> Result<()> {
-    image::ImageReader::new(std::io::Cursor::new(bytes))
+    let bad = |m: String| TrainError::InvalidArgument(format!("image {what}: {m}"));
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| TrainError::InvalidArgument(format!("image {what}: {e}")))?
+        .map_err(|e| bad(e.to_string()))?
         .into_dimensions()
-        .map(|_| ())
-        .map_err(|e| TrainError::InvalidArgument(format!("image {what}: {e}")))
+        .map_err(|e| bad(e.to_string()))?;
+    let max = DecodeLimits::default().max_pixels;
+    if u64::from(w) * u64::from(h) > max {
+        return Err(bad(format!("{w} × {h} pixels is over the limit of {max}")));
+    }
+    Ok(())
 }
 
 impl ImageCaption {
@@ -187,5 +194,19 @@ mod tests {
         let img = caption(small).image().unwrap();
         assert_eq!(img.dimensions(), (2, 1));
         assert_eq!(img.get_pixel(1, 0).0, [0, 0, 255]);
+    }
+
+    #[test]
+    fn oversized_images_are_refused_when_a_folder_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut huge = b"P6\n50000 50000\n255\n".to_vec();
+        huge.extend_from_slice(&[0; 64]);
+        std::fs::write(dir.path().join("big.ppm"), huge).unwrap();
+        std::fs::write(dir.path().join("big.txt"), "a cat").unwrap();
+        let err = ImageCaption::from_folder(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, TrainError::InvalidArgument(m) if m.contains("big.ppm") && m.contains("over the limit")),
+            "{err}"
+        );
     }
 }
