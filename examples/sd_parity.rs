@@ -53,6 +53,9 @@ fn take<const D: usize>(
     let data = match h.data {
         HostData::F32(v) => v,
         HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        other => other
+            .into_f32()
+            .ok_or_else(|| format!("`{key}` holds neither float nor integer data"))?,
     };
     Ok(Tensor::from_data(
         TensorData::new(data, shape),

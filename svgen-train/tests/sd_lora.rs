@@ -417,6 +417,7 @@ mod unet {
         let data = match t.data {
             svgen_train::HostData::F32(v) => v,
             svgen_train::HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+            other => other.into_f32().expect("float data"),
         };
         Tensor::from_data(TensorData::new(data, shape), &Default::default())
     }
@@ -438,9 +439,9 @@ mod unet {
     }
 
     /// Max |a − b|; panics on different shapes or a non-finite value.
-    fn max_abs(a: Tensor<B, 4>, b: Tensor<B, 4>) -> f32 {
+    fn max_abs<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
         assert_eq!(a.dims(), b.dims());
-        let host = |t: Tensor<B, 4>| t.into_data().into_vec::<f32>().unwrap();
+        let host = |t: Tensor<B, D>| t.into_data().into_vec::<f32>().unwrap();
         max_abs_diff(&host(a), &host(b))
             .unwrap_or_else(|e| panic!("{e}"))
             .value as f32
@@ -501,7 +502,7 @@ mod unet {
         let out = te.forward(ids(), None).unwrap().last_hidden_state;
         let base = tensor::<3>(&rf, "te_out_base");
         let want = tensor::<3>(&rf, "te_out_lora");
-        assert!((out - base).abs().max().into_scalar() <= 1e-4);
+        assert!(max_abs(out, base) <= 1e-4);
         for name in ["lora_te_diffusers", "lora_te_kohya.safetensors"] {
             let (mut te, te_cfg) = load_text_encoder::<B>(&te_dir, &Default::default()).unwrap();
             let mut unet = base_unet();
@@ -517,7 +518,7 @@ mod unet {
             assert_eq!(n, 12, "{name}");
             assert_eq!(report.modules.len(), 56);
             let out = te.forward(ids(), None).unwrap().last_hidden_state;
-            let err = (out - want.clone()).abs().max().into_scalar();
+            let err = max_abs(out, want.clone());
             eprintln!("{name}: text encoder max abs diff {err:.3e}");
             assert!(err <= 1e-4, "{name}: text encoder {err}");
             let out = unet.forward(r.sample.clone(), r.timestep.clone(), r.ehs.clone());

@@ -40,6 +40,7 @@ impl Reference {
         let data = match &t.data {
             svgen_train::HostData::F32(v) => v.clone(),
             svgen_train::HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            other => other.clone().into_f32().expect("float data"),
         };
         (t.shape.clone(), data)
     }

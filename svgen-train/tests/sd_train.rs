@@ -28,6 +28,7 @@ fn host(r: &BTreeMap<String, HostTensor>, key: &str) -> (Vec<f32>, Vec<usize>) {
     let v = match t.data {
         HostData::F32(v) => v,
         HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        other => other.into_f32().expect("float data"),
     };
     (v, t.shape)
 }
