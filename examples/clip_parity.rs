@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use svgen::core::compare::max_abs_diff;
 use svgen::eval::burn::prelude::*;
 use svgen::eval::{ClipModel, Weights};
 use svgen::DefaultBackend as B;
@@ -77,14 +78,19 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             .convert::<f32>()
             .to_vec()
             .map_err(|e| format!("{e:?}"))?;
-        let d = got
-            .iter()
-            .zip(&exp)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        let verdict = if d <= args.tol { "ok" } else { "ABOVE TOL" };
-        println!("{name:<17} max abs diff {d:.3e}  {verdict}");
-        ok &= d <= args.tol;
+        // NaN-safe and length-checked: a NaN or a missing value fails.
+        match max_abs_diff(&got, &exp) {
+            Ok(d) => {
+                let pass = d.value <= f64::from(args.tol);
+                let verdict = if pass { "ok" } else { "ABOVE TOL" };
+                println!("{name:<17} max abs diff {:.3e}  {verdict}", d.value);
+                ok &= pass;
+            }
+            Err(e) => {
+                println!("{name:<17} {e}");
+                ok = false;
+            }
+        }
     }
     Ok(ok)
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use svgen::core::compare::max_abs_diff;
 use svgen::train::burn::tensor::{Int, Tensor, TensorData};
 use svgen::train::weights::read_safetensors;
 use svgen::train::{CpuBackend, Llama, LoadOptions};
@@ -24,10 +25,10 @@ struct Args {
     reference: PathBuf,
     /// Maximum allowed absolute difference.
     #[arg(long, default_value_t = 1e-4)]
-    tol: f32,
+    tol: f64,
 }
 
-fn run(args: &Args) -> Result<f32, Box<dyn std::error::Error>> {
+fn run(args: &Args) -> Result<f64, Box<dyn std::error::Error>> {
     let device = Default::default();
     let model = Llama::<CpuBackend>::from_pretrained(&args.model, LoadOptions::default(), &device)?;
     let mut t = read_safetensors(&args.reference)?;
@@ -59,17 +60,8 @@ fn run(args: &Args) -> Result<f32, Box<dyn std::error::Error>> {
         .convert::<f32>()
         .into_vec()
         .map_err(|e| format!("{e:?}"))?;
-    Ok(got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| {
-            if (a - b).is_nan() {
-                f32::INFINITY
-            } else {
-                (a - b).abs()
-            }
-        })
-        .fold(0.0, f32::max))
+    // NaN-safe and length-checked: a NaN logit or a missing value is an error, not a pass.
+    Ok(max_abs_diff(&got, &want)?.value)
 }
 
 fn main() -> ExitCode {

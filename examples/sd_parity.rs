@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use svgen::core::compare;
 use svgen::train::burn::tensor::{Tensor, TensorData};
 use svgen::train::sd::unet::UNet2DConditionModel;
 use svgen::train::sd::vae::AutoencoderKL;
@@ -52,6 +53,9 @@ fn take<const D: usize>(
     let data = match h.data {
         HostData::F32(v) => v,
         HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        other => other
+            .into_f32()
+            .ok_or_else(|| format!("`{key}` holds neither float nor integer data"))?,
     };
     Ok(Tensor::from_data(
         TensorData::new(data, shape),
@@ -72,16 +76,15 @@ fn max_abs_diff<const D: usize>(
         )
         .into());
     }
-    let d: Vec<f32> = (got - want)
-        .abs()
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(d.iter().fold(
-        0.0f32,
-        |m, &x| if x.is_nan() { f32::INFINITY } else { m.max(x) },
-    ))
+    let host = |t: Tensor<B, D>| -> Result<Vec<f32>, Error> {
+        Ok(t.into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| format!("{e:?}"))?)
+    };
+    // NaN-safe: a non-finite value on either side is an error, not a pass.
+    let d = compare::max_abs_diff(&host(got)?, &host(want)?).map_err(|e| format!("{name}: {e}"))?;
+    Ok(d.value as f32)
 }
 
 fn run(args: &Args) -> Result<Vec<(&'static str, f32)>, Error> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::prelude::*;
+use svgen_core::compare::{assert_close, Tolerance};
 use svgen_eval::{AestheticKind, AestheticPredictor, EvalError, Weights};
 
 type B = Flex;
@@ -22,9 +23,7 @@ fn scores(file: &str, expected_key: &str, kind: AestheticKind) {
     let (exp, _) = e.f32_any(expected_key).unwrap();
     let x = Tensor::<B, 2>::from_data(TensorData::new(emb, [s[0], s[1]]), &device);
     let got: Vec<f32> = head.score(x).unwrap().to_data().to_vec().unwrap();
-    for (g, x) in got.iter().zip(&exp) {
-        assert!((g - x).abs() <= 1e-5, "{file}: {g} vs {x}");
-    }
+    assert_close(file, &got, &exp, Tolerance::absolute(1e-5));
 }
 
 #[test]

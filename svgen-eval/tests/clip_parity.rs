@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::prelude::*;
+use svgen_core::compare::{assert_close, Tolerance};
 use svgen_eval::{ClipModel, Weights};
 
 type B = Flex;
@@ -13,13 +14,11 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn max_abs(a: &Tensor<B, 2>, expected: &[f32]) -> f32 {
+/// Panics unless `a` is within 1e-4 of `expected` everywhere (NaN and length checked).
+fn assert_matches(name: &str, a: &Tensor<B, 2>, expected: &[f32]) {
     let v: Vec<f32> = a.to_data().to_vec().unwrap();
-    assert_eq!(v.len(), expected.len());
-    v.iter()
-        .zip(expected)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    let d = assert_close(name, &v, expected, Tolerance::absolute(1e-4));
+    eprintln!("{name}: max abs diff {:e}", d.value);
 }
 
 fn check(name: &str) {
@@ -43,9 +42,7 @@ fn check(name: &str) {
         (&out.logits_per_image, "logits_per_image"),
     ] {
         let (exp, _) = r.f32_any(key).unwrap();
-        let d = max_abs(got, &exp);
-        eprintln!("{name}: {key} max abs diff {d:e}");
-        assert!(d <= 1e-4, "{name}: {key} max abs diff {d}");
+        assert_matches(&format!("{name}: {key}"), got, &exp);
     }
     let text = model
         .text_model
@@ -53,14 +50,10 @@ fn check(name: &str) {
         .unwrap();
     let feats = model.get_text_features(ids_t, Some(mask_t)).unwrap();
     let (exp, _) = r.f32_any("text_features").unwrap();
-    let d = max_abs(&feats, &exp);
-    eprintln!("{name}: text features max abs diff {d:e}");
-    assert!(d <= 1e-4, "{name}: text features diff {d}");
+    assert_matches(&format!("{name}: text features"), &feats, &exp);
     let (exp, s) = r.f32_any("text_last_hidden_state").unwrap();
     let h = text.last_hidden_state.reshape([s[0] * s[1], s[2]]);
-    let d = max_abs(&h, &exp);
-    eprintln!("{name}: text last_hidden_state max abs diff {d:e}");
-    assert!(d <= 1e-4, "{name}: text last_hidden_state diff {d}");
+    assert_matches(&format!("{name}: text last_hidden_state"), &h, &exp);
 }
 
 #[test]
@@ -86,6 +79,7 @@ fn clip_skip_runs_fewer_layers() {
     let b: Vec<f32> = skip0.last_hidden_state.to_data().to_vec().unwrap();
     let c: Vec<f32> = skip1.last_hidden_state.to_data().to_vec().unwrap();
     assert_eq!(a, b);
+    assert_eq!(a.len(), c.len());
     assert!(a.iter().zip(&c).any(|(x, y)| (x - y).abs() > 1e-3));
     assert!(model.text_model.forward_skip(ids, None, 2).is_err());
 }

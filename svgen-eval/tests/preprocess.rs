@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use svgen_core::compare::{assert_close, Tolerance};
 use svgen_eval::{ClipImageProcessor, Weights};
 
 #[test]
@@ -27,16 +28,13 @@ fn pixel_values_match_transformers_within_1e3() {
         let got = p.preprocess(&img).unwrap();
         let (exp, shape) = w.f32_any(&key).unwrap();
         assert_eq!(got.len(), exp.len(), "{key}: shape {shape:?}");
-        let d = got
-            .iter()
-            .zip(&exp)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(d <= 1e-3, "{key}: max abs diff {d}");
+        assert_close(&key, &got, &exp, Tolerance::absolute(1e-3));
         // In fact the 8-bit resize is PIL-exact, so only float rounding remains.
-        assert!(
-            d <= 1e-5,
-            "{key}: max abs diff {d} (resize no longer bit-exact?)"
+        assert_close(
+            &format!("{key} (resize no longer bit-exact?)"),
+            &got,
+            &exp,
+            Tolerance::absolute(1e-5),
         );
     }
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
+use svgen_core::compare::{assert_close, Tolerance};
 use svgen_core::tokens::Cl100k;
 use svgen_core::Svg;
 use svgen_eval::report::{evaluate, EvalInput, Stats};
@@ -46,12 +47,12 @@ fn tokenizer_feeds_the_text_model_like_transformers() {
         .into_data()
         .to_vec()
         .unwrap();
-    let d = got
-        .iter()
-        .zip(&exp)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    assert!(d <= 1e-4, "text embeds via tokenizer: {d}");
+    assert_close(
+        "text embeds via tokenizer",
+        &got,
+        &exp,
+        Tolerance::absolute(1e-4),
+    );
 }
 
 #[test]

@@ -205,7 +205,8 @@ impl TrainError {
 impl From<svgen_eval::WeightError> for TrainError {
     /// The shared loader's errors, mapped onto this crate's variants (which callers match on):
     /// a file that cannot be parsed (corrupt header, bad shard index, unusable key, PyTorch pickle)
-    /// becomes [`TrainError::Safetensors`] naming the file; tensors left unused by the model become
+    /// becomes [`TrainError::Safetensors`] naming the file (but a key the shard index names and its
+    /// shard lacks is [`TrainError::MissingTensor`]); tensors left unused by the model become
     /// [`TrainError::UnexpectedTensor`] naming the first of them.
     fn from(e: svgen_eval::WeightError) -> Self {
         use svgen_eval::WeightError as W;
@@ -234,6 +235,14 @@ impl From<svgen_eval::WeightError> for TrainError {
             W::Corrupt { path, problem } => Self::Safetensors {
                 path,
                 message: problem.to_string(),
+            },
+            // A tensor the index names but its shard lacks is missing (from that shard).
+            W::BadIndex {
+                path,
+                problem: svgen_eval::weights::IndexProblem::NotInShard { key, shard },
+            } => Self::MissingTensor {
+                key,
+                path: path.with_file_name(shard),
             },
             W::BadIndex { path, problem } => Self::Safetensors {
                 path,

@@ -18,7 +18,7 @@
 //! | [`nn`] | what both families share: tensor helpers, the LoRA linear layer, PEFT adapter I/O |
 //! | [`train`] | what both trainers share: AdamW over adapters, LR schedule, checkpoints, logs |
 //! | [`cpu`] | host kernels for `burn::backend::Flex` and their one dispatch (exempt from the lint below) |
-//! | [`weights`], [`error`] | safetensors reading and writing, typed errors |
+//! | [`weights`], [`error`] | safetensors and `config.json` through svgen-eval's shared loader and reader, typed errors |
 //!
 //! `llama` and `sd` do not depend on each other; both build on `nn`, `train` and `cpu`.
 #![warn(missing_docs)]
@@ -42,7 +42,7 @@ pub use llama::tokenizer::LlamaTokenizer;
 pub use llama::{KvCache, Llama, LoadOptions};
 pub use llama::{LoraConfig, LoraTarget};
 pub use nn::LoraLinear;
-pub use weights::{Checkpoint, HostData, HostTensor, StoreDtype};
+pub use weights::{HostData, HostTensor, StoreDtype, Weights};
 
 /// Re-export of the pinned Burn, so users and examples need no direct dependency.
 pub use burn;

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use svgen_core::compare::max_abs_diff;
 use svgen_train::weights::read_safetensors;
 use svgen_train::{GenerationConfig, Generator, StopReason};
 
@@ -126,12 +127,9 @@ fn kv_cache_merges_and_rewinds_matching_the_full_forward() {
     };
     let host = |t: Tensor<B, 3>| t.into_data().to_vec::<f32>().unwrap();
     let full = host(model.forward(tensor(&ids)).unwrap());
-    let max_diff = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    };
+    // NaN-safe and length-checked.
+    let max_diff =
+        |a: &[f32], b: &[f32]| max_abs_diff(a, b).unwrap_or_else(|e| panic!("{e}")).value as f32;
 
     // A merge interval of 4 folds the tail into the main segment every few tokens.
     let mut cache = KvCache::<B>::with_merge_interval(model.layers.len(), 1, 4);

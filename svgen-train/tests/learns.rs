@@ -79,10 +79,7 @@ fn a_tiny_llama_learns_the_default_dataset_and_stops_at_end_svg() {
             continue;
         };
         targets.push(fitted.svg.clone());
-        pairs.push(Pair {
-            description: p.description,
-            svg: fitted.svg,
-        });
+        pairs.push(Pair::new(p.description, fitted.svg));
         if pairs.len() == PAIRS {
             break;
         }

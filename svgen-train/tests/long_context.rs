@@ -263,6 +263,7 @@ fn trainer_packs_drops_long_samples_and_checkpointing_changes_nothing() {
     let plain = run(false, true);
     let ck = run(true, true);
     assert_eq!(plain.len(), 3);
+    assert_eq!(ck.len(), plain.len());
     for (a, b) in plain.iter().zip(&ck) {
         assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss, "{a:?} vs {b:?}");
         assert!((a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
+use svgen_core::compare::{assert_close, max_abs_diff, Tolerance};
 use svgen_train::nn::lora::LoraLinear;
 use svgen_train::sd::lora::{
     add_lora, apply_lora, fuse_lora, lora_state, read_safetensors_metadata, save_lora_weights,
@@ -67,11 +68,15 @@ fn deltas(v: &mut [(String, LoraLinear<B>)]) -> BTreeMap<String, Vec<f32>> {
     out
 }
 
+/// Max |a − b| over all tensors; panics on different keys, lengths or a non-finite value.
 fn max_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .flat_map(|(k, x)| x.iter().zip(&b[k]).map(|(p, q)| (p - q).abs()))
-        .fold(0.0, f32::max)
+    let mut worst = 0.0f64;
+    for (k, x) in a {
+        let d = max_abs_diff(x, &b[k]).unwrap_or_else(|e| panic!("{k}: {e}"));
+        worst = worst.max(d.value);
+    }
+    worst as f32
 }
 
 fn load(file: impl AsRef<Path>) -> (BTreeMap<String, Vec<f32>>, LoraFormat) {
@@ -186,12 +191,7 @@ fn saved_file_has_diffusers_keys_and_round_trips() {
             t.clone().into_f32(k).unwrap(),
             oracle[k].clone().into_f32(k).unwrap(),
         );
-        let d = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(d < 1e-6, "{k}: {d}");
+        assert_close(k, &a, &b, Tolerance::absolute(1e-6));
     }
     // Metadata: diffusers' header with the unet-prefixed PEFT config.
     let meta = read_safetensors_metadata(&written).unwrap();
@@ -296,13 +296,9 @@ fn fresh_adapters_start_at_zero_and_fuse() {
     for ((p, l), w0) in lin.iter().zip(&base) {
         assert!(l.adapter.is_none());
         let w: Vec<f32> = l.weight.val().into_data().to_vec().unwrap();
-        let err = w
-            .iter()
-            .zip(w0)
-            .zip(&d[p])
-            .map(|((w, w0), d)| (w - (w0 + d)).abs())
-            .fold(0.0, f32::max);
-        assert!(err < 1e-6, "{p}: {err}");
+        assert_eq!(w0.len(), d[p].len(), "{p}: delta length");
+        let fused: Vec<f32> = w0.iter().zip(&d[p]).map(|(w0, d)| w0 + d).collect();
+        assert_close(p, &w, &fused, Tolerance::absolute(1e-6));
     }
     assert!(lora_state(&refs(&mut lin), UNET_PREFIX, None).is_empty());
 }
@@ -421,6 +417,7 @@ mod unet {
         let data = match t.data {
             svgen_train::HostData::F32(v) => v,
             svgen_train::HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+            other => other.into_f32().expect("float data"),
         };
         Tensor::from_data(TensorData::new(data, shape), &Default::default())
     }
@@ -441,8 +438,13 @@ mod unet {
             .unwrap()
     }
 
-    fn max_abs(a: Tensor<B, 4>, b: Tensor<B, 4>) -> f32 {
-        (a - b).abs().max().into_scalar()
+    /// Max |a − b|; panics on different shapes or a non-finite value.
+    fn max_abs<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let host = |t: Tensor<B, D>| t.into_data().into_vec::<f32>().unwrap();
+        max_abs_diff(&host(a), &host(b))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .value as f32
     }
 
     #[test]
@@ -500,7 +502,7 @@ mod unet {
         let out = te.forward(ids(), None).unwrap().last_hidden_state;
         let base = tensor::<3>(&rf, "te_out_base");
         let want = tensor::<3>(&rf, "te_out_lora");
-        assert!((out - base).abs().max().into_scalar() <= 1e-4);
+        assert!(max_abs(out, base) <= 1e-4);
         for name in ["lora_te_diffusers", "lora_te_kohya.safetensors"] {
             let (mut te, te_cfg) = load_text_encoder::<B>(&te_dir, &Default::default()).unwrap();
             let mut unet = base_unet();
@@ -516,7 +518,7 @@ mod unet {
             assert_eq!(n, 12, "{name}");
             assert_eq!(report.modules.len(), 56);
             let out = te.forward(ids(), None).unwrap().last_hidden_state;
-            let err = (out - want.clone()).abs().max().into_scalar();
+            let err = max_abs(out, want.clone());
             eprintln!("{name}: text encoder max abs diff {err:.3e}");
             assert!(err <= 1e-4, "{name}: text encoder {err}");
             let out = unet.forward(r.sample.clone(), r.timestep.clone(), r.ehs.clone());

@@ -40,6 +40,7 @@ impl Reference {
         let data = match &t.data {
             svgen_train::HostData::F32(v) => v.clone(),
             svgen_train::HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            other => other.clone().into_f32().expect("float data"),
         };
         (t.shape.clone(), data)
     }
@@ -54,13 +55,10 @@ impl Reference {
 fn max_abs_diff<const D: usize>(got: Tensor<B, D>, expected: &(Vec<usize>, Vec<f32>)) -> f32 {
     assert_eq!(got.dims().to_vec(), expected.0, "shape");
     let got = got.into_data().convert::<f32>().into_vec::<f32>().unwrap();
-    got.iter()
-        .zip(&expected.1)
-        .map(|(a, b)| (a - b).abs())
-        .fold(
-            0.0f32,
-            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-        )
+    // NaN-safe and length-checked: panics on either.
+    svgen_core::compare::max_abs_diff(&got, &expected.1)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .value as f32
 }
 
 fn unet() -> UNet2DConditionModel<B> {

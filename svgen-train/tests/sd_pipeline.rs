@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::Tensor;
 use safetensors::SafeTensors;
+use svgen_core::compare::max_abs_diff;
 use svgen_train::sd::pipeline::{randn, GenerateParams, StableDiffusion};
 use svgen_train::sd::scheduler::SchedulerKind;
 use svgen_train::sd::tokenizer::load_tokenizer;
@@ -84,12 +85,9 @@ fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().unwrap()
 }
 
+/// Max |a − b|; panics on NaN, infinity or a length mismatch.
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    max_abs_diff(a, b).unwrap_or_else(|e| panic!("{e}")).value as f32
 }
 
 #[test]
@@ -367,8 +365,8 @@ mod grid {
     use super::*;
     use image::DynamicImage;
     use svgen_data::generate::{GenerationRequest, ImageGenerator};
+    use svgen_data::stages::{normalise_background, BackgroundOptions};
     use svgen_eval::{ClipImageProcessor, ClipModel, ClipScorer, ClipTokenizer};
-    use svgen_trace::preprocess::{normalise_background, BackgroundOptions};
     use svgen_train::sd::generator::SdImageGenerator;
     use svgen_train::sd::grid::{
         grid_search, GridPoint, GridSpec, ImageScorer, Score, TraceTokenScorer,
@@ -455,10 +453,10 @@ mod grid {
             })
             .unwrap()
             .remove(0);
-        let (normalised, decision) =
+        let (normalised, inverted) =
             normalise_background(&DynamicImage::ImageRgb8(raw), &BackgroundOptions::default())
                 .unwrap();
-        assert_eq!(decision.inverted, best.inverted);
+        assert_eq!(inverted, best.inverted);
         assert_eq!(saved.to_rgb8(), normalised.to_rgb8());
         assert_eq!(Brightness.score(p, &saved).unwrap().value, best.score.value);
 

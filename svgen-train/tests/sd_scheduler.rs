@@ -9,13 +9,14 @@ use std::path::PathBuf;
 
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
+use svgen_core::compare::{assert_close, Tolerance};
 use svgen_train::sd::scheduler::{add_noise, velocity, Scheduler, SchedulerConfig, SchedulerKind};
 use svgen_train::weights::{read_safetensors, HostTensor};
 use svgen_train::{CpuBackend, TrainError};
 
 type B = CpuBackend;
 
-const TOL: f32 = 1e-5;
+const TOL: f64 = 1e-5;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/schedulers")
@@ -49,13 +50,9 @@ fn values(t: Tensor<B, 4>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().expect("f32 tensor")
 }
 
-/// max |a−b| / max(1, |b|).
-fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f32::max)
+/// Panics unless max |a−b| / max(1, |b|) ≤ `TOL` (NaN and length checked).
+fn assert_rel(what: &str, a: &[f32], b: &[f32]) {
+    assert_close(what, a, b, Tolerance::relative(TOL));
 }
 
 #[test]
@@ -85,22 +82,18 @@ fn schedulers_match_diffusers() {
                 assert_eq!(ours, ts, "{label}: timesteps");
             } else {
                 // Karras-sigma Euler timesteps are log-σ interpolations (np.log in float32): f32 ulps.
-                let err = max_rel_err(&ours, &ts);
-                assert!(err <= TOL, "{label}: timesteps differ by {err}");
+                assert_rel(&format!("{label}: timesteps"), &ours, &ts);
             }
 
             if key != "ddim" {
                 let (_, sigmas) = f32s(&mut fx, "sigmas");
-                let err = max_rel_err(s.sigmas(), &sigmas);
-                assert!(err <= TOL, "{label}: sigmas differ by {err}");
+                assert_rel(&format!("{label}: sigmas"), s.sigmas(), &sigmas);
             }
             let (_, init) = f32s(&mut fx, "init_noise_sigma");
-            let err = (s.init_noise_sigma() as f32 - init[0]).abs() / init[0].max(1.0);
-            assert!(
-                err <= TOL,
-                "{label}: init_noise_sigma {} vs {}",
-                s.init_noise_sigma(),
-                init[0]
+            assert_rel(
+                &format!("{label}: init_noise_sigma"),
+                &[s.init_noise_sigma() as f32],
+                &init,
             );
 
             let mut sample = tensor(&mut fx, "sample_0");
@@ -113,15 +106,18 @@ fn schedulers_match_diffusers() {
                 } else {
                     values(sample.clone())
                 };
-                let err = max_rel_err(&scaled, &want_scaled);
-                assert!(
-                    err <= TOL,
-                    "{label} step {i}: scale_model_input differs by {err}"
+                assert_rel(
+                    &format!("{label} step {i}: scale_model_input"),
+                    &scaled,
+                    &want_scaled,
                 );
                 let prev = values(s.step(model_output, i, sample, noise).unwrap());
                 let want = tensor(&mut fx, &format!("prev_{i}"));
-                let err = max_rel_err(&prev, &values(want.clone()));
-                assert!(err <= TOL, "{label} step {i}: step output differs by {err}");
+                assert_rel(
+                    &format!("{label} step {i}: step output"),
+                    &prev,
+                    &values(want.clone()),
+                );
                 // The next step runs on diffusers' output, as the fixture's chain did.
                 sample = want;
                 checked += 1;
@@ -147,12 +143,10 @@ fn add_noise_matches_ddpm() {
     let noise = tensor(&mut fx, "noise");
     let noisy = values(add_noise(&cfg, original.clone(), noise.clone(), &ts).unwrap());
     let (_, want) = f32s(&mut fx, "noisy");
-    let err = max_rel_err(&noisy, &want);
-    assert!(err <= TOL, "add_noise differs by {err}");
+    assert_rel("add_noise", &noisy, &want);
     let v = values(velocity(&cfg, original, noise, &ts).unwrap());
     let (_, want) = f32s(&mut fx, "velocity");
-    let err = max_rel_err(&v, &want);
-    assert!(err <= TOL, "velocity differs by {err}");
+    assert_rel("velocity", &v, &want);
 }
 
 #[test]

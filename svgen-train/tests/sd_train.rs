@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
+use svgen_core::compare::max_abs_diff;
 use svgen_train::sd::lora::UNetLoraConfig;
 use svgen_train::sd::scheduler::{PredictionType, SchedulerConfig};
 use svgen_train::sd::train::{
@@ -27,6 +28,7 @@ fn host(r: &BTreeMap<String, HostTensor>, key: &str) -> (Vec<f32>, Vec<usize>) {
     let v = match t.data {
         HostData::F32(v) => v,
         HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        other => other.into_f32().expect("float data"),
     };
     (v, t.shape)
 }
@@ -48,7 +50,7 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// Max abs difference between one of our `[in, r]` / `[r, out]` matrices and torch's
-/// transposed one, relative to torch's largest magnitude when that exceeds 1.
+/// transposed one; panics on a non-finite value or a length mismatch.
 fn compare(
     ours: Tensor<<AB as burn::tensor::backend::AutodiffBackend>::InnerBackend, 2>,
     torch: &(Vec<f32>, Vec<usize>),
@@ -57,10 +59,9 @@ fn compare(
     let v: Vec<f32> = ours.into_data().convert::<f32>().to_vec().unwrap();
     let v = transpose(&v, r, c);
     assert_eq!(torch.1, vec![c, r]);
-    v.iter()
-        .zip(&torch.0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    max_abs_diff(&v, &torch.0)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .value as f32
 }
 
 fn lora_unet() -> UNet2DConditionModel<AB> {

@@ -324,9 +324,10 @@ mod tests {
     use burn::tensor::{Tensor, TensorData};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use svgen_core::compare::{assert_close, Tolerance};
 
-    /// Max abs difference between the fast path and Burn's generic op on `shape`.
-    fn fast_vs_generic(shape: AttentionShape) -> f32 {
+    /// Panics unless the fast path agrees with Burn's generic op on `shape` within 1e-5.
+    fn assert_fast_matches_generic(shape: AttentionShape) {
         let AttentionShape {
             batch: b,
             seq_q: n,
@@ -355,11 +356,12 @@ mod tests {
             .swap_dims(1, 2)
             .reshape([b, n, h * d]);
         let generic = host(&generic);
-        assert_eq!(fast.len(), generic.len());
-        fast.iter()
-            .zip(&generic)
-            .map(|(a, g)| (a - g).abs())
-            .fold(0.0, f32::max)
+        assert_close(
+            &format!("{shape:?}"),
+            &fast,
+            &generic,
+            Tolerance::absolute(1e-5),
+        );
     }
 
     #[test]
@@ -384,8 +386,7 @@ mod tests {
                 heads,
                 head_dim,
             };
-            let diff = fast_vs_generic(shape);
-            assert!(diff <= 1e-5, "{shape:?}: max abs diff {diff}");
+            assert_fast_matches_generic(shape);
         }
     }
 }

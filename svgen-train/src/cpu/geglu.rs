@@ -80,6 +80,7 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
     use burn::tensor::{activation, Tensor, TensorData};
+    use svgen_core::compare::{assert_close, Tolerance};
 
     #[test]
     fn erf_matches_the_series_reference() {
@@ -127,11 +128,6 @@ mod tests {
             .into_data()
             .into_vec()
             .expect("f32");
-        let diff = fast
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(diff <= 2e-6, "max abs diff {diff}");
+        assert_close("geglu", &fast, &want, Tolerance::absolute(2e-6));
     }
 }

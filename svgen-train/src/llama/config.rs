@@ -4,8 +4,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{Result, TrainError};
-use crate::nn::json::read_json;
+use svgen_eval::hf_config::{HfConfig, OneOrMany};
+
+use crate::error::Result;
 
 /// How RoPE frequencies are derived from `rope_theta`.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,48 +77,6 @@ pub struct LlamaConfig {
     pub pad_token_id: Option<u32>,
 }
 
-fn get_usize(v: &Value, key: &str) -> Result<Option<usize>> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(x) => x
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| TrainError::Config(format!("`{key}` must be a non-negative integer"))),
-    }
-}
-
-fn get_f64(v: &Value, key: &str) -> Result<Option<f64>> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(x) => x
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| TrainError::Config(format!("`{key}` must be a number"))),
-    }
-}
-
-fn require_usize(v: &Value, key: &str) -> Result<usize> {
-    get_usize(v, key)?.ok_or_else(|| TrainError::Config(format!("missing `{key}`")))
-}
-
-fn token_ids(v: &Value, key: &str) -> Result<Vec<u32>> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_u64()
-                    .map(|n| n as u32)
-                    .ok_or_else(|| TrainError::Config(format!("`{key}` must hold token ids")))
-            })
-            .collect(),
-        Some(x) => x
-            .as_u64()
-            .map(|n| vec![n as u32])
-            .ok_or_else(|| TrainError::Config(format!("`{key}` must be a token id"))),
-    }
-}
-
 impl LlamaConfig {
     /// Reads `config.json` from a model folder (or the file itself).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
@@ -125,142 +84,141 @@ impl LlamaConfig {
         if path.is_dir() {
             path = path.join("config.json");
         }
-        Self::from_json(&read_json(&path)?)
+        Self::from_hf(&HfConfig::read(&path)?)
     }
 
     /// Parses the text of a `config.json`.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| TrainError::json("config.json", e))?;
-        Self::from_json(&value)
+        Self::from_hf(&HfConfig::parse(text, "config.json")?)
     }
 
     /// Parses a `config.json` value, accepting both the classic form (`rope_theta` at the top
     /// level plus `rope_scaling`) and the transformers 5 form (`rope_parameters`).
     pub fn from_json(v: &Value) -> Result<Self> {
-        if let Some(mt) = v.get("model_type").and_then(Value::as_str) {
-            if mt != "llama" {
-                return Err(TrainError::Config(format!(
-                    "model_type `{mt}` is not supported (expected `llama`)"
-                )));
-            }
-        }
-        for flag in ["attention_bias", "mlp_bias"] {
-            if v.get(flag).and_then(Value::as_bool) == Some(true) {
-                return Err(TrainError::Config(format!(
-                    "`{flag}: true` is not supported"
-                )));
-            }
-        }
-        if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
-            if act != "silu" {
-                return Err(TrainError::Config(format!(
-                    "hidden_act `{act}` is not supported (Llama uses `silu`)"
-                )));
-            }
-        }
-        let hidden_size = require_usize(v, "hidden_size")?;
-        let num_attention_heads = require_usize(v, "num_attention_heads")?;
-        let num_key_value_heads =
-            get_usize(v, "num_key_value_heads")?.unwrap_or(num_attention_heads);
+        Self::from_hf(&HfConfig::from_value(v.clone(), "config.json")?)
+    }
+
+    /// Reads a `config.json` opened with the shared reader ([`HfConfig`]). Absent or `null` keys
+    /// take transformers' defaults; options this model does not implement (`model_type` other
+    /// than `llama`, `hidden_act` other than `silu`, attention or MLP biases, other RoPE types)
+    /// are refused by name.
+    pub fn from_hf(c: &HfConfig) -> Result<Self> {
+        c.choice("model_type", (), &[("llama", ())])?;
+        c.require_false(&["attention_bias", "mlp_bias"])?;
+        c.choice("hidden_act", (), &[("silu", ())])?;
+        let hidden_size: usize = c.require("hidden_size")?;
+        let num_attention_heads: usize = c.require("num_attention_heads")?;
+        let num_key_value_heads = c.get_or("num_key_value_heads", num_attention_heads)?;
         if num_attention_heads == 0 || num_key_value_heads == 0 {
-            return Err(TrainError::Config("head counts must be positive".into()));
+            return Err(c
+                .invalid(
+                    "num_attention_heads",
+                    "and num_key_value_heads must be positive",
+                )
+                .into());
         }
         if num_attention_heads % num_key_value_heads != 0 {
-            return Err(TrainError::Config(format!(
-                "num_attention_heads ({num_attention_heads}) is not a multiple of \
-                 num_key_value_heads ({num_key_value_heads})"
-            )));
+            return Err(c
+                .invalid(
+                    "num_attention_heads",
+                    format!(
+                        "({num_attention_heads}) is not a multiple of num_key_value_heads \
+                         ({num_key_value_heads})"
+                    ),
+                )
+                .into());
         }
-        let head_dim = get_usize(v, "head_dim")?.unwrap_or(hidden_size / num_attention_heads);
+        let head_dim = c.get_or("head_dim", hidden_size / num_attention_heads)?;
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(TrainError::Config(format!(
-                "head_dim ({head_dim}) must be even and positive"
-            )));
+            return Err(c
+                .invalid(
+                    "head_dim",
+                    format!("({head_dim}) must be even and positive"),
+                )
+                .into());
         }
 
         // rope_parameters (transformers >= 5) wins; else rope_scaling + top-level rope_theta.
-        let params = match v.get("rope_parameters") {
-            Some(Value::Null) | None => v.get("rope_scaling").filter(|x| !x.is_null()),
+        let params = match c.opt_section("rope_parameters")? {
             Some(p) => Some(p),
+            None => c.opt_section("rope_scaling")?,
         };
-        let rope_theta = params
-            .map(|p| get_f64(p, "rope_theta"))
-            .transpose()?
-            .flatten()
-            .or(get_f64(v, "rope_theta")?)
-            .unwrap_or(10000.0);
-        let rope_scaling = match params {
+        let rope_theta = match params.as_ref().map(|p| p.get::<f64>("rope_theta")) {
+            Some(Ok(Some(theta))) => theta,
+            Some(Err(e)) => return Err(e.into()),
+            _ => c.get_or("rope_theta", 10000.0)?,
+        };
+        let rope_scaling = match &params {
             None => RopeScaling::Default,
             Some(p) => {
-                let kind = p
-                    .get("rope_type")
-                    .or_else(|| p.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                let need = |k: &str| {
-                    get_f64(p, k)?
-                        .ok_or_else(|| TrainError::Config(format!("rope scaling needs `{k}`")))
+                let key = if p.contains("rope_type") {
+                    "rope_type"
+                } else {
+                    "type"
                 };
+                let kind = p.choice(
+                    key,
+                    "default",
+                    &[
+                        ("default", "default"),
+                        ("linear", "linear"),
+                        ("llama3", "llama3"),
+                    ],
+                )?;
                 match kind {
-                    "default" => RopeScaling::Default,
                     "linear" => RopeScaling::Linear {
-                        factor: need("factor")?,
+                        factor: p.require("factor")?,
                     },
                     "llama3" => {
-                        let s = RopeScaling::Llama3 {
-                            factor: need("factor")?,
-                            low_freq_factor: need("low_freq_factor")?,
-                            high_freq_factor: need("high_freq_factor")?,
-                            original_max_position_embeddings: need(
-                                "original_max_position_embeddings",
-                            )?,
-                        };
-                        if let RopeScaling::Llama3 {
+                        let low_freq_factor: f64 = p.require("low_freq_factor")?;
+                        let high_freq_factor: f64 = p.require("high_freq_factor")?;
+                        if high_freq_factor <= low_freq_factor {
+                            return Err(p
+                                .invalid("high_freq_factor", "must exceed low_freq_factor")
+                                .into());
+                        }
+                        RopeScaling::Llama3 {
+                            factor: p.require("factor")?,
                             low_freq_factor,
                             high_freq_factor,
-                            ..
-                        } = s
-                        {
-                            if high_freq_factor <= low_freq_factor {
-                                return Err(TrainError::Config(
-                                    "llama3 rope scaling needs high_freq_factor > low_freq_factor"
-                                        .into(),
-                                ));
-                            }
+                            original_max_position_embeddings: p
+                                .require("original_max_position_embeddings")?,
                         }
-                        s
                     }
-                    other => {
-                        return Err(TrainError::Config(format!(
-                            "rope_type `{other}` is not supported"
-                        )))
-                    }
+                    _ => RopeScaling::Default,
                 }
             }
         };
+        let token_ids = |key: &str| -> Result<Vec<u32>> {
+            Ok(c.get::<OneOrMany<u32>>(key)?
+                .map(|t| t.0)
+                .unwrap_or_default())
+        };
         let cfg = Self {
-            vocab_size: require_usize(v, "vocab_size")?,
+            vocab_size: c.require("vocab_size")?,
             hidden_size,
-            intermediate_size: require_usize(v, "intermediate_size")?,
-            num_hidden_layers: require_usize(v, "num_hidden_layers")?,
+            intermediate_size: c.require("intermediate_size")?,
+            num_hidden_layers: c.require("num_hidden_layers")?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: get_f64(v, "rms_norm_eps")?.unwrap_or(1e-6),
+            rms_norm_eps: c.get_or("rms_norm_eps", 1e-6)?,
             rope_theta,
             rope_scaling,
-            max_position_embeddings: get_usize(v, "max_position_embeddings")?.unwrap_or(2048),
-            tie_word_embeddings: v
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            bos_token_id: token_ids(v, "bos_token_id")?.first().copied(),
-            eos_token_ids: token_ids(v, "eos_token_id")?,
-            pad_token_id: token_ids(v, "pad_token_id")?.first().copied(),
+            max_position_embeddings: c.get_or("max_position_embeddings", 2048)?,
+            tie_word_embeddings: c.get_or("tie_word_embeddings", false)?,
+            bos_token_id: token_ids("bos_token_id")?.first().copied(),
+            eos_token_ids: token_ids("eos_token_id")?,
+            pad_token_id: token_ids("pad_token_id")?.first().copied(),
         };
-        if cfg.vocab_size == 0 || cfg.hidden_size == 0 || cfg.intermediate_size == 0 {
-            return Err(TrainError::Config("sizes must be positive".into()));
+        for (key, n) in [
+            ("vocab_size", cfg.vocab_size),
+            ("hidden_size", cfg.hidden_size),
+            ("intermediate_size", cfg.intermediate_size),
+        ] {
+            if n == 0 {
+                return Err(c.invalid(key, "must be positive").into());
+            }
         }
         Ok(cfg)
     }

@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::DType;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use svgen_eval::hf_config::HfConfig;
 
 use crate::error::{Result, TrainError};
 use crate::llama::config::LlamaConfig;
@@ -138,33 +139,25 @@ impl LoraConfig {
     /// Reads a PEFT `adapter_config.json`. Options we do not implement (DoRA, bias training,
     /// per-module ranks, `fan_in_fan_out`, regex targets) are rejected with a typed error.
     pub fn from_peft_json(v: &Value) -> Result<Self> {
-        const ORIGIN: &str = "adapter_config.json";
-        let scaling = PeftScaling::from_json(v, ORIGIN)?;
-        let bad = |m: String| TrainError::Config(format!("{ORIGIN}: {m}"));
-        let names: Vec<String> = match v.get("target_modules") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad("target_modules must be strings".into()))
-                })
-                .collect::<Result<_>>()?,
+        let c = HfConfig::from_value(v.clone(), "adapter_config.json")?;
+        let scaling = PeftScaling::from_hf(&c)?;
+        let names: Vec<String> = match c.raw("target_modules") {
             Some(Value::String(s)) if s == "all-linear" => LoraTarget::ALL
                 .iter()
                 .map(|t| t.module_name().to_string())
                 .collect(),
-            Some(Value::String(s)) => {
-                return Err(bad(format!("regex target_modules `{s}` is not supported")))
+            Some(Value::String(_)) => {
+                return Err(c
+                    .unsupported("target_modules", "regex target modules are not supported")
+                    .into())
             }
-            _ => return Err(bad("missing `target_modules`".into())),
+            _ => c.require("target_modules")?,
         };
         let mut target_modules = BTreeSet::new();
         for n in names {
-            target_modules.insert(
-                LoraTarget::from_module_name(&n)
-                    .ok_or_else(|| bad(format!("unknown target module `{n}`")))?,
-            );
+            target_modules.insert(LoraTarget::from_module_name(&n).ok_or_else(|| {
+                c.unsupported("target_modules", format!("unknown target module `{n}`"))
+            })?);
         }
         let cfg = Self {
             r: scaling.r,
@@ -268,7 +261,7 @@ impl<B: Backend> Llama<B> {
                     found: t.shape,
                 });
             }
-            t.into_f32(&key)
+            Ok(t.into_f32(&key)?)
         };
         let model = this.try_map_linears(|path, lin| {
             if !cfg.targets(path) {

@@ -1,20 +1,19 @@
 //! HF checkpoint folders: loading (`config.json` + single or sharded safetensors) and writing
 //! a standalone checkpoint with the adapters merged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::DType;
 
 use crate::error::{Result, TrainError};
 use crate::llama::attention::Attention;
 use crate::llama::config::LlamaConfig;
 use crate::llama::model::{DecoderLayer, Llama, Mlp, RmsNorm};
 use crate::nn::lora::LoraLinear;
-use crate::nn::tensor::{frozen_param, host_f32, transpose};
-use crate::weights::{write_safetensors, Checkpoint, HostTensor, StoreDtype};
+use crate::nn::tensor::{host_f32, transpose};
+use crate::weights::{write_safetensors, HostTensor, StoreDtype, Weights, TRANSFORMERS_STEM};
 
 /// How to load a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,10 +45,10 @@ pub(crate) fn linear_shapes(cfg: &LlamaConfig) -> [(&'static str, [usize; 2]); 7
 }
 
 impl<B: Backend> Llama<B> {
-    /// Loads a HF Llama folder (`config.json` + single or sharded safetensors, f32/bf16/f16).
+    /// Loads a HF Llama folder (`config.json` + single or sharded safetensors, any float dtype).
     ///
-    /// Missing or mis-shaped tensors give a typed error naming the HF key. The base weights are
-    /// frozen (no gradients).
+    /// Missing or mis-shaped tensors give a typed error naming the HF key, and so does a tensor
+    /// the model has no place for. The base weights are frozen (no gradients).
     pub fn from_pretrained(
         dir: impl AsRef<Path>,
         options: LoadOptions,
@@ -57,98 +56,45 @@ impl<B: Backend> Llama<B> {
     ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = LlamaConfig::from_file(dir)?;
-        let ckpt = Checkpoint::open(dir)?;
-        Self::from_checkpoint(config, &ckpt, options, device)
+        let weights = Weights::open(dir, TRANSFORMERS_STEM)?;
+        Self::from_weights(config, weights, options, device)
     }
 
-    /// Loads weights from an opened checkpoint with an explicit configuration.
-    pub fn from_checkpoint(
+    /// Loads the model from opened HF weights ([`Weights::open`]) with an explicit configuration.
+    /// Each tensor is read from the file when its module is built (host memory holds one tensor
+    /// at a time), converted to `options.dtype` and frozen.
+    ///
+    /// # Errors
+    /// [`TrainError::MissingTensor`] and [`TrainError::ShapeMismatch`] naming the key;
+    /// [`TrainError::UnexpectedTensor`] for tensors the model does not use (rotary `inv_freq`
+    /// buffers and, with tied embeddings, `lm_head.weight` are ignored).
+    pub fn from_weights(
         config: LlamaConfig,
-        ckpt: &Checkpoint,
+        weights: Weights,
         options: LoadOptions,
         device: &B::Device,
     ) -> Result<Self> {
         let cfg = &config;
-        let mut expected: HashMap<String, Vec<usize>> = HashMap::new();
-        expected.insert(
-            "model.embed_tokens.weight".into(),
-            vec![cfg.vocab_size, cfg.hidden_size],
-        );
-        expected.insert("model.norm.weight".into(), vec![cfg.hidden_size]);
-        if !cfg.tie_word_embeddings {
-            expected.insert(
-                "lm_head.weight".into(),
-                vec![cfg.vocab_size, cfg.hidden_size],
-            );
-        }
-        for l in 0..cfg.num_hidden_layers {
-            for (name, shape) in linear_shapes(cfg) {
-                expected.insert(format!("model.layers.{l}.{name}.weight"), shape.to_vec());
-            }
-            for norm in ["input_layernorm", "post_attention_layernorm"] {
-                expected.insert(
-                    format!("model.layers.{l}.{norm}.weight"),
-                    vec![cfg.hidden_size],
-                );
-            }
-        }
-        let mut p1: HashMap<String, Param<Tensor<B, 1>>> = HashMap::new();
-        let mut p2: HashMap<String, Param<Tensor<B, 2>>> = HashMap::new();
-        ckpt.for_each_tensor(|key, t| {
-            let Some(shape) = expected.get(key) else {
-                return Ok(()); // e.g. rotary inv_freq buffers, or lm_head with tied embeddings
-            };
-            if &t.shape != shape {
-                return Err(TrainError::ShapeMismatch {
-                    key: key.into(),
-                    expected: shape.clone(),
-                    found: t.shape,
-                });
-            }
-            let data = t.into_f32(key)?;
-            if shape.len() == 1 {
-                p1.insert(
-                    key.into(),
-                    frozen_param(data, [shape[0]], options.dtype, device),
-                );
-            } else if key.ends_with("_proj.weight") || key == "lm_head.weight" {
-                let (rows, cols) = (shape[0], shape[1]);
-                p2.insert(
-                    key.into(),
-                    frozen_param(
-                        transpose(&data, rows, cols),
-                        [cols, rows],
-                        options.dtype,
-                        device,
-                    ),
-                );
-            } else {
-                p2.insert(
-                    key.into(),
-                    frozen_param(data, [shape[0], shape[1]], options.dtype, device),
-                );
-            }
-            Ok(())
-        })?;
-        let dir = ckpt.dir().to_path_buf();
-        let mut take2 = |key: String| {
-            p2.remove(&key).ok_or_else(|| TrainError::MissingTensor {
-                key,
-                path: dir.clone(),
-            })
-        };
-        let embed_tokens = take2("model.embed_tokens.weight".into())?;
+        let w = weights.with_dtype(options.dtype).frozen();
+        let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let embed_tokens = w.param("model.embed_tokens.weight", [vocab, h], device)?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(take2("lm_head.weight".into())?)
+            Some(w.make_param(w.linear_weight("lm_head.weight", h, vocab, device)?))
         };
+        let shapes = linear_shapes(cfg);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
-            let mut lin = |name: &str| -> Result<LoraLinear<B>> {
-                Ok(LoraLinear::new(take2(format!(
-                    "model.layers.{l}.{name}.weight"
-                ))?))
+            let lin = |name: &str| -> Result<LoraLinear<B>> {
+                let [out, inp] = shapes
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, s)| *s)
+                    .ok_or_else(|| TrainError::InvalidArgument(format!("no linear `{name}`")))?;
+                let key = format!("model.layers.{l}.{name}.weight");
+                let weight = w.linear_weight(&key, inp, out, device)?;
+                Ok(LoraLinear::new(w.make_param(weight)))
             };
             let self_attn = Attention {
                 q_proj: lin("self_attn.q_proj")?,
@@ -164,14 +110,9 @@ impl<B: Backend> Llama<B> {
                 up_proj: lin("mlp.up_proj")?,
                 down_proj: lin("mlp.down_proj")?,
             };
-            let mut norm = |name: &str| -> Result<RmsNorm<B>> {
-                let key = format!("model.layers.{l}.{name}.weight");
-                let weight = p1.remove(&key).ok_or_else(|| TrainError::MissingTensor {
-                    key,
-                    path: ckpt.dir().to_path_buf(),
-                })?;
+            let norm = |name: &str| -> Result<RmsNorm<B>> {
                 Ok(RmsNorm {
-                    weight,
+                    weight: w.param(&format!("model.layers.{l}.{name}.weight"), [h], device)?,
                     eps: cfg.rms_norm_eps,
                 })
             };
@@ -182,19 +123,17 @@ impl<B: Backend> Llama<B> {
                 post_attention_layernorm: norm("post_attention_layernorm")?,
             });
         }
-        let norm_w = p1
-            .remove("model.norm.weight")
-            .ok_or_else(|| TrainError::MissingTensor {
-                key: "model.norm.weight".into(),
-                path: ckpt.dir().to_path_buf(),
-            })?;
+        let norm = RmsNorm {
+            weight: w.param("model.norm.weight", [h], device)?,
+            eps: cfg.rms_norm_eps,
+        };
+        let tied = cfg.tie_word_embeddings;
+        w.ignore(|k| k.ends_with(".rotary_emb.inv_freq") || (tied && k == "lm_head.weight"));
+        w.finish()?;
         Ok(Self {
             embed_tokens,
             layers,
-            norm: RmsNorm {
-                weight: norm_w,
-                eps: cfg.rms_norm_eps,
-            },
+            norm,
             lm_head,
             token_adapter: None,
             config,
@@ -249,22 +188,19 @@ impl<B: Backend> Llama<B> {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let merged = self.merge_lora();
         let mut config = merged.config().to_json();
-        config["dtype"] = match dtype {
-            StoreDtype::F32 => "float32",
-            StoreDtype::BF16 => "bfloat16",
-            StoreDtype::F16 => "float16",
-        }
-        .into();
+        // `Keep` keeps the model's f32 host copies.
+        config["dtype"] = dtype.torch_name().unwrap_or("float32").into();
         let cfg_path = dir.join("config.json");
         let text =
             serde_json::to_string_pretty(&config).map_err(|e| TrainError::json(&cfg_path, e))?;
         std::fs::write(&cfg_path, text).map_err(|e| TrainError::io(&cfg_path, e))?;
-        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         write_safetensors(
             dir.join("model.safetensors"),
             &merged.hf_state(),
             dtype,
-            Some(meta),
-        )
+            Some(&meta),
+        )?;
+        Ok(())
     }
 }

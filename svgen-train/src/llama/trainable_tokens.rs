@@ -703,7 +703,7 @@ impl<B: Backend> Llama<B> {
                     found: t.shape,
                 });
             }
-            t.into_f32(key).map(Some)
+            Ok(Some(t.into_f32(key)?))
         };
         // Whole matrices first (they become the base or the full trainable rows). A resized
         // matrix wrapped by trainable tokens is saved under `token_adapter.base_layer`.

@@ -1,13 +1,14 @@
-//! The JSON file reader of the configuration and adapter files of both families.
+//! The JSON file reader of the configuration and adapter files of both families: svgen-eval's
+//! shared reader ([`svgen_eval::hf_config::read_json`], size-limited), with this crate's errors.
 
 use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 
-/// Reads a JSON file (a `config.json`, `adapter_config.json`, …); I/O and syntax errors name it.
+/// Reads a JSON file (a `config.json`, `adapter_config.json`, …); I/O and syntax errors name it
+/// ([`crate::TrainError::Io`], [`crate::TrainError::Json`]).
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::json(path, e))
+    Ok(svgen_eval::hf_config::read_json(path)?)
 }

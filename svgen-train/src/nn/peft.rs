@@ -2,11 +2,12 @@
 //! (`adapter_config.json`, diffusers' `lora_adapter_metadata` header), the dictionary written back,
 //! the adapter tensors under PEFT key names and layout, and the adapter folder.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use serde_json::{json, Value};
+use svgen_eval::hf_config::HfConfig;
 
 use crate::error::{Result, TrainError};
 use crate::nn::lora::LoraLinear;
@@ -44,48 +45,37 @@ impl PeftScaling {
     /// bias training, per-module patterns, `fan_in_fan_out`) are typed errors. `origin` names the
     /// file in messages.
     pub fn from_json(v: &Value, origin: &str) -> Result<Self> {
-        let bad = |m: String| TrainError::Config(format!("{origin}: {m}"));
-        if let Some(t) = v.get("peft_type").and_then(Value::as_str) {
-            if t != "LORA" {
-                return Err(bad(format!("peft_type `{t}` is not LORA")));
-            }
-        }
-        for flag in ["use_dora", "fan_in_fan_out", "lora_bias"] {
-            if v.get(flag).and_then(Value::as_bool) == Some(true) {
-                return Err(bad(format!("`{flag}` is not supported")));
-            }
-        }
-        if let Some(b) = v.get("bias").and_then(Value::as_str) {
-            if b != "none" {
-                return Err(bad(format!("bias `{b}` is not supported")));
-            }
-        }
+        Self::from_hf(&HfConfig::from_value(v.clone(), origin)?)
+    }
+
+    /// [`PeftScaling::from_json`] on a dictionary opened with the shared reader.
+    pub fn from_hf(c: &HfConfig) -> Result<Self> {
+        c.choice("peft_type", (), &[("LORA", ())])?;
+        c.require_false(&["use_dora", "fan_in_fan_out", "lora_bias"])?;
+        c.choice("bias", (), &[("none", ())])?;
         for key in ["rank_pattern", "alpha_pattern"] {
-            if v.get(key)
-                .and_then(Value::as_object)
-                .is_some_and(|o| !o.is_empty())
+            if c.get::<Value>(key)?
+                .and_then(|p| p.as_object().map(|o| !o.is_empty()))
+                == Some(true)
             {
-                return Err(bad(format!("`{key}` is not supported")));
+                return Err(c
+                    .unsupported(key, "per-module patterns are not supported")
+                    .into());
             }
         }
-        let r = v
-            .get("r")
-            .and_then(Value::as_u64)
-            .filter(|&r| r > 0)
-            .ok_or_else(|| bad("missing or zero `r`".into()))? as usize;
-        let lora_alpha = v
-            .get("lora_alpha")
-            .and_then(Value::as_f64)
-            .filter(|a| a.is_finite())
-            .ok_or_else(|| bad("missing `lora_alpha`".into()))?;
+        let r: usize = c.require("r")?;
+        if r == 0 {
+            return Err(c.invalid("r", "must be positive").into());
+        }
+        let lora_alpha: f64 = c.require("lora_alpha")?;
+        if !lora_alpha.is_finite() {
+            return Err(c.invalid("lora_alpha", "must be finite").into());
+        }
         Ok(Self {
             r,
             lora_alpha,
-            use_rslora: v
-                .get("use_rslora")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            lora_dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
+            use_rslora: c.get_or("use_rslora", false)?,
+            lora_dropout: c.get_or("lora_dropout", 0.0)?,
         })
     }
 
@@ -194,12 +184,12 @@ pub(crate) fn write_peft_adapter(
     config: &Value,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors(
         dir.join("adapter_model.safetensors"),
         state,
         StoreDtype::F32,
-        Some(meta),
+        Some(&meta),
     )?;
     let path = dir.join("adapter_config.json");
     let text = serde_json::to_string_pretty(config).map_err(|e| TrainError::json(&path, e))?;

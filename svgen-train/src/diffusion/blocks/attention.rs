@@ -163,6 +163,7 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::Distribution;
+    use svgen_core::compare::{assert_close, Tolerance};
 
     use super::super::weights::RandomWeights;
 
@@ -198,16 +199,11 @@ mod tests {
                 .into_data()
                 .into_vec()
                 .expect("f32");
-            assert_eq!(a.len(), g.len());
-            let diff = a
-                .iter()
-                .zip(&g)
-                .map(|(a, g)| (a - g).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                diff <= 1e-5,
-                "cross={}: max abs diff {diff}",
-                context.is_some()
+            assert_close(
+                &format!("cross={}", context.is_some()),
+                &a,
+                &g,
+                Tolerance::absolute(1e-5),
             );
         }
     }

@@ -111,6 +111,7 @@ mod tests {
     use burn::tensor::TensorData;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use svgen_core::compare::{assert_close, Tolerance};
 
     #[test]
     fn group_norm_module_on_flex_matches_autodiff_flex() {
@@ -164,14 +165,11 @@ mod tests {
                 .into_data()
                 .into_vec()
                 .expect("f32");
-            let diff = a
-                .iter()
-                .zip(&g)
-                .map(|(a, g)| (a - g).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                diff <= 1e-5,
-                "{b}x{c}x{h}x{w}/{groups}: max abs diff {diff}"
+            assert_close(
+                &format!("{b}x{c}x{h}x{w}/{groups}"),
+                &a,
+                &g,
+                Tolerance::absolute(1e-5),
             );
         }
     }

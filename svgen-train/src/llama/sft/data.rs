@@ -4,7 +4,6 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use svgen_data::pairs::PairDataset;
 
 use crate::error::{Result, TrainError};
@@ -12,25 +11,9 @@ use crate::llama::tokenizer::{LlamaTokenizer, PromptFormat};
 
 pub use crate::nn::loss::IGNORE_INDEX;
 
-/// One training pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pair {
-    /// The text description.
-    pub description: String,
-    /// The SVG document.
-    pub svg: String,
-}
-
-impl From<svgen_data::pairs::Pair> for Pair {
-    /// Keeps the description and SVG of a `svgen-data` pair (its id and token count are not
-    /// needed for training).
-    fn from(p: svgen_data::pairs::Pair) -> Self {
-        Self {
-            description: p.description,
-            svg: p.svg,
-        }
-    }
-}
+/// One training pair: svgen-data's [`svgen_data::Pair`] (training reads its `description` and
+/// `svg`; JSONL lines need only those two keys, `prompt` is accepted for `description`).
+pub use svgen_data::Pair;
 
 /// The training pairs of a `svgen-data` [`PairDataset`] (our shards, MMSVG Parquet or CSV,
 /// an icon folder with its metadata), in dataset order. Records the loader skipped are in
@@ -50,7 +33,7 @@ impl From<svgen_data::pairs::Pair> for Pair {
 /// # }
 /// ```
 pub fn pairs_from_dataset(dataset: PairDataset) -> Vec<Pair> {
-    dataset.into_pairs().into_iter().map(Pair::from).collect()
+    dataset.into_pairs()
 }
 
 /// Reads `{"description", "svg"}` lines (blank lines skipped). A bad line is a typed error

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use serde_json::Value;
 use svgen_eval::hf_config::HfConfig;
-use svgen_eval::weights::{write_safetensors, HostTensor, StoreDtype, Weights};
+use svgen_eval::weights::{write_safetensors, StoreDtype, Weights};
 
 use super::adapters::{check_savable, lora_state};
 use super::config::UNetLoraConfig;
@@ -121,29 +121,6 @@ pub fn save_lora_weights<B: Backend>(
         ("format".to_string(), "pt".to_string()),
         (LORA_METADATA_KEY.to_string(), meta_text),
     ]);
-    write_safetensors(&path, &to_host(state), StoreDtype::F32, Some(&metadata))?;
+    write_safetensors(&path, &state, StoreDtype::F32, Some(&metadata))?;
     Ok(path)
-}
-
-/// The adapter state (in the crate's own host type, as the shared PEFT helpers return it) as
-/// svgen-eval host tensors for its writer.
-pub(super) fn to_host(
-    state: BTreeMap<String, crate::weights::HostTensor>,
-) -> BTreeMap<String, HostTensor> {
-    state
-        .into_iter()
-        .map(|(k, t)| {
-            let data = match t.data {
-                crate::weights::HostData::F32(v) => svgen_eval::weights::HostData::F32(v),
-                crate::weights::HostData::I64(v) => svgen_eval::weights::HostData::I64(v),
-            };
-            (
-                k,
-                HostTensor {
-                    shape: t.shape,
-                    data,
-                },
-            )
-        })
-        .collect()
 }

@@ -347,7 +347,15 @@ impl Scheduler {
         match self.kind {
             Sampler::Ddim | Sampler::DpmSolverMultistep => 1.0,
             Sampler::Euler | Sampler::EulerAncestral => {
-                let max = self.sigmas.iter().copied().fold(0.0f32, f32::max);
+                // diffusers' `sigmas.max()`; unlike `f32::max`, a NaN σ propagates (as in torch)
+                // instead of being skipped.
+                let max = self.sigmas.iter().copied().fold(0.0f32, |m, s| {
+                    if m.is_nan() || s.is_nan() {
+                        f32::NAN
+                    } else {
+                        m.max(s)
+                    }
+                });
                 match self.spacing() {
                     TimestepSpacing::Linspace | TimestepSpacing::Trailing => f64::from(max),
                     TimestepSpacing::Leading => f64::from((max * max + 1.0).sqrt()),
