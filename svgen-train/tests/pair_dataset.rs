@@ -54,7 +54,7 @@ fn icon_dataset() -> PairDataset {
 #[test]
 fn pair_dataset_converts_in_order_with_descriptions() {
     let ds = icon_dataset();
-    let expected: Vec<Pair> = ds.iter().cloned().map(Pair::from).collect();
+    let expected: Vec<Pair> = ds.iter().cloned().collect();
     let pairs = pairs_from_dataset(ds);
     assert_eq!(pairs, expected);
     // Sorted by file name, described from the metadata (zigzag has none: name only).

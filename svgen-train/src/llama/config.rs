@@ -117,7 +117,7 @@ impl LlamaConfig {
                 )
                 .into());
         }
-        if num_attention_heads % num_key_value_heads != 0 {
+        if !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(c
                 .invalid(
                     "num_attention_heads",
