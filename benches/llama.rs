@@ -50,7 +50,8 @@ fn bench(c: &mut Criterion) {
     let labels = token_ids(SEQ);
     g.bench_function("lora_step_seq512", |b| {
         b.iter(|| {
-            let (loss, _) = causal_lm_loss(model.forward(ids(SEQ, &device)), &labels).unwrap();
+            let (loss, _) =
+                causal_lm_loss(model.forward(ids(SEQ, &device)).unwrap(), &labels).unwrap();
             let grads = loss.backward();
             std::hint::black_box(grads);
         })

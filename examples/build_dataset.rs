@@ -4,7 +4,7 @@
 //! cargo run --release --example build_dataset                 # embedded default, no network
 //! cargo run --release --example build_dataset -- --help       # every stage is a flag
 //! cargo run --release --example build_dataset -- stats target/svgen-dataset
-//! cargo run --release --example build_dataset -- merge --out all w0 w1 w2
+//! cargo run --release --example build_dataset -- merge --out all /shared/run1
 //! cargo run --release --example build_dataset -- export target/svgen-dataset folder/
 //! ```
 //!
@@ -19,8 +19,15 @@
 //! OPENAI_API_KEY=... cargo run --release --example build_dataset -- \
 //!   --captions captions_train2017.json --simplifier-url http://localhost:11434/v1 \
 //!   --simplifier-model llama3.1:8b --simplifier-key-env '' --generator dalle \
-//!   --template silhouette --shard $SLURM_ARRAY_TASK_ID/16 --out /data/svgen
+//!   --template silhouette --out /data/svgen
 //! ```
+//!
+//! Many machines: start the same command as a Slurm job array or a Kubernetes Indexed Job;
+//! each worker finds its index in `SLURM_ARRAY_TASK_ID` / `JOB_COMPLETION_INDEX` (count from
+//! `SLURM_ARRAY_TASK_COUNT`, `--shard-count` or `SVGEN_SHARD_COUNT`; `--shard i/N` overrides),
+//! leaves a completion marker when done, and a relaunch only reruns unfinished workers.
+//! `--out` may be an object store URL (`s3://`, `gs://`, `az://`; `--features cloud`).
+//! `merge` then checks that every worker finished. See `examples/deploy/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,11 +39,14 @@ use svgen::data::generate::{
 };
 use svgen::data::http::{EndpointConfig, RetryPolicy};
 use svgen::data::prompt::PromptTemplate;
+use svgen::data::shard::ResolvedShard;
 use svgen::data::simplify::{AnswerCache, CachedSimplifier, CaptionSimplifier, ChatSimplifier};
 use svgen::data::source::{open_source, CaptionSource, ChainSource};
 use svgen::data::stages::{Cl100k, LabelPolicy, PotraceTracer};
 use svgen::data::storage::{ShardCompression, ShardOptions};
-use svgen::data::{DataError, PipelineConfig, ShardSpec, Stages};
+use svgen::data::store::OutputLocation;
+use svgen::data::tools::MergeOptions;
+use svgen::data::{DataError, PipelineConfig, ShardArgs, ShardSpec, Stages};
 
 /// CLIP scoring runs on the CPU (`Flex`) whatever the features.
 type B = svgen::eval::burn::backend::Flex;
@@ -62,7 +72,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Merge the shards of several output folders (e.g. `--shard i/N` workers), de-duplicated.
+    /// Merge a finished run (its N workers' outputs, in one or several folders or object
+    /// store URLs): checks that every worker 0..N left exactly one completion marker and that
+    /// no id appears twice, then re-cuts the shards.
     Merge {
         /// Destination folder (must hold no shards).
         #[arg(long)]
@@ -70,9 +82,13 @@ enum Command {
         /// Rows per merged shard.
         #[arg(long, default_value_t = 10_000)]
         rows_per_shard: usize,
-        /// Input folders.
+        /// Also merge folders written before completion markers existed (no check that every
+        /// worker finished; duplicate ids are dropped, first row kept).
+        #[arg(long)]
+        allow_unmarked: bool,
+        /// Input folders or URLs.
         #[arg(required = true)]
-        inputs: Vec<PathBuf>,
+        inputs: Vec<String>,
     },
     /// Export the shards of a folder as png + svg + metadata.jsonl.
     Export {
@@ -99,10 +115,15 @@ enum GeneratorKind {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Output folder (shards, manifest, failures.jsonl).
+    /// Output: a folder (shared by all workers of a run), file://, or an object store URL
+    /// (s3://bucket/prefix, gs://..., az://...; needs `--features cloud`).
     #[arg(long, default_value = "target/svgen-dataset")]
-    out: PathBuf,
-    /// Delete the output folder first instead of resuming.
+    out: String,
+    /// Local staging folder when --out is an object store (default: a folder under the
+    /// system temp dir named after the URL).
+    #[arg(long)]
+    staging: Option<PathBuf>,
+    /// Delete the output folder first instead of resuming (single-worker local runs only).
     #[arg(long)]
     fresh: bool,
     /// Caption files: COCO .json, webdataset .tar, .jsonl, .csv or .txt (default: embedded list).
@@ -111,9 +132,17 @@ struct RunArgs {
     /// Only the first N new inputs.
     #[arg(long)]
     limit: Option<usize>,
-    /// This worker's part of the input, `i/N` (Slurm array / Kubernetes Indexed Job).
-    #[arg(long, default_value = "0/1")]
-    shard: ShardSpec,
+    /// This worker's part of the input, `i/N`. Default: from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX (see examples/deploy/README.md), else 0/1.
+    #[arg(long)]
+    shard: Option<ShardSpec>,
+    /// Worker count for a Slurm array or Kubernetes Indexed Job (else SVGEN_SHARD_COUNT, else
+    /// SLURM_ARRAY_TASK_COUNT).
+    #[arg(long)]
+    shard_count: Option<u32>,
+    /// Slurm array id of worker 0 (else SVGEN_SHARD_BASE, else SLURM_ARRAY_TASK_MIN).
+    #[arg(long)]
+    shard_base: Option<u64>,
 
     /// OpenAI-compatible base URL of the caption simplifier (off when absent).
     #[arg(long)]
@@ -223,10 +252,41 @@ fn endpoint(url: &str, key_env: &str, a: &RunArgs) -> EndpointConfig {
             max_retries: a.retries,
             ..RetryPolicy::default()
         },
+        max_response_bytes: svgen::data::http::MAX_RESPONSE_BYTES,
     }
 }
 
-fn build_stages(a: &RunArgs, default_captions: bool) -> Result<Stages, Box<dyn std::error::Error>> {
+/// What decides the content of the rows besides the pipeline settings: every worker of a run
+/// must agree on it (it goes into the run's configuration fingerprint).
+fn run_tag(a: &RunArgs) -> String {
+    format!(
+        "captions={:?}|template={:?}|negative={:?}|generator={:?}|image_dir={:?}|\
+         image_manifest={:?}|images={}/{}/{}|size={}|dark_every={}|simplifier={:?}/{}|\
+         clip={:?}/{:?}|aesthetic={:?}",
+        a.captions,
+        a.template,
+        a.negative,
+        a.generator,
+        a.image_dir,
+        a.image_manifest,
+        a.images_url,
+        a.images_model,
+        a.images_size,
+        a.size,
+        a.dark_every,
+        a.simplifier_url,
+        a.simplifier_model,
+        a.clip_model,
+        a.clip_min,
+        a.aesthetic_head
+    )
+}
+
+fn build_stages(
+    a: &RunArgs,
+    default_captions: bool,
+    work_dir: &std::path::Path,
+) -> Result<Stages, Box<dyn std::error::Error>> {
     let simplifier: Option<Box<dyn CaptionSimplifier>> = match &a.simplifier_url {
         None => None,
         Some(url) => {
@@ -237,7 +297,7 @@ fn build_stages(a: &RunArgs, default_captions: bool) -> Result<Stages, Box<dyn s
             let cache_path = a
                 .simplify_cache
                 .clone()
-                .unwrap_or_else(|| a.out.join("simplify-cache.jsonl"));
+                .unwrap_or_else(|| work_dir.join("simplify-cache.jsonl"));
             Some(Box::new(CachedSimplifier::new(
                 chat,
                 AnswerCache::open(cache_path)?,
@@ -303,10 +363,38 @@ fn build_stages(a: &RunArgs, default_captions: bool) -> Result<Stages, Box<dyn s
 }
 
 fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if a.fresh && a.out.exists() {
-        std::fs::remove_dir_all(&a.out)?;
+    let ResolvedShard { spec, origin } = svgen::data::resolve_shard_from_env(&ShardArgs {
+        explicit: a.shard,
+        count: a.shard_count,
+        base: a.shard_base,
+    })?;
+    let location = OutputLocation::parse(&a.out)?;
+    let (work_dir, mirror) = match &location {
+        OutputLocation::Local(dir) => (dir.clone(), None),
+        OutputLocation::Store(store) => {
+            let staging = a.staging.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join("svgen-staging").join(format!(
+                    "{:016x}",
+                    svgen::data::sample::fnv1a64(a.out.as_bytes())
+                ))
+            });
+            (staging, Some(store.clone()))
+        }
+    };
+    if a.fresh {
+        if spec.count > 1 || mirror.is_some() {
+            return Err(
+                "--fresh would delete the other workers' output too: delete the output \
+                        by hand before launching the run"
+                    .into(),
+            );
+        }
+        if work_dir.exists() {
+            std::fs::remove_dir_all(&work_dir)?;
+        }
     }
-    std::fs::create_dir_all(&a.out)?;
+    std::fs::create_dir_all(&work_dir)?;
+    eprintln!("worker {spec} ({origin}), output {}", location.describe());
     let default_captions = a.captions.is_empty();
     let mut source: Box<dyn CaptionSource> = if default_captions {
         Box::new(svgen::data::default_job::caption_source())
@@ -318,9 +406,11 @@ fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<Vec<_>, DataError>>()?;
         Box::new(ChainSource::new(sources))
     };
-    let stages = build_stages(a, default_captions)?;
-    let mut cfg = PipelineConfig::new(&a.out);
-    cfg.shard = a.shard;
+    let stages = build_stages(a, default_captions, &work_dir)?;
+    let mut cfg = PipelineConfig::new(&work_dir);
+    cfg.shard = spec;
+    cfg.mirror = mirror;
+    cfg.run_tag = run_tag(a);
     cfg.shard_options = ShardOptions {
         rows_per_shard: a.rows_per_shard,
         rows_per_row_group: a.rows_per_row_group,
@@ -346,7 +436,10 @@ fn run(a: &RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let summary = svgen::data::run(source.as_mut(), &stages, &cfg)?;
     print!("{summary}");
     if let Some(dir) = &a.export {
-        let n = svgen::data::tools::export_folder(&a.out, dir)?;
+        let OutputLocation::Local(out) = &location else {
+            return Err("--export needs a local --out".into());
+        };
+        let n = svgen::data::tools::export_folder(out, dir)?;
         println!("exported {n} triplets to {}", dir.display());
     }
     Ok(())
@@ -362,6 +455,42 @@ fn print_stats(dir: &PathBuf, json: bool) -> Result<(), Box<dyn std::error::Erro
     Ok(())
 }
 
+fn merge(
+    out: &std::path::Path,
+    rows_per_shard: usize,
+    allow_unmarked: bool,
+    inputs: &[String],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let stores = inputs
+        .iter()
+        .map(|i| OutputLocation::parse(i).map(|l| l.run_store()))
+        .collect::<Result<Vec<_>, DataError>>()?;
+    let options = MergeOptions {
+        shard_options: ShardOptions {
+            rows_per_shard,
+            ..ShardOptions::default()
+        },
+        allow_unmarked,
+    };
+    let m = svgen::data::tools::merge_stores(&stores, out, &options)?;
+    match m.workers {
+        Some(n) => println!(
+            "merged {} rows of {n} finished workers into {} shards in {}",
+            m.written,
+            m.shards.len(),
+            out.display()
+        ),
+        None => println!(
+            "merged {} rows ({} duplicates dropped, unchecked) into {} shards in {}",
+            m.written,
+            m.duplicates,
+            m.shards.len(),
+            out.display()
+        ),
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -370,24 +499,9 @@ fn main() {
         Some(Command::Merge {
             out,
             rows_per_shard,
+            allow_unmarked,
             inputs,
-        }) => {
-            let opts = ShardOptions {
-                rows_per_shard: *rows_per_shard,
-                ..ShardOptions::default()
-            };
-            svgen::data::tools::merge(inputs, out, &opts)
-                .map(|m| {
-                    println!(
-                        "merged {} rows ({} duplicates dropped) into {} shards in {}",
-                        m.written,
-                        m.duplicates,
-                        m.shards.len(),
-                        out.display()
-                    );
-                })
-                .map_err(Into::into)
-        }
+        }) => merge(out, *rows_per_shard, *allow_unmarked, inputs),
         Some(Command::Export { dir, out }) => svgen::data::tools::export_folder(dir, out)
             .map(|n| println!("exported {n} triplets to {}", out.display()))
             .map_err(Into::into),

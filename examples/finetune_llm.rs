@@ -55,9 +55,21 @@ struct Args {
     batch: usize,
     #[arg(long, default_value_t = 1)]
     accum: usize,
-    /// Longer samples are dropped, never truncated.
+    /// Longer samples are dropped (and counted), never truncated; packed rows hold at most this
+    /// many tokens.
     #[arg(long, default_value_t = 512)]
     max_len: usize,
+    /// One sample per row instead of packing several into rows of up to --max-len tokens.
+    #[arg(long)]
+    no_pack: bool,
+    /// Recompute each decoder layer's activations in the backward pass (less memory, about
+    /// one more forward pass of compute).
+    #[arg(long)]
+    checkpointing: bool,
+    /// Dtype of the frozen base weights: f32, bf16 or f16 (adapters and optimiser state stay
+    /// f32).
+    #[arg(long, conflicts_with = "bf16")]
+    dtype: Option<String>,
     #[arg(long, default_value_t = 8)]
     r: usize,
     #[arg(long, default_value_t = 16.0)]
@@ -89,7 +101,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
     let mut tok = LlamaTokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;
     tok.add_special_tokens(&THESIS_SPECIAL_TOKENS)?;
-    let dtype = if a.bf16 { DType::BF16 } else { DType::F32 };
+    let dtype = match (a.dtype.as_deref(), a.bf16) {
+        (Some("f32") | None, false) => DType::F32,
+        (Some("bf16"), _) | (None, true) => DType::BF16,
+        (Some("f16"), _) => DType::F16,
+        (Some(other), _) => {
+            return Err(format!("--dtype {other}: expected f32, bf16 or f16").into())
+        }
+    };
     let mut base =
         Llama::<DefaultTrainBackend>::from_pretrained(&a.model, LoadOptions { dtype }, &device)?;
     if tok.len() > base.config().vocab_size {
@@ -133,6 +152,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: a.seed,
         pad_id: tok.token_id("<|end_of_text|>").unwrap_or(0),
         progress: true,
+        gradient_checkpointing: a.checkpointing,
+        packing: !a.no_pack,
+        max_len: a.max_len,
         ..Default::default()
     };
     let lora = LoraConfig {

@@ -1,10 +1,13 @@
-//! Decode latency and LoRA-training memory of the small Llama of `benches/llama.rs` (4 layers,
-//! hidden 512, 8 heads / 4 kv heads, intermediate 1408, vocab 8192, random weights) on the
-//! CPU backend (Flex).
+//! Decode latency, LoRA-training memory against the memory model, and LoRA-training speed of
+//! Llama models on the CPU backend (Flex). Without `--config`, the small Llama of
+//! `benches/llama.rs` (4 layers, hidden 512, 8 heads / 4 kv heads, intermediate 1408, vocab
+//! 8192); with `--config PATH/config.json`, any HF Llama architecture with random weights.
 //!
 //! ```text
 //! cargo run --release --example llama_perf -- decode [--positions 64,256,1024] [--rounds 200] [--run 128]
-//! cargo run --release --example llama_perf -- train-memory [--steps 3] [--seq 512]
+//! cargo run --release --example llama_perf -- train-memory [--config PATH/config.json] \
+//!     --seq 512,1024,2048,4096,8192 [--r 16] [--checkpointing] [--dtype bf16] [--dry-run]
+//! cargo run --release --example llama_perf -- train-speed --seq 512 [--steps 5] [--checkpointing]
 //! ```
 //!
 //! `decode` times one token at each position, the positions taken in turn round after round
@@ -12,32 +15,44 @@
 //! consecutive tokens from each position (this includes the KV-cache tail merges). It prints
 //! medians and the growth relative to the first position.
 //!
-//! `train-memory` trains LoRA (r = 16 on all seven linears, AdamW) with the SFT trainer for a
-//! few steps at batch 1 and prints the peak resident set size (`VmHWM`, Linux) next to an
-//! estimate: base weights + adapters, their gradients and AdamW moments + the activations
-//! the backward pass needs.
+//! `train-memory` prints the prediction of `svgen_train::llama::memory` for LoRA training
+//! (r = 16 on all seven linears by default, AdamW, batch 1, every token labelled) — weights,
+//! adapter and optimiser state, activations, working set — without loading any weights, so
+//! `--config` may name an 8B model with `--dry-run`. Without `--dry-run` it also trains a
+//! random-weight model of that architecture for `--steps` steps with the SFT trainer and
+//! measures the peak resident set size (`VmHWM`, Linux; reset after the model is built), each
+//! sequence length in a fresh child process; `increment` is the training peak minus the
+//! resident set of the built model with its adapters, compared with the predicted increment.
+//!
+//! `train-speed` times LoRA steps (forward, backward, gradient clipping and AdamW through the
+//! SFT trainer) and prints tokens/s, the process CPU time and the peak RSS, one line of
+//! `key=value` pairs per run for `tools/llama_bench/compare.py`, which runs it against
+//! PyTorch + peft in alternating runs.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use svgen::train::burn::backend::{Autodiff, Flex};
-use svgen::train::burn::tensor::{Int, Tensor, TensorData};
-use svgen::train::llama::sft::SftSample;
-use svgen::train::llama::sft::{SftConfig, SftTrainer};
-use svgen::train::{KvCache, Llama, LoadOptions, LoraConfig};
+use svgen::train::burn::tensor::backend::AutodiffBackend;
+use svgen::train::burn::tensor::{DType, Int, Tensor, TensorData};
+use svgen::train::llama::memory::{estimate_train_memory, TrainMemoryEstimate, TrainMemoryPlan};
+use svgen::train::llama::sft::{SftConfig, SftSample, SftTrainer};
+use svgen::train::{KvCache, Llama, LlamaConfig, LoadOptions, LoraConfig};
 
 #[path = "../benches/support/llama_model.rs"]
 mod llama_model;
-use llama_model::{token_ids, write_model, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, VOCAB};
+use llama_model::{bench_config_json, token_ids, write_model, VOCAB};
 
 #[derive(Parser)]
 struct Args {
     #[command(subcommand)]
-    command: Command,
+    command: Command_,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Command_ {
     /// KV-cache decode latency per position.
     Decode {
         /// Cache lengths to decode at.
@@ -50,28 +65,154 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         run: usize,
     },
-    /// Peak RSS of LoRA training against the weights-plus-activations estimate.
+    /// Predicted (and, without --dry-run, measured) peak memory of LoRA training.
     TrainMemory {
-        /// Optimiser steps (one sequence each).
-        #[arg(long, default_value_t = 3)]
+        #[command(flatten)]
+        setting: Setting,
+        /// Only the prediction: no model is built.
+        #[arg(long)]
+        dry_run: bool,
+        /// Optimiser steps per measurement (the peak of the second and later steps includes
+        /// AdamW's moments).
+        #[arg(long, default_value_t = 2)]
         steps: usize,
-        /// Sequence length.
-        #[arg(long, default_value_t = 512)]
-        seq: usize,
     },
+    /// Tokens/s, CPU time and peak RSS of LoRA training steps.
+    TrainSpeed {
+        #[command(flatten)]
+        setting: Setting,
+        /// Timed optimiser steps (after one warm-up step).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
+}
+
+/// The model and training setting of `train-memory` and `train-speed`.
+#[derive(clap::Args, Clone)]
+struct Setting {
+    /// HF `config.json` (or its folder); default: the bench model.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Sequence lengths (one training row each; a list runs one child process per length).
+    #[arg(long, value_delimiter = ',', default_values_t = [512usize])]
+    seq: Vec<usize>,
+    /// LoRA rank (all seven linears adapted).
+    #[arg(long, default_value_t = 16)]
+    r: usize,
+    /// Per-layer activation checkpointing.
+    #[arg(long)]
+    checkpointing: bool,
+    /// Base weight dtype: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// `cpu` (Flex) or `default` (svgen's `DefaultTrainBackend`: CUDA when built with
+    /// `--features cuda`); `train-speed` only.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl Setting {
+    fn config(&self) -> Result<LlamaConfig, Box<dyn std::error::Error>> {
+        Ok(match &self.config {
+            Some(path) => LlamaConfig::from_file(path)?,
+            None => LlamaConfig::from_json_str(&bench_config_json())?,
+        })
+    }
+
+    fn dtype(&self) -> Result<DType, Box<dyn std::error::Error>> {
+        match self.dtype.as_str() {
+            "f32" => Ok(DType::F32),
+            "bf16" => Ok(DType::BF16),
+            "f16" => Ok(DType::F16),
+            other => Err(format!("--dtype {other}: expected f32, bf16 or f16").into()),
+        }
+    }
+
+    fn plan(&self, seq: usize) -> Result<TrainMemoryPlan, Box<dyn std::error::Error>> {
+        Ok(TrainMemoryPlan {
+            seq,
+            batch: 1,
+            r: self.r,
+            base_dtype: self.dtype()?,
+            checkpointing: self.checkpointing,
+            ..TrainMemoryPlan::default()
+        })
+    }
+
+    /// The arguments that reproduce this setting for one sequence length.
+    fn child_args(&self, seq: usize) -> Vec<String> {
+        let mut a = vec![
+            "--seq".to_string(),
+            seq.to_string(),
+            "--r".into(),
+            self.r.to_string(),
+            "--dtype".into(),
+            self.dtype.clone(),
+        ];
+        if let Some(c) = &self.config {
+            a.push("--config".into());
+            a.push(c.display().to_string());
+        }
+        if self.checkpointing {
+            a.push("--checkpointing".into());
+        }
+        a
+    }
+
+    /// A random-weight model of the setting's architecture with fresh adapters.
+    fn model<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<Llama<B>, Box<dyn std::error::Error>> {
+        let lora = LoraConfig {
+            r: self.r,
+            lora_alpha: 2.0 * self.r as f64,
+            lora_dropout: 0.0,
+            ..LoraConfig::default()
+        };
+        let model =
+            Llama::<B>::random(self.config()?, self.dtype()?, 0, device)?.with_lora(&lora, 0)?;
+        Ok(model)
+    }
+
+    fn trainer_config(&self, seq: usize, steps: usize) -> SftConfig {
+        SftConfig {
+            batch_size: 1,
+            grad_accum: 1,
+            lr: 1e-4,
+            total_steps: steps,
+            max_grad_norm: 1.0,
+            gradient_checkpointing: self.checkpointing,
+            max_len: seq,
+            ..SftConfig::default()
+        }
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let dir = tempfile::tempdir()?;
-    write_model(dir.path())?;
     match args.command {
-        Command::Decode {
+        Command_::Decode {
             positions,
             rounds,
             run,
-        } => decode(dir.path(), &positions, rounds, run),
-        Command::TrainMemory { steps, seq } => train_memory(dir.path(), steps, seq),
+        } => {
+            let dir = tempfile::tempdir()?;
+            write_model(dir.path())?;
+            decode(dir.path(), &positions, rounds, run)
+        }
+        Command_::TrainMemory {
+            setting,
+            dry_run,
+            steps,
+        } => train_memory(&setting, dry_run, steps),
+        Command_::TrainSpeed { setting, steps } => match setting.device.as_str() {
+            "cpu" => train_speed::<Autodiff<Flex>>(&setting, steps, &Default::default()),
+            "default" => {
+                train_speed::<svgen::DefaultTrainBackend>(&setting, steps, &Default::default())
+            }
+            other => Err(format!("--device {other}: expected cpu or default").into()),
+        },
     }
 }
 
@@ -181,115 +322,241 @@ fn rss() -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-fn mib(bytes: f64) -> String {
-    format!("{:8.1} MiB", bytes / (1024.0 * 1024.0))
+/// User + system CPU seconds of this process, from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn print_estimate(cfg: &LlamaConfig, plan: &TrainMemoryPlan, est: &TrainMemoryEstimate) {
+    println!(
+        "prediction: hidden {} × {} layers, {} heads / {} kv, intermediate {}, vocab {}; \
+         T = {}, batch {}, r = {}, base {:?}, checkpointing {}",
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        plan.seq,
+        plan.batch,
+        plan.r,
+        plan.base_dtype,
+        if plan.checkpointing { "on" } else { "off" }
+    );
+    for (what, b) in [
+        ("base weights", est.weights),
+        ("adapters (f32)", est.adapters),
+        ("adapter grads + AdamW m, v (f32)", est.optimiser),
+        ("activations kept for backward", est.activations),
+        ("working set (transients / 1 layer)", est.working_set),
+    ] {
+        println!("  {what:<36}{:>12.1} MiB", mib(b));
+    }
+    println!(
+        "  {:<36}{:>12.1} MiB  ({:.2} GB)",
+        "total (predicted peak)",
+        mib(est.total()),
+        est.total() as f64 / 1e9
+    );
+    println!(
+        "  {:<36}{:>12.1} MiB",
+        "training increment",
+        mib(est.training_increment())
+    );
 }
 
 fn train_memory(
-    dir: &std::path::Path,
+    setting: &Setting,
+    dry_run: bool,
     steps: usize,
-    seq: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    if steps == 0 || seq < 2 {
-        return Err("need steps >= 1 and seq >= 2".into());
+    if steps == 0 || setting.seq.iter().any(|&t| t < 2) {
+        return Err("need steps >= 1 and every seq >= 2".into());
     }
-    let before = rss();
-    let lora = LoraConfig {
-        r: 16,
-        lora_alpha: 32.0,
-        lora_dropout: 0.0,
-        ..LoraConfig::default()
-    };
-    let model =
-        Llama::<Autodiff<Flex>>::from_pretrained(dir, LoadOptions::default(), &Default::default())?
-            .with_lora(&lora, 0)?;
-    let base_params = {
-        let cfg = model.config();
-        let per_layer = cfg.hidden_size * (2 * cfg.hidden_size + 2 * KV_HEADS * cfg.head_dim)
-            + 3 * cfg.hidden_size * cfg.intermediate_size
-            + 2 * cfg.hidden_size;
-        cfg.vocab_size * cfg.hidden_size + cfg.hidden_size + cfg.num_hidden_layers * per_layer
-    };
-    let lora_params = model.num_lora_params();
+    let cfg = setting.config()?;
+    if dry_run {
+        for &seq in &setting.seq {
+            let plan = setting.plan(seq)?;
+            print_estimate(&cfg, &plan, &estimate_train_memory(&cfg, &plan));
+        }
+        return Ok(());
+    }
+    if setting.seq.len() > 1 {
+        // One child per length: the peak resident set of a process only grows.
+        let exe = std::env::current_exe()?;
+        let mut rows = Vec::new();
+        for &seq in &setting.seq {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("train-memory")
+                .args(setting.child_args(seq))
+                .args(["--steps", &steps.to_string()]);
+            let out = cmd.output()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            print!("{text}");
+            if !out.status.success() {
+                return Err(
+                    format!("T = {seq} failed: {}", String::from_utf8_lossy(&out.stderr)).into(),
+                );
+            }
+            let row = text
+                .lines()
+                .find_map(|l| l.strip_prefix("RESULT "))
+                .ok_or("child printed no RESULT line")?
+                .to_string();
+            rows.push(row);
+        }
+        println!("\n|  T | measured increment MiB | predicted MiB | predicted / measured | measured peak MiB | predicted peak MiB | s/step |");
+        println!("|---|---|---|---|---|---|---|");
+        for row in rows {
+            let kv: std::collections::HashMap<&str, &str> = row
+                .split_whitespace()
+                .filter_map(|p| p.split_once('='))
+                .collect();
+            let get = |k: &str| kv.get(k).copied().unwrap_or("?");
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                get("seq"),
+                get("measured_inc_mib"),
+                get("predicted_inc_mib"),
+                get("ratio"),
+                get("measured_peak_mib"),
+                get("predicted_peak_mib"),
+                get("s_per_step")
+            );
+        }
+        return Ok(());
+    }
+    let seq = setting.seq[0];
+    let plan = setting.plan(seq)?;
+    let est = estimate_train_memory(&cfg, &plan);
+    print_estimate(&cfg, &plan, &est);
+    let model = setting.model::<Autodiff<Flex>>(&Default::default())?;
     let loaded = rss();
     // Reset the peak to the current RSS (Linux >= 4.0), so the training peak is not the
-    // loader's transient one.
+    // construction's transient one.
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let out = tempfile::tempdir()?;
-    let cfg = SftConfig {
-        batch_size: 1,
-        grad_accum: 1,
-        lr: 1e-4,
-        total_steps: steps,
-        max_grad_norm: 1.0,
-        ..SftConfig::default()
-    };
+    let ids: Vec<i64> = (0..seq as i64)
+        .map(|i| (i * 7919) % cfg.vocab_size as i64)
+        .collect();
     let sample = SftSample {
-        input_ids: token_ids(seq).into_iter().map(|x| x as u32).collect(),
-        labels: token_ids(seq),
+        input_ids: ids.iter().map(|&x| x as u32).collect(),
+        labels: ids,
     };
     let samples = vec![sample; steps];
-    let mut trainer = SftTrainer::new(model, lora.clone(), cfg, out.path(), "llama_perf")?;
+    let mut trainer = SftTrainer::new(
+        model,
+        LoraConfig::default(),
+        setting.trainer_config(seq, steps),
+        out.path(),
+        "llama_perf",
+    )?;
     let t0 = Instant::now();
-    let summary = trainer.train(&samples, &[], None)?;
+    trainer.train(&samples, &[], None)?;
     let secs = t0.elapsed().as_secs_f64();
-    let after = rss();
-
-    // Estimate, f32 everywhere. Activations: what the backward pass has to keep per layer
-    // (norm inputs, the attention input shared by q/k/v, x·A of the 7 adapters, q and k after
-    // RoPE and v, the softmax probabilities [heads, T, T], the o_proj input, gate, up and
-    // the down_proj input), plus the final norm input, the logits and their log-softmax.
-    let (t, h, i) = (seq, HIDDEN, INTERMEDIATE);
-    let hd = HIDDEN / HEADS;
-    let per_layer =
-        t * (3 * h + (2 * HEADS + 2 * KV_HEADS) * hd + 3 * i + 7 * lora.r) + HEADS * t * t;
-    let activations = LAYERS * per_layer + t * h + 2 * t * VOCAB;
-    let f = 4.0;
-    let weights = base_params as f64 * f;
-    let adapters = lora_params as f64 * f * 4.0; // params, grads, AdamW m and v
-    let acts = activations as f64 * f;
+    let (Some((_, rss_loaded)), Some((peak, _))) = (loaded, rss()) else {
+        println!("measured: /proc/self/status unavailable (not Linux)");
+        return Ok(());
+    };
+    let inc = peak.saturating_sub(rss_loaded);
+    let pred_inc = est.training_increment();
     println!(
-        "LoRA training, seq {seq}, batch 1, {steps} steps in {secs:.1} s (final loss {:.4})",
-        summary.final_loss.unwrap_or(f64::NAN)
-    );
-    println!("estimate:");
-    println!(
-        "  base weights ({base_params} params)           {}",
-        mib(weights)
+        "measured: RSS after building {:.1} MiB, peak while training{} {:.1} MiB, increment \
+         {:.1} MiB (predicted {:.1} MiB, ratio {:.3}); {:.1} s/step, load {}",
+        mib(rss_loaded),
+        if reset { "" } else { " (or building)" },
+        mib(peak),
+        mib(inc),
+        mib(pred_inc),
+        pred_inc as f64 / inc.max(1) as f64,
+        secs / steps as f64,
+        load_average()
     );
     println!(
-        "  adapters + grads + AdamW m, v ({lora_params} params) {}",
-        mib(adapters)
+        "RESULT seq={seq} measured_inc_mib={:.1} predicted_inc_mib={:.1} ratio={:.3} \
+         measured_peak_mib={:.1} predicted_peak_mib={:.1} s_per_step={:.1}",
+        mib(inc),
+        mib(pred_inc),
+        pred_inc as f64 / inc.max(1) as f64,
+        mib(peak),
+        mib(est.total()),
+        secs / steps as f64
     );
-    println!("  activations kept for backward           {}", mib(acts));
-    println!(
-        "  total                                   {}",
-        mib(weights + adapters + acts)
-    );
-    let dense = LAYERS * (h * (2 * h + 2 * KV_HEADS * hd) + 3 * h * i);
-    println!(
-        "  (a dense ΔW per adapted linear would add {} more)",
-        mib(dense as f64 * f)
-    );
-    match (before, loaded, after) {
-        (Some((_, rss_before)), Some((load_peak, rss_loaded)), Some((peak, _))) => {
-            let line = |what: &str, bytes: f64| println!("  {what:<40}{}", mib(bytes));
-            println!("measured:");
-            line("RSS before loading", rss_before as f64);
-            line("peak RSS while loading", load_peak as f64);
-            line("RSS after loading (+ adapters)", rss_loaded as f64);
-            if reset {
-                line("peak RSS while training", peak as f64);
-            } else {
-                line("peak RSS (loading or training)", peak as f64);
-            }
-            line(
-                "training peak - RSS after loading",
-                peak.saturating_sub(rss_loaded) as f64,
-            );
-            line("estimate without base weights", adapters + acts);
-        }
-        _ => println!("measured: /proc/self/status unavailable (not Linux)"),
-    }
     Ok(())
+}
+
+fn train_speed<B: AutodiffBackend>(
+    setting: &Setting,
+    steps: usize,
+    device: &B::Device,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if steps == 0 || setting.seq.len() != 1 || setting.seq[0] < 2 {
+        return Err("train-speed takes one --seq >= 2 and --steps >= 1".into());
+    }
+    let seq = setting.seq[0];
+    let cfg = setting.config()?;
+    let ids: Vec<i64> = (0..seq as i64)
+        .map(|i| (i * 7919) % cfg.vocab_size as i64)
+        .collect();
+    let sample = SftSample {
+        input_ids: ids.iter().map(|&x| x as u32).collect(),
+        labels: ids,
+    };
+    let samples = vec![sample; steps + 1];
+    let out = tempfile::tempdir()?;
+    let mut trainer = SftTrainer::new(
+        setting.model::<B>(device)?,
+        LoraConfig::default(),
+        setting.trainer_config(seq, steps + 1),
+        out.path(),
+        "llama_perf",
+    )?;
+    // One warm-up step, then the timed ones.
+    trainer.train(&samples, &[], Some(1))?;
+    let cpu0 = cpu_seconds().unwrap_or(f64::NAN);
+    let t0 = Instant::now();
+    trainer.train(&samples, &[], Some(steps + 1))?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().unwrap_or(f64::NAN) - cpu0;
+    let per_step: Vec<f64> = trainer.state().log[1..]
+        .iter()
+        .map(|e| e.tokens as f64 / e.tokens_per_s)
+        .collect();
+    let mut sorted = per_step.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let peak = rss().map_or(0, |(p, _)| p);
+    println!(
+        "RESULT side=burn device={} seq={seq} steps={steps} tokens_per_s={:.1} median_step_s={median:.4} \
+         min_step_s={:.4} max_step_s={:.4} wall_s={wall:.2} cpu_s={cpu:.2} peak_rss_mib={:.1} \
+         threads={} load={}",
+        setting.device,
+        seq as f64 / median,
+        sorted[0],
+        sorted[sorted.len() - 1],
+        mib(peak),
+        rayon_threads(),
+        load_average()
+    );
+    Ok(())
+}
+
+fn rayon_threads() -> String {
+    std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into())
 }

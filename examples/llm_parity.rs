@@ -45,7 +45,7 @@ fn run(args: &Args) -> Result<f32, Box<dyn std::error::Error>> {
         &device,
     );
     let want = logits.into_f32("logits")?;
-    let got = model.forward(ids);
+    let got = model.forward(ids)?;
     if got.dims().to_vec() != want_shape {
         return Err(format!(
             "logits shape {:?} != reference {:?}",

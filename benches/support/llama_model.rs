@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! The small Llama both `benches/llama.rs` and `examples/llama_perf.rs` measure: 4 layers,
 //! hidden 512, 8 heads / 4 kv heads, intermediate 1408, vocab 8192, tied embeddings, random
 //! weights (seeded), written as a HF folder so the real loader is used.
@@ -16,16 +17,21 @@ pub const LAYERS: usize = 4;
 pub const HEADS: usize = 8;
 pub const KV_HEADS: usize = 4;
 
-/// Writes `config.json` and `model.safetensors` (f32) into `dir`.
-pub fn write_model(dir: &Path) -> std::io::Result<()> {
-    let cfg = serde_json::json!({
+/// The bench model's `config.json` (positions up to 32768, for the long-context measurements).
+pub fn bench_config_json() -> String {
+    serde_json::json!({
         "model_type": "llama", "vocab_size": VOCAB, "hidden_size": HIDDEN,
         "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
-        "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 32768,
         "tie_word_embeddings": true
-    });
-    std::fs::write(dir.join("config.json"), cfg.to_string())?;
+    })
+    .to_string()
+}
+
+/// Writes `config.json` and `model.safetensors` (f32) into `dir`.
+pub fn write_model(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("config.json"), bench_config_json())?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut t = BTreeMap::new();
     let mut add = |name: String, shape: Vec<usize>, scale: f32, rng: &mut rand::rngs::StdRng| {

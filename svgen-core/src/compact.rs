@@ -5,19 +5,57 @@
 //! default attributes, unit conversions and editor metadata, the output starts clean; on top
 //! of that the writer
 //!
-//! * writes coordinates in fixed point with a chosen number of decimals, or on a grid after
-//!   normalising the viewBox (OmniSVG's 200×200 normalisation is
-//!   `normalise_viewbox: Some(200.0)` with `precision: Precision::Decimals(0)`);
+//! * rounds every shape's coordinates as coarsely as its geometry allows (see *Precision*
+//!   below), and writes them as integers on a scaled viewBox when that is cheaper (`12.34` is
+//!   three tokens, `1234` two);
 //! * chooses per segment the spelling with the fewest tokens under a cl100k cost model
 //!   (absolute or relative, `H`/`V`/`S`/`T` shorthands, implicit repeated commands, minimal
 //!   separators, compact arc flags), see [`path_data_tokens`];
-//! * recovers circular arcs and whole circles from the Bézier curves usvg produces for
-//!   `<circle>`, `<ellipse>` and arc commands (an arc costs about a third of its curves);
-//! * folds transforms into coordinates where that is exact, hoists the most common
-//!   presentation attributes to the root, drops default values, merges adjacent paths of
-//!   identical style where painting order makes it safe;
+//! * recovers circular and elliptical arcs, whole circles and ellipses from the Bézier curves
+//!   usvg produces for `<circle>`, `<ellipse>`, `<rect rx>` and arc commands (an arc costs
+//!   about a third of its curves), and writes a path that is exactly one circle, axis-aligned
+//!   ellipse or (rounded) rectangle as that element when it is cheaper;
+//! * folds transforms into coordinates where that is exact (gradients are mapped with them),
+//!   hoists the most common presentation attributes to the root, drops default values and
+//!   stroke caps and joins that cannot show, and merges paths of identical style where
+//!   painting order makes it safe (also over shapes they do not overlap);
 //! * optionally simplifies geometry within a tolerance (flat curves to lines, near-collinear
 //!   lines merged, sub-tolerance subpaths dropped).
+//!
+//! # Precision
+//!
+//! With [`Precision::Auto`] (the default) each shape gets a tolerance `t`, the furthest any of
+//! its points may move, in user units:
+//!
+//! `t = min(MAX_ERROR_PX · S / render_size, THICKNESS_FRACTION · w)`
+//!
+//! * `S / render_size` is the size of a pixel when the larger viewBox side `S` is rendered at
+//!   `render_size` px (default 512, the top of the 256–512 px renders datasets use);
+//!   [`MAX_ERROR_PX`] is 1/4: a quarter pixel at 512, an eighth at 256. A large viewBox gets
+//!   coarse coordinates, a tiny one fine ones: the rule does not depend on the units.
+//! * `w` is the thickness of what the shape paints: its stroke width when stroked, and for
+//!   fills twice the filled area over the outline length (holes count, so a thin ring is thin);
+//!   the smaller of the two when both. Ink IoU changes by about twice the mean edge
+//!   displacement over the thickness, so [`THICKNESS_FRACTION`] = 1/200 keeps even a hairline
+//!   (or a thin stroke along the edge of another shape) at its place within 0.5 % of its
+//!   width; thick shapes are bounded by the pixel term instead.
+//!
+//! Coordinates are then rounded to the largest power of ten not above `2t` (so no point moves
+//! more than `t`): a 24×24 icon with 2-unit strokes gets `t = min(0.0117, 0.01)`, two
+//! decimals; a 0.1-unit hairline in it `t = 0.0005`, three; a 1000×1000 drawing of thick
+//! shapes `t = 0.49`, one. With [`CompactOptions::integer_grid`] the viewBox may instead be
+//! scaled by 1, 2 or 5 × 10ⁿ, up to the scale at which every shape's coordinates are integers
+//! within its tolerance, whichever writes the fewest tokens (`width`/`height` keep the
+//! rendered size). Finally [`CompactOptions::verify`] renders the output against the input
+//! (ink IoU ≥ 0.995, colour error ≤ 0.005 at 256 px by default) and writes it again with a
+//! quarter of the tolerances where they differ (up to three times): a long straight edge
+//! whose pixel coverage sits right at the ink threshold can flip a whole row of pixels for a
+//! displacement far below any tolerance, and only a rendering sees that.
+//!
+//! [`Precision::Decimals`] and [`Precision::Relative`] instead round every coordinate of the
+//! document to a fixed number of decimals, without integer grid or verification (OmniSVG's
+//! 200×200 normalisation is `normalise_viewbox: Some(200.0)` with
+//! `precision: Precision::Decimals(0)`).
 //!
 //! Filters are not written (usvg keeps them on groups; icon sets essentially never use them):
 //! a document with filters is compacted without its filter effects.
@@ -31,44 +69,76 @@
 //! assert_eq!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><circle cx="12" cy="12" r="9" fill="none" stroke="black"/></svg>"#);
 //! ```
 
+mod arc;
 mod cost;
 pub(crate) mod path;
+mod precision;
+mod shapes;
 
 pub use cost::path_data_tokens;
+pub use precision::{MAX_ERROR_PX, MIN_RELATIVE_TOLERANCE, THICKNESS_FRACTION};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use path::{Affine, Bounds, Seg};
+use path::{Affine, Bounds, Pt, Seg};
 use usvg::{Node, Paint};
 
+use crate::metrics;
+use crate::render::{render, RenderOptions};
 use crate::Svg;
 
 /// How coordinates are rounded.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Precision {
+    /// Follows the geometry (the default): each shape's coordinates move at most
+    /// [`MAX_ERROR_PX`] px in a rendering of `render_size` px on the larger viewBox side, and at
+    /// most [`THICKNESS_FRACTION`] of the thickness of what the shape paints (stroke width, or
+    /// twice the filled area over the outline length). See the module docs.
+    Auto {
+        /// Pixels of the larger viewBox side in the renderings the output must match.
+        /// Default: 512 (datasets render icons at 256–512 px).
+        render_size: u32,
+    },
     /// A fixed number of decimals in output user units (0 = integers). Values above 8 are
     /// treated as 8.
     Decimals(u8),
     /// Enough decimals that one unit of the last place is at most `1/steps` of the larger
-    /// viewBox side (e.g. `Relative(1000)` gives 2 decimals for a 24×24 icon, 1 for 200×200).
+    /// viewBox side (e.g. `Relative(1000)` gives 2 decimals for a 24×24 icon, 1 for 200×200:
+    /// the unit is the largest power of ten not above `side / steps`).
     Relative(u32),
 }
 
-/// Options for [`compact`]. The defaults are visually lossless for icons (every output of the
-/// 500+ icon benchmark keeps ink IoU ≥ 0.99 at 256 px).
+impl Default for Precision {
+    fn default() -> Self {
+        Precision::Auto {
+            render_size: DEFAULT_RENDER_SIZE,
+        }
+    }
+}
+
+/// The default `render_size` of [`Precision::Auto`].
+pub const DEFAULT_RENDER_SIZE: u32 = 512;
+
+/// Options for [`compact`]. The defaults are visually lossless for icons: every output of the
+/// benchmark (3,300 icons of nine real sets, `tools/bench_compact/run.sh`) keeps ink IoU ≥ 0.99
+/// and a colour error (largest per-channel mean absolute error) ≤ 0.01 at 256 px.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactOptions {
-    /// Coordinate precision. Default: `Precision::Relative(1000)`.
+    /// Coordinate precision. Default: `Precision::Auto { render_size: 512 }`.
     pub precision: Precision,
     /// Rescale the drawing so that the larger viewBox side is this long, with the viewBox
     /// origin at 0,0 (OmniSVG normalises to 200). The intrinsic `width`/`height` stay as they
     /// were. Default: `None` (keep the original coordinate system).
     pub normalise_viewbox: Option<f32>,
-    /// Geometric simplification tolerance in output user units; 0 disables it. Flat curves
-    /// become lines, near-collinear lines merge and subpaths smaller than this in both
-    /// directions are dropped. Default: 0.
+    /// With [`Precision::Auto`] and no `normalise_viewbox`: scale the viewBox by a power of ten
+    /// when that writes the coordinates as integers in fewer tokens (`12.34` is three tokens,
+    /// `1234` two); `width`/`height` keep the rendered size. Default: `true`.
+    pub integer_grid: bool,
+    /// Geometric simplification tolerance in user units of the (normalised) viewBox, before
+    /// any integer-grid scaling; 0 disables it. Flat curves become lines, near-collinear lines
+    /// merge and subpaths smaller than this in both directions are dropped. Default: 0.
     pub simplify_tolerance: f64,
     /// Recover circular arcs and circles from Bézier curves. Default: `true`.
     pub recover_arcs: bool,
@@ -79,26 +149,142 @@ pub struct CompactOptions {
     pub hoist_styles: bool,
     /// Write `width`/`height` when they differ from the viewBox size. Default: `true`.
     pub keep_size: bool,
+    /// With [`Precision::Auto`]: render the output against the input and, where they differ
+    /// more than allowed, write it again with finer coordinates (a quarter of the tolerances,
+    /// up to three times). Default: `Some(Verify::default())`; `None` skips the renderings.
+    pub verify: Option<Verify>,
 }
+
+/// The rendering check of [`CompactOptions::verify`]: both documents are rendered into a
+/// `size` × `size` white canvas (drawing contained and centred, as
+/// [`compare_svgs`](crate::metrics::compare_svgs) does) and compared.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verify {
+    /// Side of the renderings in pixels. Default: 256.
+    pub size: u32,
+    /// Smallest accepted ink IoU ([`crate::metrics::ink_iou`]). Default: 0.995.
+    pub min_ink_iou: f64,
+    /// Largest accepted colour error, the largest per-channel mean absolute error
+    /// ([`crate::metrics::channel_mean_abs_error`]). Default: 0.005.
+    pub max_colour_mae: f64,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            size: 256,
+            min_ink_iou: 0.995,
+            max_colour_mae: 0.005,
+        }
+    }
+}
+
+/// How many times [`compact`] refines a document that fails its [`Verify`] check.
+const MAX_REFINEMENTS: u32 = 3;
+
+/// The factor by which each refinement scales the coordinate tolerances.
+const REFINEMENT: f64 = 0.25;
 
 impl Default for CompactOptions {
     fn default() -> Self {
         CompactOptions {
-            precision: Precision::Relative(1000),
+            precision: Precision::default(),
             normalise_viewbox: None,
+            integer_grid: true,
             simplify_tolerance: 0.0,
             recover_arcs: true,
             merge_paths: true,
             hoist_styles: true,
             keep_size: true,
+            verify: Some(Verify::default()),
         }
     }
 }
 
 /// Writes `svg` as an equivalent document with fewer cl100k tokens. See the module docs.
 pub fn compact(svg: &Svg, opts: &CompactOptions) -> String {
-    let doc = Doc::build(svg, opts);
-    doc.to_svg_string(&doc.items, &doc.defs_for(&doc.items))
+    let write = |refine: f64| {
+        let doc = Doc::build_tree(svg.tree(), opts, refine);
+        doc.to_svg_string(&doc.items, &doc.defs_for(&doc.items))
+    };
+    let first = write(1.0);
+    let (Precision::Auto { .. }, Some(v)) = (opts.precision, opts.verify) else {
+        return first;
+    };
+    let ropts = RenderOptions::square(v.size.clamp(1, crate::render::MAX_RENDER_SIDE));
+    let reference = render(svg, &ropts);
+    // (passes, ink IoU, colour error) of an output; one that does not parse scores worst.
+    let score = |text: &str| -> (bool, f64, f64) {
+        let Ok(back) = Svg::parse(text.as_bytes()) else {
+            return (false, 0.0, 1.0);
+        };
+        let img = render(&back, &ropts);
+        let (iou, colour) = ink_iou_and_colour(&reference, &img).unwrap_or((0.0, 1.0));
+        let pass = iou >= v.min_ink_iou && colour <= v.max_colour_mae;
+        (pass, iou, colour)
+    };
+    let mut best = (score(&first), first);
+    let mut refine = 1.0;
+    for _ in 0..MAX_REFINEMENTS {
+        if best.0 .0 {
+            break;
+        }
+        refine *= REFINEMENT;
+        let text = write(refine);
+        let sc = score(&text);
+        // Keep the finer output when it passes or at least looks closer.
+        if sc.0 || (sc.1, -sc.2) > (best.0 .1, -best.0 .2) {
+            best = (sc, text);
+        }
+    }
+    best.1
+}
+
+/// Ink IoU and colour error (largest per-channel mean absolute error) of two renderings, as
+/// [`metrics::ink_iou`] and [`metrics::channel_mean_abs_error`] define them, in one pass of
+/// integer arithmetic (over white, a channel is `255 − (255 − c)·α/255`, so both the ink test
+/// and the channel differences are exact in units of 1/255²). `None` on a size mismatch.
+fn ink_iou_and_colour(a: &image::RgbaImage, b: &image::RgbaImage) -> Option<(f64, f64)> {
+    if a.dimensions() != b.dimensions() {
+        return None;
+    }
+    let ink_min = u32::from(metrics::INK_THRESHOLD) * 255;
+    // Darkness over white of each channel, times 255.
+    let dark = |p: &[u8]| {
+        let alpha = u32::from(p[3]);
+        [0, 1, 2].map(|i| (255 - u32::from(p[i])) * alpha)
+    };
+    let (mut inter, mut union) = (0u64, 0u64);
+    let mut sums = [0u64; 3];
+    for (pa, pb) in a.as_raw().chunks_exact(4).zip(b.as_raw().chunks_exact(4)) {
+        if pa == pb {
+            // Most pixels: the same (often blank) in both.
+            let ink = pa[3] != 0 && dark(pa).iter().max().is_some_and(|m| *m >= ink_min);
+            inter += u64::from(ink);
+            union += u64::from(ink);
+            continue;
+        }
+        let (da, db) = (dark(pa), dark(pb));
+        let ia = da.iter().max().is_some_and(|m| *m >= ink_min);
+        let ib = db.iter().max().is_some_and(|m| *m >= ink_min);
+        inter += u64::from(ia && ib);
+        union += u64::from(ia || ib);
+        for i in 0..3 {
+            sums[i] += u64::from(da[i].abs_diff(db[i]));
+        }
+    }
+    let iou = if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    };
+    let n = u64::from(a.width()) * u64::from(a.height());
+    let colour = if n == 0 {
+        0.0
+    } else {
+        sums.iter().copied().max().unwrap_or(0) as f64 / (n as f64 * 255.0 * 255.0)
+    };
+    Some((iou, colour))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -141,6 +327,10 @@ pub(crate) struct Shape {
     circle_ok: bool,
     /// Paint servers this shape references.
     refs: Vec<String>,
+    /// Decimals of the coordinates.
+    p: u32,
+    /// How far the coordinates may move, in output user units.
+    tol: f64,
 }
 
 /// An element of the output document.
@@ -194,14 +384,42 @@ pub(crate) struct Doc {
     /// Definitions in document order (id, element).
     defs: Vec<(String, El)>,
     pub(crate) items: Vec<Item>,
-    p: u32,
 }
+
+/// How many integer-grid scales [`Doc::build_tree`] tries below the finest it needs, besides
+/// the largest that keeps the viewBox under 1000 units (each is also tried centred on the
+/// origin when the viewBox reaches 1000 units).
+const GRID_CANDIDATES: usize = 7;
+
+/// The larger side of the drawing's size.
+fn doc_side(tree: &usvg::Tree) -> f64 {
+    f64::from(tree.size().width().max(tree.size().height()))
+}
+
+/// The scales [`Doc::build_tree`] may give the viewBox for an integer grid (1-2-5 steps).
+const GRID_SCALES: [f64; 19] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5,
+    5e5, 1e6,
+];
 
 struct Builder<'a> {
     opts: &'a CompactOptions,
+    /// Decimals of numbers that are not shape coordinates (gradients, transforms), in output
+    /// user units.
     p: u32,
-    quantum: f64,
-    ids: HashMap<usize, String>,
+    /// [`Precision::Auto`]: the render tolerance in output user units.
+    auto_tol: Option<f64>,
+    /// The finest tolerance ever used, in output user units.
+    min_tol: f64,
+    /// Simplification tolerance in output user units.
+    simplify: f64,
+    /// The largest stretch from the coordinates being written to output user units (above 1
+    /// inside scaled groups, clip paths and patterns that keep their transform).
+    ctx: f64,
+    /// The factor applied to the tolerances of [`Precision::Auto`] (below 1 when refining).
+    refine: f64,
+    /// Ids of definitions by address (and, for paint servers, the map of the coordinates).
+    ids: HashMap<(usize, [u64; 6]), String>,
     defs: Vec<(String, El)>,
 }
 
@@ -316,10 +534,15 @@ fn base64(data: &[u8]) -> String {
 fn flattenable(g: &usvg::Group, t: &Affine) -> bool {
     g.children().iter().all(|n| match n {
         Node::Path(p) => {
-            let paint_ok = |pt: &Paint| matches!(pt, Paint::Color(_));
+            // Gradients are mapped with the coordinates (exact for similarities).
+            let similar = t.similarity_scale().is_some();
+            let paint_ok = |pt: &Paint| match pt {
+                Paint::Color(_) => true,
+                Paint::LinearGradient(_) | Paint::RadialGradient(_) => similar,
+                Paint::Pattern(_) => false,
+            };
             p.fill().is_none_or(|f| paint_ok(f.paint()))
-                && p.stroke()
-                    .is_none_or(|s| paint_ok(s.paint()) && t.similarity_scale().is_some())
+                && p.stroke().is_none_or(|s| paint_ok(s.paint()) && similar)
         }
         Node::Image(_) => true,
         Node::Text(tx) => flattenable(tx.flattened(), t),
@@ -344,7 +567,12 @@ fn has_effects(g: &usvg::Group) -> bool {
 
 impl<'a> Builder<'a> {
     fn id_for<T>(&mut self, a: &Arc<T>) -> (String, bool) {
-        let key = Arc::as_ptr(a) as *const () as usize;
+        self.id_for_mapped(a, &Affine::IDENTITY)
+    }
+
+    /// The id of the definition of `a` drawn through the map `m`, and whether it is new.
+    fn id_for_mapped<T>(&mut self, a: &Arc<T>, m: &Affine) -> (String, bool) {
+        let key = (Arc::as_ptr(a) as *const () as usize, m.bits());
         if let Some(id) = self.ids.get(&key) {
             return (id.clone(), false);
         }
@@ -353,53 +581,56 @@ impl<'a> Builder<'a> {
         (id, true)
     }
 
-    fn paint(&mut self, p: &Paint) -> (String, Option<String>) {
+    /// The paint value of `p` for a shape whose coordinates were mapped by `m` (a similarity,
+    /// see [`flattenable`]): gradients are mapped with it, so that each (gradient, map) pair
+    /// gets a definition of its own.
+    fn paint(&mut self, p: &Paint, m: &Affine) -> (String, Option<String>) {
         match p {
             Paint::Color(c) => (fmt_color(*c), None),
             Paint::LinearGradient(lg) => {
-                let (id, new) = self.id_for(lg);
+                let (id, new) = self.id_for_mapped(lg, m);
                 if new {
                     let mut attrs = vec![
                         ("id", id.clone()),
                         ("gradientUnits", "userSpaceOnUse".into()),
                     ];
                     let p = self.p + 1;
-                    for (k, v) in [
-                        ("x1", lg.x1()),
-                        ("y1", lg.y1()),
-                        ("x2", lg.x2()),
-                        ("y2", lg.y2()),
-                    ] {
+                    let a = m.apply(Pt::new(f64::from(lg.x1()), f64::from(lg.y1())));
+                    let b = m.apply(Pt::new(f64::from(lg.x2()), f64::from(lg.y2())));
+                    for (k, v) in [("x1", a.x), ("y1", a.y), ("x2", b.x), ("y2", b.y)] {
                         if k == "x2" || v != 0.0 {
-                            attrs.push((k, fmt_num(f64::from(v), p)));
+                            attrs.push((k, fmt_num(v, p)));
                         }
                     }
-                    let el = self.gradient("linearGradient", attrs, lg);
+                    let el = self.gradient("linearGradient", attrs, lg, m);
                     self.defs.push((id.clone(), el));
                 }
                 (format!("url(#{id})"), Some(id))
             }
             Paint::RadialGradient(rg) => {
-                let (id, new) = self.id_for(rg);
+                let (id, new) = self.id_for_mapped(rg, m);
                 if new {
                     let p = self.p + 1;
+                    let s = m.similarity_scale().unwrap_or(1.0);
+                    let c = m.apply(Pt::new(f64::from(rg.cx()), f64::from(rg.cy())));
+                    let f = m.apply(Pt::new(f64::from(rg.fx()), f64::from(rg.fy())));
                     let mut attrs = vec![
                         ("id", id.clone()),
                         ("gradientUnits", "userSpaceOnUse".into()),
-                        ("cx", fmt_num(f64::from(rg.cx()), p)),
-                        ("cy", fmt_num(f64::from(rg.cy()), p)),
-                        ("r", fmt_num(f64::from(rg.r().get()), p)),
+                        ("cx", fmt_num(c.x, p)),
+                        ("cy", fmt_num(c.y, p)),
+                        ("r", fmt_num(f64::from(rg.r().get()) * s, p)),
                     ];
                     if rg.fx() != rg.cx() {
-                        attrs.push(("fx", fmt_num(f64::from(rg.fx()), p)));
+                        attrs.push(("fx", fmt_num(f.x, p)));
                     }
                     if rg.fy() != rg.cy() {
-                        attrs.push(("fy", fmt_num(f64::from(rg.fy()), p)));
+                        attrs.push(("fy", fmt_num(f.y, p)));
                     }
                     if rg.fr().get() != 0.0 {
-                        attrs.push(("fr", fmt_num(f64::from(rg.fr().get()), p)));
+                        attrs.push(("fr", fmt_num(f64::from(rg.fr().get()) * s, p)));
                     }
-                    let el = self.gradient("radialGradient", attrs, rg);
+                    let el = self.gradient("radialGradient", attrs, rg, m);
                     self.defs.push((id.clone(), el));
                 }
                 (format!("url(#{id})"), Some(id))
@@ -421,7 +652,10 @@ impl<'a> Builder<'a> {
                     if !t.is_identity() {
                         attrs.push(("patternTransform", fmt_transform(&t, self.p)));
                     }
+                    let saved_ctx = self.ctx;
+                    self.ctx *= t.max_stretch();
                     let children = self.children(pat.root(), Affine::IDENTITY, false);
+                    self.ctx = saved_ctx;
                     let el = El {
                         tag: "pattern",
                         attrs,
@@ -440,8 +674,15 @@ impl<'a> Builder<'a> {
         tag: &'static str,
         mut attrs: Vec<(&'static str, String)>,
         g: &usvg::BaseGradient,
+        m: &Affine,
     ) -> El {
-        let t = Affine::from_usvg(g.transform());
+        // Coordinates were mapped by `m`: the gradient space becomes `m · G · m⁻¹`.
+        let mut t = Affine::from_usvg(g.transform());
+        if !t.is_identity() && !m.is_identity() {
+            t = m
+                .then_after(t)
+                .then_after(m.inverse().unwrap_or(Affine::IDENTITY));
+        }
         if !t.is_identity() {
             attrs.push(("gradientTransform", fmt_transform(&t, self.p)));
         }
@@ -480,7 +721,7 @@ impl<'a> Builder<'a> {
     /// Clip paths and masks are reached through plain references; they are identified by
     /// address, like the paint servers.
     fn clip_def_ref(&mut self, c: &usvg::ClipPath) -> String {
-        let key = c as *const usvg::ClipPath as usize;
+        let key = (c as *const usvg::ClipPath as usize, Affine::IDENTITY.bits());
         if let Some(id) = self.ids.get(&key) {
             return id.clone();
         }
@@ -497,7 +738,10 @@ impl<'a> Builder<'a> {
             attrs.push(("clip-path", format!("url(#{iid})")));
             refs.push(iid);
         }
+        let saved_ctx = self.ctx;
+        self.ctx *= t.max_stretch();
         let children = self.children(c.root(), Affine::IDENTITY, true);
+        self.ctx = saved_ctx;
         self.defs.push((
             id.clone(),
             El {
@@ -511,7 +755,7 @@ impl<'a> Builder<'a> {
     }
 
     fn mask_def_ref(&mut self, m: &usvg::Mask) -> String {
-        let key = m as *const usvg::Mask as usize;
+        let key = (m as *const usvg::Mask as usize, Affine::IDENTITY.bits());
         if let Some(id) = self.ids.get(&key) {
             return id.clone();
         }
@@ -596,6 +840,8 @@ impl<'a> Builder<'a> {
         }
         let opacity = f64::from(cg.opacity().get());
         if has_effects(cg) {
+            let saved_ctx = self.ctx;
+            self.ctx *= t.max_stretch();
             let mut attrs = Vec::new();
             let mut refs = Vec::new();
             if !t.is_identity() {
@@ -622,6 +868,7 @@ impl<'a> Builder<'a> {
                 ));
             }
             let children = self.children(cg, Affine::IDENTITY, false);
+            self.ctx = saved_ctx;
             out.push(Item::El(El {
                 tag: "g",
                 attrs,
@@ -633,10 +880,11 @@ impl<'a> Builder<'a> {
         let (mut children, transform_attr) = if flattenable(cg, &t) {
             (self.children(cg, t, false), None)
         } else {
-            (
-                self.children(cg, Affine::IDENTITY, false),
-                Some(fmt_transform(&t, self.p)),
-            )
+            let saved_ctx = self.ctx;
+            self.ctx *= t.max_stretch();
+            let children = self.children(cg, Affine::IDENTITY, false);
+            self.ctx = saved_ctx;
+            (children, Some(fmt_transform(&t, self.p)))
         };
         if opacity != 1.0 {
             // A lone shape painting only fill or only stroke takes the opacity itself.
@@ -693,7 +941,7 @@ impl<'a> Builder<'a> {
             usvg::ImageKind::GIF(d) => ("image/gif", d.as_slice().to_vec()),
             usvg::ImageKind::WEBP(d) => ("image/webp", d.as_slice().to_vec()),
             usvg::ImageKind::SVG(tree) => {
-                let doc = Doc::build_tree(tree, self.opts);
+                let doc = Doc::build_tree(tree, self.opts, self.refine);
                 let text = doc.to_svg_string(&doc.items, &doc.defs_for(&doc.items));
                 ("image/svg+xml", text.into_bytes())
             }
@@ -731,8 +979,17 @@ impl<'a> Builder<'a> {
             return None;
         }
         let mut segs = path::from_skia(p.data(), m);
+        let scale = m.similarity_scale().unwrap_or(1.0);
+        let stroke_width = if in_clip {
+            None
+        } else {
+            p.stroke().map(|s| f64::from(s.width().get()) * scale)
+        };
+        let (sp, coord_tol) =
+            self.shape_precision(&segs, stroke_width, in_clip || p.fill().is_some());
+        let quantum = 10f64.powi(-(sp as i32));
         if self.opts.recover_arcs {
-            segs = path::recover_arcs(&segs, self.arc_tol());
+            segs = arc::recover_arcs(&segs, (quantum * 0.4).max(1e-9));
         }
         let mut style: Style = Default::default();
         let mut extra = Vec::new();
@@ -748,10 +1005,9 @@ impl<'a> Builder<'a> {
                 extra.push(("clip-rule", "evenodd".to_string()));
             }
         } else {
-            let scale = m.similarity_scale().unwrap_or(1.0);
             match p.fill() {
                 Some(f) => {
-                    let (v, r) = self.paint(f.paint());
+                    let (v, r) = self.paint(f.paint(), m);
                     refs.extend(r);
                     style[0] = Some(v);
                     style[1] = Some(fmt_num(f64::from(f.opacity().get()), 3));
@@ -767,39 +1023,48 @@ impl<'a> Builder<'a> {
             }
             match p.stroke() {
                 Some(s) => {
-                    let (v, r) = self.paint(s.paint());
+                    let (v, r) = self.paint(s.paint(), m);
                     refs.extend(r);
                     let w = f64::from(s.width().get()) * scale;
                     style[3] = Some(v.clone());
-                    style[4] = Some(fmt_num(w, self.p + 1));
+                    style[4] = Some(fmt_num(w, sp + 1));
                     let cap = match s.linecap() {
                         usvg::LineCap::Butt => "butt",
                         usvg::LineCap::Round => "round",
                         usvg::LineCap::Square => "square",
                     };
-                    style[5] = Some(cap.into());
+                    // Caps and joins that cannot show are left to inherit anything.
+                    let (joins, caps) = match s.dasharray() {
+                        Some(_) => (true, true),
+                        None => path::stroke_features(&segs),
+                    };
+                    if caps {
+                        style[5] = Some(cap.into());
+                    }
                     let join = match s.linejoin() {
                         usvg::LineJoin::Miter => "miter",
                         usvg::LineJoin::MiterClip => "miter-clip",
                         usvg::LineJoin::Round => "round",
                         usvg::LineJoin::Bevel => "bevel",
                     };
-                    style[6] = Some(join.into());
                     let ml = f64::from(s.miterlimit().get());
-                    if matches!(
-                        s.linejoin(),
-                        usvg::LineJoin::Miter | usvg::LineJoin::MiterClip
-                    ) {
-                        style[7] = Some(fmt_num(ml, 3));
+                    if joins {
+                        style[6] = Some(join.into());
+                        if matches!(
+                            s.linejoin(),
+                            usvg::LineJoin::Miter | usvg::LineJoin::MiterClip
+                        ) {
+                            style[7] = Some(fmt_num(ml, 3));
+                        }
                     }
                     match s.dasharray() {
                         Some(d) => {
                             let parts: Vec<String> = d
                                 .iter()
-                                .map(|v| fmt_num(f64::from(*v) * scale, self.p + 1))
+                                .map(|v| fmt_num(f64::from(*v) * scale, sp + 1))
                                 .collect();
                             style[8] = Some(parts.join(" "));
-                            style[9] = Some(fmt_num(f64::from(s.dashoffset()) * scale, self.p + 1));
+                            style[9] = Some(fmt_num(f64::from(s.dashoffset()) * scale, sp + 1));
                             circle_ok = false;
                         }
                         None => style[8] = Some("none".into()),
@@ -838,7 +1103,7 @@ impl<'a> Builder<'a> {
         }
         // Below half a unit of the last decimal, simplification is lossless: rounding moves
         // points that much anyway.
-        let tol = self.opts.simplify_tolerance.max(self.quantum * 0.5);
+        let tol = (self.simplify / self.ctx).max(quantum * 0.5);
         if tol > 0.0 {
             segs = path::simplify(&segs, tol, keep_dots);
             let b = path::bounds(&segs).inflate(stroke_margin / 2.0);
@@ -849,7 +1114,7 @@ impl<'a> Builder<'a> {
         if !segs.iter().any(|s| !matches!(s, Seg::Move(_) | Seg::Close)) {
             return None;
         }
-        let b = path::bounds(&segs).inflate(stroke_margin + self.quantum);
+        let b = path::bounds(&segs).inflate(stroke_margin + quantum);
         Some(Shape {
             segs,
             style,
@@ -858,11 +1123,36 @@ impl<'a> Builder<'a> {
             overlap_safe,
             circle_ok,
             refs,
+            p: sp,
+            tol: coord_tol * self.ctx,
         })
     }
 
-    fn arc_tol(&self) -> f64 {
-        (self.quantum * 0.4).max(1e-6)
+    /// The decimals of a shape's coordinates and how far they may move (see [`Precision`]);
+    /// `segs` are in the local coordinates being written, `stroke_width` and the tolerance in
+    /// the same units.
+    fn shape_precision(&self, segs: &[Seg], stroke_width: Option<f64>, filled: bool) -> (u32, f64) {
+        let Some(render_tol) = self.auto_tol else {
+            // Fixed precision, plus the decimals a scaled coordinate system takes away.
+            let extra = self.ctx.log10().round().clamp(0.0, 8.0) as u32;
+            let p = (self.p + extra).min(8);
+            return (p, 0.5 * 10f64.powi(-(p as i32)));
+        };
+        let ctx = if self.ctx.is_finite() && self.ctx > 0.0 {
+            self.ctx
+        } else {
+            1.0
+        };
+        let mut t = render_tol / ctx;
+        let tf = THICKNESS_FRACTION * self.refine;
+        if let Some(w) = stroke_width {
+            t = t.min(w * tf);
+        }
+        if filled {
+            t = t.min(precision::fill_thickness(segs) * tf);
+        }
+        let t = t.max(self.min_tol / ctx);
+        (precision::decimals_for(t), t)
     }
 }
 
@@ -872,31 +1162,86 @@ const MAX_MERGED_PARTS: usize = 64;
 /// Merges adjacent shapes of identical style when the picture cannot change.
 fn merge_adjacent(items: &mut Vec<Item>) {
     let mut out: Vec<Item> = Vec::with_capacity(items.len());
-    for it in items.drain(..) {
-        if let (Some(Item::Shape(prev)), Item::Shape(s)) = (out.last_mut(), &it) {
-            let same = prev.style == s.style && prev.extra == s.extra;
-            let circle = |sh: &Shape| sh.circle_ok && path::as_circle(&sh.segs, 1e-6).is_some();
-            // Disjointness is checked against every merged part: bounded to stay linear.
-            let safe = (prev.overlap_safe && s.overlap_safe)
-                || prev.parts.len() < MAX_MERGED_PARTS
-                    && !prev
-                        .parts
-                        .iter()
-                        .any(|a| s.parts.iter().any(|b| a.intersects(b)));
-            if same && safe && !circle(prev) && !circle(s) {
-                prev.segs.extend_from_slice(&s.segs);
-                prev.parts.extend_from_slice(&s.parts);
-                for r in &s.refs {
-                    if !prev.refs.contains(r) {
-                        prev.refs.push(r.clone());
+    'next: for it in items.drain(..) {
+        if let Item::Shape(s) = &it {
+            if !prefers_element(s) {
+                // Merge into the latest shape of the same style, moving this one back in
+                // painting order over shapes it does not overlap.
+                let n = out.len();
+                for j in (n.saturating_sub(MERGE_LOOKBACK)..n).rev() {
+                    let Item::Shape(prev) = &mut out[j] else {
+                        break;
+                    };
+                    let safe = (prev.overlap_safe && s.overlap_safe) || !overlaps(prev, s);
+                    if safe
+                        && prev.extra == s.extra
+                        && compatible(&prev.style, &s.style)
+                        && !prefers_element(prev)
+                    {
+                        merge_into(prev, s);
+                        continue 'next;
+                    }
+                    if overlaps(prev, s) {
+                        break;
                     }
                 }
-                continue;
             }
         }
         out.push(it);
     }
     *items = out;
+}
+
+/// How far back [`merge_adjacent`] looks for a shape of the same style.
+const MERGE_LOOKBACK: usize = 16;
+
+/// Whether any painted part of `a` may touch any of `b` (bounded: many parts count as
+/// overlapping).
+fn overlaps(a: &Shape, b: &Shape) -> bool {
+    a.parts.len() >= MAX_MERGED_PARTS
+        || b.parts.len() >= MAX_MERGED_PARTS
+        || a.parts
+            .iter()
+            .any(|x| b.parts.iter().any(|y| x.intersects(y)))
+}
+
+/// Styles that paint the same: every property equal or irrelevant to one of the shapes.
+fn compatible(a: &Style, b: &Style) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .all(|(x, y)| x == y || x.is_none() || y.is_none())
+}
+
+fn merge_into(prev: &mut Shape, s: &Shape) {
+    prev.segs.extend_from_slice(&s.segs);
+    prev.p = prev.p.max(s.p);
+    prev.tol = prev.tol.min(s.tol);
+    prev.parts.extend_from_slice(&s.parts);
+    prev.circle_ok &= s.circle_ok;
+    for (a, b) in prev.style.iter_mut().zip(s.style.iter()) {
+        if a.is_none() {
+            a.clone_from(b);
+        }
+    }
+    for r in &s.refs {
+        if !prev.refs.contains(r) {
+            prev.refs.push(r.clone());
+        }
+    }
+}
+
+/// Whether a shape is cheaper as a basic-shape element than as path data (then it is not
+/// merged into a neighbouring path).
+fn prefers_element(sh: &Shape) -> bool {
+    if !sh.circle_ok {
+        return false;
+    }
+    let Some(e) = shapes::element_form(&sh.segs, sh.p) else {
+        return false;
+    };
+    // Merged, the shape costs only its path data.
+    let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
+    shapes::tag_tokens(&e) < shapes::tag_tokens(&path::encode(&sh.segs, sh.p, fill_only))
 }
 
 /// Token estimate of an attribute value (words are single tokens).
@@ -924,10 +1269,79 @@ fn attr_tokens(name: &str, v: &str) -> usize {
 
 impl Doc {
     pub(crate) fn build(svg: &Svg, opts: &CompactOptions) -> Doc {
-        Doc::build_tree(svg.tree(), opts)
+        Doc::build_tree(svg.tree(), opts, 1.0)
     }
 
-    fn build_tree(tree: &usvg::Tree, opts: &CompactOptions) -> Doc {
+    /// Builds the document; `refine` scales the tolerances of [`Precision::Auto`].
+    fn build_tree(tree: &usvg::Tree, opts: &CompactOptions, refine: f64) -> Doc {
+        let first = Doc::build_scaled(tree, opts, 1.0, false, refine);
+        let auto = matches!(opts.precision, Precision::Auto { .. });
+        if !(auto && opts.integer_grid && opts.normalise_viewbox.is_none()) {
+            return first;
+        }
+        // Integer grid: every scale in 1-2-5 steps up to the coarsest at which all shapes'
+        // coordinates are integers within their tolerance (below it the thinnest shapes take
+        // decimals, but a viewBox under 1000 units writes every coordinate in one digit chunk);
+        // the cheapest of those and the unscaled document wins.
+        let t_min = first.min_tolerance();
+        if !(t_min.is_finite() && t_min > 0.0) {
+            return first;
+        }
+        let need = 1.0 / (2.0 * t_min);
+        let Some(i) = GRID_SCALES.iter().position(|s| *s >= need * (1.0 - 1e-9)) else {
+            return first;
+        };
+        let mut best_cost = first.cost_estimate();
+        let mut best = first;
+        // The coarsest scales are no use (the thin shapes would need decimals there), except the
+        // largest that keeps the viewBox under 1000 units.
+        let lo = i.saturating_sub(GRID_CANDIDATES - 1).max(1);
+        let under_1000 = GRID_SCALES[1..lo]
+            .iter()
+            .rev()
+            .find(|s| doc_side(tree) * **s < 1000.0);
+        for &scale in under_1000.into_iter().chain(&GRID_SCALES[lo..=i]) {
+            if scale <= 1.0 {
+                continue;
+            }
+            for centre in [false, true] {
+                let doc = Doc::build_scaled(tree, opts, scale, centre, refine);
+                let cost = doc.cost_estimate();
+                if cost < best_cost {
+                    best_cost = cost;
+                    best = doc;
+                }
+                if doc_side(tree) * scale < 1000.0 {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// The smallest coordinate tolerance of any shape, in output user units.
+    fn min_tolerance(&self) -> f64 {
+        let mut t = f64::INFINITY;
+        Doc::for_each_shape(&self.items, &mut |s| t = t.min(s.tol));
+        for (_, d) in &self.defs {
+            Doc::for_each_shape(&d.children, &mut |s| t = t.min(s.tol));
+        }
+        t
+    }
+
+    /// The cost model's token estimate of the whole document.
+    fn cost_estimate(&self) -> usize {
+        cost::markup_tokens(&self.to_svg_string(&self.items, &self.defs_for(&self.items)))
+    }
+
+    /// Builds the document with the viewBox (after any normalisation) scaled by `grid`.
+    fn build_scaled(
+        tree: &usvg::Tree,
+        opts: &CompactOptions,
+        grid: f64,
+        centre: bool,
+        refine: f64,
+    ) -> Doc {
         let size = tree.size();
         let (w, h) = (f64::from(size.width()), f64::from(size.height()));
         // Recover the viewBox from a root group that only maps it.
@@ -957,10 +1371,26 @@ impl Doc {
             base = Affine::scale_translate(s, -vb.0 * s, -vb.1 * s);
             vb = (0.0, 0.0, vb.2 * s, vb.3 * s);
         }
+        if grid != 1.0 {
+            base = Affine::scale_translate(grid, 0.0, 0.0).then_after(base);
+            vb = (vb.0 * grid, vb.1 * grid, vb.2 * grid, vb.3 * grid);
+        }
+        if centre {
+            let (cx, cy) = ((vb.0 + vb.2 / 2.0).round(), (vb.1 + vb.3 / 2.0).round());
+            base = Affine::scale_translate(1.0, -cx, -cy).then_after(base);
+            vb = (vb.0 - cx, vb.1 - cy, vb.2, vb.3);
+        }
+        let side = vb.2.max(vb.3);
+        let mut auto_tol = None;
         let p = match opts.precision {
+            Precision::Auto { render_size } => {
+                let t = precision::render_tolerance(side, render_size) * refine;
+                auto_tol = Some(t);
+                precision::decimals_for(t)
+            }
             Precision::Decimals(d) => u32::from(d.min(8)),
             Precision::Relative(steps) => {
-                let q = vb.2.max(vb.3) / f64::from(steps.max(1));
+                let q = side / f64::from(steps.max(1));
                 if q > 0.0 && q.is_finite() {
                     (-q.log10()).ceil().clamp(0.0, 8.0) as u32
                 } else {
@@ -971,14 +1401,20 @@ impl Doc {
         let mut b = Builder {
             opts,
             p,
-            quantum: 10f64.powi(-(p as i32)),
+            auto_tol,
+            min_tol: (side * MIN_RELATIVE_TOLERANCE).max(f64::MIN_POSITIVE),
+            simplify: opts.simplify_tolerance * grid,
+            ctx: 1.0,
+            refine,
             ids: HashMap::new(),
             defs: Vec::new(),
         };
         let items = if base.is_identity() || flattenable(top, &base) {
             b.children(top, base, false)
         } else {
+            b.ctx = base.max_stretch();
             let children = b.children(top, Affine::IDENTITY, false);
+            b.ctx = 1.0;
             vec![Item::El(El {
                 tag: "g",
                 attrs: vec![("transform", fmt_transform(&base, p))],
@@ -1013,7 +1449,6 @@ impl Doc {
             hoisted: vec![None; NPROPS],
             defs,
             items,
-            p,
         };
         if opts.hoist_styles {
             doc.hoist();
@@ -1043,6 +1478,8 @@ impl Doc {
         for (_, d) in &self.defs {
             Doc::for_each_shape(&d.children, &mut visit);
         }
+        let mut shapes = 0usize;
+        Doc::for_each_shape(&self.items, &mut |_| shapes += 1);
         let mut hoisted = vec![None; NPROPS];
         for (i, (name, default)) in PROPS.iter().enumerate() {
             let t = &tallies[i];
@@ -1064,7 +1501,9 @@ impl Doc {
             cands.sort();
             for v in cands {
                 let c = cost_of(v);
-                if c < best.0 {
+                // On a tie between shapes and root, a document of several shapes keeps the
+                // value on the root: one place for the style all its shapes share.
+                if c < best.0 || (c == best.0 && best.1 == *default && shapes > 1) {
                     best = (c, v.to_string());
                 }
             }
@@ -1167,28 +1606,20 @@ impl Doc {
     }
 
     fn write_shape(&self, sh: &Shape, s: &mut String) {
-        let circle = if sh.circle_ok {
-            path::as_circle(&sh.segs, (10f64.powi(-(self.p as i32)) * 0.25).max(1e-6))
+        let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
+        let path = format!("<path d=\"{}\"", path::encode(&sh.segs, sh.p, fill_only));
+        let element = if sh.circle_ok {
+            shapes::element_form(&sh.segs, sh.p)
+                .filter(|e| shapes::tag_tokens(e) <= shapes::tag_tokens(&path))
         } else {
             None
         };
-        if let Some((c, r)) = circle {
-            let _ = write!(
-                s,
-                "<circle cx=\"{}\" cy=\"{}\" r=\"{}\"",
-                fmt_num(c.x, self.p),
-                fmt_num(c.y, self.p),
-                fmt_num(r, self.p)
-            );
-        } else {
-            let fill_only = sh.style[3].as_deref().is_none_or(|v| v == "none");
-            let d = path::encode(&sh.segs, self.p, fill_only);
-            let _ = write!(s, "<path d=\"{d}\"");
-        }
+        let is_element = element.is_some();
+        s.push_str(&element.unwrap_or(path));
         for (i, v) in sh.style.iter().enumerate() {
             let Some(v) = v else { continue };
-            // A circle is one simple subpath: its fill rule cannot matter.
-            if circle.is_some() && i == 2 {
+            // A basic shape is one simple subpath: its fill rule cannot matter.
+            if is_element && i == 2 {
                 continue;
             }
             let inherited = self.hoisted[i].as_deref().unwrap_or(PROPS[i].1);
@@ -1223,6 +1654,38 @@ mod tests {
         assert_eq!(fmt_color(usvg::Color::new_rgb(0, 0, 0)), "black");
         assert_eq!(fmt_color(usvg::Color::new_rgb(0x11, 0x22, 0x33)), "#123");
         assert_eq!(fmt_color(usvg::Color::new_rgb(0x12, 0x22, 0x33)), "#122233");
+    }
+
+    #[test]
+    fn fused_comparison_matches_the_metrics() {
+        // Pseudo-random images with partial alpha, and a blank pair.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        };
+        let mut a = image::RgbaImage::new(37, 23);
+        let mut b = image::RgbaImage::new(37, 23);
+        for p in a.pixels_mut().chain(b.pixels_mut()) {
+            *p = image::Rgba([next(), next(), next(), next()]);
+        }
+        let (iou, colour) = ink_iou_and_colour(&a, &b).expect("same size");
+        let want_iou = metrics::ink_iou(&a, &b).expect("same size");
+        let ch = metrics::channel_mean_abs_error(&a, &b).expect("same size");
+        let want_colour = ch[0].max(ch[1]).max(ch[2]);
+        assert!((iou - want_iou).abs() < 1e-12, "{iou} vs {want_iou}");
+        assert!(
+            (colour - want_colour).abs() < 1e-12,
+            "{colour} vs {want_colour}"
+        );
+        let blank = image::RgbaImage::new(4, 4);
+        assert_eq!(ink_iou_and_colour(&blank, &blank), Some((1.0, 0.0)));
+        assert_eq!(
+            ink_iou_and_colour(&blank, &image::RgbaImage::new(4, 5)),
+            None
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   IoU 1.
 //! * [`mean_abs_error`]: mean of `|a − b| / 255` over all pixels and the R, G, B channels, in
 //!   `[0, 1]`.
+//! * [`channel_mean_abs_error`]: the same mean taken per channel (R, G, B), so that a change of
+//!   colour that touches one channel is not diluted by the two others; the colour check of a
+//!   lossless rewrite is the largest of the three ([`RasterDiff::colour_mae`]).
 //! * [`ssim`]: the structural similarity index of Wang et al. (2004) on luma (ITU-R BT.601),
 //!   with an 11 × 11 Gaussian window (σ = 1.5), `K1 = 0.01`, `K2 = 0.03`, `L = 255`, averaged over
 //!   every window that lies inside the image. This equals scikit-image's
@@ -70,8 +73,23 @@ pub struct RasterDiff {
     pub ink_iou: f64,
     /// Mean absolute error of RGB over white, in `[0, 1]` (0 = identical).
     pub mean_abs_error: f64,
+    /// Mean absolute error over white of each channel (R, G, B), in `[0, 1]`; their mean is
+    /// `mean_abs_error`.
+    pub channel_mae: [f64; 3],
     /// Mean SSIM of luma, in `[-1, 1]` (1 = identical).
     pub ssim: f64,
+}
+
+impl RasterDiff {
+    /// The largest per-channel mean absolute error, in `[0, 1]`: the colour difference of the
+    /// two renderings. NaN if any channel's error is NaN.
+    pub fn colour_mae(&self) -> f64 {
+        let [r, g, b] = self.channel_mae;
+        if r.is_nan() || g.is_nan() || b.is_nan() {
+            return f64::NAN;
+        }
+        r.max(g).max(b)
+    }
 }
 
 /// Renders both documents into a `size` × `size` white canvas (drawing contained and centred)
@@ -83,15 +101,18 @@ pub fn compare_svgs(a: &Svg, b: &Svg, size: u32) -> RasterDiff {
         // Unreachable: both images have the same size, at least the SSIM window.
         ink_iou: 0.0,
         mean_abs_error: 1.0,
+        channel_mae: [1.0; 3],
         ssim: -1.0,
     })
 }
 
 /// Computes all three metrics for two images of the same size.
 pub fn compare_images(a: &RgbaImage, b: &RgbaImage) -> Result<RasterDiff, MetricError> {
+    let channel_mae = channel_mean_abs_error(a, b)?;
     Ok(RasterDiff {
         ink_iou: ink_iou(a, b)?,
         mean_abs_error: mean_abs_error(a, b)?,
+        channel_mae,
         ssim: ssim(a, b)?,
     })
 }
@@ -155,6 +176,23 @@ pub fn mean_abs_error(a: &RgbaImage, b: &RgbaImage) -> Result<f64, MetricError> 
         })
         .sum();
     Ok(sum / (n as f64 * 255.0))
+}
+
+/// Mean absolute error over white of each of R, G, B, scaled to `[0, 1]`.
+pub fn channel_mean_abs_error(a: &RgbaImage, b: &RgbaImage) -> Result<[f64; 3], MetricError> {
+    same_size(a, b)?;
+    let n = u64::from(a.width()) * u64::from(a.height());
+    if n == 0 {
+        return Ok([0.0; 3]);
+    }
+    let mut sum = [0.0f64; 3];
+    for (pa, pb) in a.pixels().zip(b.pixels()) {
+        let (ca, cb) = (over_white(pa), over_white(pb));
+        for i in 0..3 {
+            sum[i] += (ca[i] - cb[i]).abs();
+        }
+    }
+    Ok(sum.map(|s| s / (n as f64 * 255.0)))
 }
 
 /// Luma plane (BT.601) of an image over white.

@@ -55,6 +55,115 @@ pub enum DataError {
     /// The run was interrupted on purpose (e.g. by a test hook); nothing half-written was published.
     #[error("run interrupted after {0} samples")]
     Interrupted(usize),
+    /// This worker's shard index and count could not be determined, or are out of range.
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
+    /// The worker count of this worker disagrees with the run's `run.json`.
+    #[error(
+        "{location}: the run was started with {run} workers but this worker was launched as one \
+         of {worker}; relaunch with the original count (--shard-count {run}), or use a new output"
+    )]
+    ShardCountMismatch {
+        /// The run's location.
+        location: String,
+        /// Workers recorded in `run.json`.
+        run: u32,
+        /// Workers this worker was told about.
+        worker: u32,
+    },
+    /// The configuration of this worker (thresholds, generator, captions ...) differs from the
+    /// one the run was started with, so its output could not be mixed with the run's.
+    #[error(
+        "{location}: this worker's configuration (fingerprint {worker}) differs from the run's \
+         ({run}); relaunch with the run's settings, or use a new output"
+    )]
+    ConfigMismatch {
+        /// The run's location.
+        location: String,
+        /// Fingerprint recorded by the run (`run.json` or a completion marker).
+        run: String,
+        /// Fingerprint of this worker's configuration.
+        worker: String,
+    },
+    /// `merge`: some workers of the run have no completion marker, or have several.
+    #[error("{}", workers_message(*count, missing, duplicated))]
+    WorkersIncomplete {
+        /// Workers of the run.
+        count: u32,
+        /// Worker indices without a completion marker (unfinished or never started).
+        missing: Vec<u32>,
+        /// Worker indices with a marker in more than one input, and those inputs.
+        duplicated: Vec<(u32, Vec<String>)>,
+    },
+    /// `merge`: ids that appear in more than one row of the run's shards.
+    #[error("{count} ids appear more than once in the shards, e.g. {}", examples.join(", "))]
+    DuplicateIds {
+        /// Rows whose id was already seen.
+        count: usize,
+        /// The first few such ids.
+        examples: Vec<String>,
+    },
+    /// `merge`: inputs without `run.json` and completion markers (written before they existed).
+    #[error(
+        "{} predate completion markers (no run.json / done-*.json), so merge cannot check that \
+         every worker finished; pass --allow-unmarked to merge them as before (de-duplicated, \
+         unchecked)",
+        locations.join(", ")
+    )]
+    Unmarked {
+        /// The inputs concerned.
+        locations: Vec<String>,
+    },
+    /// A completion marker lists shards that are not in its output.
+    #[error("{location}: shards listed in completion markers are missing: {}", shards.join(", "))]
+    MissingShards {
+        /// The input concerned.
+        location: String,
+        /// Missing shard names.
+        shards: Vec<String>,
+    },
+    /// An object-store operation failed (or the store is not available in this build).
+    #[error("object store {location}: {message}")]
+    Store {
+        /// URL or path of the store location.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A put-if-absent found the object already there: another process with the same worker
+    /// index is writing to the same output.
+    #[error(
+        "{location}: {name} already exists; is another worker with the same index running on this output?"
+    )]
+    AlreadyPublished {
+        /// The output.
+        location: String,
+        /// The object name.
+        name: String,
+    },
+}
+
+fn workers_message(count: u32, missing: &[u32], duplicated: &[(u32, Vec<String>)]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(u32::to_string).collect();
+        parts.push(format!(
+            "{} of {count} workers have not finished (no completion marker): {}",
+            missing.len(),
+            list.join(", ")
+        ));
+    }
+    if !duplicated.is_empty() {
+        let list: Vec<String> = duplicated
+            .iter()
+            .map(|(i, at)| format!("{i} (in {})", at.join(" and ")))
+            .collect();
+        parts.push(format!(
+            "workers with more than one completion marker: {}",
+            list.join(", ")
+        ));
+    }
+    parts.join("; ")
 }
 
 impl DataError {

@@ -6,14 +6,22 @@
 //! [`RetryPolicy::max_delay`], with up to 25 % random jitter so that many workers do not retry
 //! in lock-step). A `Retry-After: <seconds>` header from the server is honoured (also capped).
 //! Other 4xx statuses and malformed bodies fail at once with a typed [`StageError`].
+//!
+//! Response bodies (answers and error bodies alike) are read through a limit,
+//! [`EndpointConfig::max_response_bytes`]: a larger body is a `protocol` failure, never an
+//! unbounded allocation. The chat simplifier caps it further at [`MAX_CHAT_RESPONSE_BYTES`].
 
 use std::io::Read;
 use std::time::Duration;
 
 use crate::error::{DataError, FailureKind, StageError};
 
-/// Largest response body accepted (bytes). A base64 1024² PNG is a few MB.
+/// Default largest response body accepted (bytes). A base64 1024² PNG is a few MB.
 pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+
+/// Largest chat-completion body the caption simplifier accepts, whatever the endpoint's
+/// [`EndpointConfig::max_response_bytes`] (an answer is a few words).
+pub const MAX_CHAT_RESPONSE_BYTES: u64 = 1 << 20;
 
 /// Retry schedule for transient failures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +70,8 @@ pub struct EndpointConfig {
     pub timeout: Duration,
     /// Retry schedule.
     pub retry: RetryPolicy,
+    /// Largest response body read, in bytes (default [`MAX_RESPONSE_BYTES`]).
+    pub max_response_bytes: u64,
 }
 
 impl EndpointConfig {
@@ -72,6 +82,7 @@ impl EndpointConfig {
             api_key_env: Some("OPENAI_API_KEY".into()),
             timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
 
@@ -93,6 +104,7 @@ pub struct JsonClient {
     base_url: String,
     api_key: Option<String>,
     retry: RetryPolicy,
+    max_body: u64,
 }
 
 impl JsonClient {
@@ -121,7 +133,19 @@ impl JsonClient {
             base_url: config.base_url.trim_end_matches('/').to_string(),
             api_key,
             retry: config.retry,
+            max_body: config.max_response_bytes,
         })
+    }
+
+    /// Lowers the response-body limit to at most `max` bytes.
+    pub fn cap_response_bytes(mut self, max: u64) -> Self {
+        self.max_body = self.max_body.min(max);
+        self
+    }
+
+    /// The response-body limit in bytes.
+    pub fn max_response_bytes(&self) -> u64 {
+        self.max_body
     }
 
     /// POSTs `body` to `{base_url}/{path}` and parses the JSON answer, retrying transient
@@ -168,14 +192,14 @@ impl JsonClient {
             req = req.set("Authorization", &format!("Bearer {key}"));
         }
         match req.send_string(payload) {
-            Ok(resp) => read_json(resp).map_err(|e| (e, None)),
+            Ok(resp) => read_json(resp, self.max_body).map_err(|e| (e, None)),
             Err(ureq::Error::Status(code, resp)) => {
                 let retry_after = resp
                     .header("retry-after")
                     .and_then(|v| v.trim().parse::<f64>().ok())
                     .filter(|s| s.is_finite() && *s >= 0.0)
                     .map(Duration::from_secs_f64);
-                let detail = api_error_message(resp);
+                let detail = api_error_message(resp, self.max_body);
                 let kind = match code {
                     429 => FailureKind::RateLimited,
                     500..=599 => FailureKind::Server,
@@ -218,10 +242,24 @@ fn is_timeout(t: &ureq::Transport) -> bool {
     s.contains("timed out") || s.contains("timeout")
 }
 
-fn read_body(resp: ureq::Response) -> Result<Vec<u8>, StageError> {
+fn read_body(resp: ureq::Response, max: u64) -> Result<Vec<u8>, StageError> {
+    let too_large = || {
+        StageError::new(
+            FailureKind::Protocol,
+            format!("response body larger than {max} bytes"),
+        )
+    };
+    // A declared length over the limit fails before anything is read.
+    if resp
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > max)
+    {
+        return Err(too_large());
+    }
     let mut buf = Vec::new();
     resp.into_reader()
-        .take(MAX_RESPONSE_BYTES + 1)
+        .take(max.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(|e| {
             let kind = if matches!(
@@ -234,21 +272,18 @@ fn read_body(resp: ureq::Response) -> Result<Vec<u8>, StageError> {
             };
             StageError::new(kind, format!("reading response body: {e}"))
         })?;
-    if buf.len() as u64 > MAX_RESPONSE_BYTES {
-        return Err(StageError::new(
-            FailureKind::Protocol,
-            format!("response body larger than {MAX_RESPONSE_BYTES} bytes"),
-        ));
+    if buf.len() as u64 > max {
+        return Err(too_large());
     }
     Ok(buf)
 }
 
-fn read_json(resp: ureq::Response) -> Result<serde_json::Value, StageError> {
-    parse_json_body(&read_body(resp)?)
+fn read_json(resp: ureq::Response, max: u64) -> Result<serde_json::Value, StageError> {
+    parse_json_body(&read_body(resp, max)?)
 }
 
-/// Parses a response body (already read within [`MAX_RESPONSE_BYTES`]) as JSON; a malformed body
-/// is a [`FailureKind::Protocol`] error. Pure, so that it is fuzzed without a server.
+/// Parses a response body (already read within its size cap) as JSON; a malformed body is a
+/// [`FailureKind::Protocol`] error. Pure, so that it is fuzzed without a server.
 ///
 /// # Errors
 /// [`FailureKind::Protocol`] for anything but one JSON value.
@@ -262,8 +297,8 @@ pub fn parse_json_body(body: &[u8]) -> Result<serde_json::Value, StageError> {
 }
 
 /// The `error.message` of an OpenAI error body, else a short prefix of the body.
-fn api_error_message(resp: ureq::Response) -> String {
-    match read_body(resp) {
+fn api_error_message(resp: ureq::Response, max: u64) -> String {
+    match read_body(resp, max) {
         Ok(body) => error_message_from_body(&body),
         Err(e) => e.message,
     }

@@ -19,7 +19,9 @@
 //!
 //! Readers of (description, SVG) [`Pair`]s for training and evaluation (our shards, MMSVG,
 //! icon sets, JSON lines) live in [`pairs`]; `stats`, `merge` and the folder export in
-//! [`tools`]. The embedded default job (no network, no weights) is in [`default_job`];
+//! [`tools`]. Runs of N workers (Slurm arrays, Kubernetes Indexed Jobs: [`shard`]) leave
+//! completion markers ([`worker`]) and may write to object stores ([`store`]); `merge` checks
+//! that every worker finished. The embedded default job (no network, no weights) is in [`default_job`];
 //! `cargo run --release --example build_dataset` runs it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,10 +40,13 @@ pub mod simplify;
 pub mod source;
 pub mod stages;
 pub mod storage;
+pub mod store;
 pub mod tools;
+pub mod worker;
 
 pub use error::{DataError, FailureKind, Stage, StageError};
 pub use pairs::{Pair, PairDataset};
 pub use pipeline::{run, run_with_hook, PipelineConfig, RunSummary, Stages};
 pub use sample::{Label, Triplet};
-pub use shard::ShardSpec;
+pub use shard::{resolve_shard_from_env, ShardArgs, ShardSpec};
+pub use store::OutputLocation;

@@ -22,6 +22,21 @@
 //! With `--shard i/N` ([`ShardSpec`]) each worker only takes its ids and names its files
 //! `part-i-of-N-*`, `manifest-i-of-N.jsonl`, `failures-i-of-N.jsonl`, so N workers may share
 //! one output folder.
+//!
+//! # Runs of N workers
+//!
+//! Every worker checks itself against the run's `run.json` (worker count and configuration
+//! fingerprint) before doing anything, and a worker that has read its whole input leaves a
+//! completion marker `done-i-of-N.json` ([`crate::worker`]). A relaunched finished worker
+//! returns at once ([`RunSummary::finished_before`]).
+//!
+//! # Object-store outputs
+//!
+//! With [`PipelineConfig::mirror`] set, `out_dir` is a local staging folder and the object
+//! store is the run's home: on start the worker rebuilds its manifest and failure log from
+//! the store (so it may resume on another machine), after each shard is published locally it
+//! is put-if-absent into the store with the new log lines as numbered chunks, the local copy
+//! is deleted, and the marker goes to the store ([`crate::store`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
@@ -46,6 +61,11 @@ use crate::stages::{AestheticScorer, ClipFilter, LabelPolicy, TokenCounter, Trac
 use crate::storage::{
     append_line, append_manifest, published_ids, read_json_lines, ManifestEntry, ShardOptions,
     ShardWriter,
+};
+use crate::store::{LocalDir, ObjectOutput, RunStore, WriteMode};
+use crate::worker::{
+    ensure_run_manifest, marker_name, read_marker, write_marker, MarkerShard, WorkerMarker,
+    MARKER_FORMAT,
 };
 
 /// The pluggable stages of a run.
@@ -91,6 +111,13 @@ pub struct PipelineConfig {
     pub limit: Option<usize>,
     /// Show a progress bar on stderr (only drawn on a terminal).
     pub progress: bool,
+    /// A description of the stages' settings (generator, template, simplifier, captions ...),
+    /// part of the run's configuration [`fingerprint`](PipelineConfig::fingerprint): workers
+    /// of one run must agree on it.
+    pub run_tag: String,
+    /// Object store that is the run's home; `out_dir` is then a local staging folder (see the
+    /// module docs). `None`: `out_dir` is the output.
+    pub mirror: Option<Arc<ObjectOutput>>,
 }
 
 impl PipelineConfig {
@@ -112,7 +139,34 @@ impl PipelineConfig {
             decode_limits: DecodeLimits::default(),
             limit: None,
             progress: false,
+            run_tag: String::new(),
+            mirror: None,
         }
+    }
+
+    /// Fingerprint of what decides the content of the run's rows: the worker count, the
+    /// labelling threshold, background normalisation, decode limits and
+    /// [`run_tag`](PipelineConfig::run_tag). Shard sizes, thread counts and limits are not
+    /// part of it.
+    pub fn fingerprint(&self) -> String {
+        let canonical = format!(
+            "svgen-run/1|workers={}|label={:?}|background={:?}|decode={:?}|tag={}",
+            self.shard.count, self.label, self.background, self.decode_limits, self.run_tag
+        );
+        format!("{:016x}", crate::sample::fnv1a64(canonical.as_bytes()))
+    }
+
+    /// Where the run's files live: the mirror, or `out_dir`.
+    pub fn run_store(&self) -> Arc<dyn RunStore> {
+        match &self.mirror {
+            Some(m) => m.clone(),
+            None => Arc::new(LocalDir::new(&self.out_dir)),
+        }
+    }
+
+    /// This worker's completion marker name.
+    pub fn marker_name(&self) -> String {
+        marker_name(self.shard)
     }
 
     fn file_tag(&self) -> String {
@@ -230,7 +284,7 @@ pub struct RunSummary {
     pub inverted: usize,
     /// Failures recorded in this run, by stage.
     pub failed: BTreeMap<String, usize>,
-    /// Shards published in this run.
+    /// Shards published in this run (for an object-store run: their URLs).
     pub shards: Vec<PathBuf>,
     /// Token statistics of the triplets written in this run.
     pub tokens: TokenStats,
@@ -244,6 +298,12 @@ pub struct RunSummary {
     pub label: LabelPolicy,
     /// This worker's failures file ([`PipelineConfig::failures_path`]).
     pub failures_path: PathBuf,
+    /// Whether the whole input was read (not cut short by [`PipelineConfig::limit`]).
+    pub input_exhausted: bool,
+    /// The completion marker written by this run (`None`: the worker has not finished).
+    pub marker: Option<String>,
+    /// Set when the worker had finished in an earlier run: its marker. Nothing else was done.
+    pub finished_before: Option<WorkerMarker>,
 }
 
 impl RunSummary {
@@ -275,6 +335,20 @@ impl RunSummary {
 /// ```
 impl std::fmt::Display for RunSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(m) = &self.finished_before {
+            let plural =
+                |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            return writeln!(
+                f,
+                "worker {} already finished ({} in {}): {} in {}, {}; nothing to do",
+                self.shard,
+                marker_name(self.shard),
+                self.out_dir.display(),
+                plural(m.rows, "row"),
+                plural(m.shards.len(), "shard"),
+                plural(m.failures, "failure")
+            );
+        }
         writeln!(
             f,
             "svgen-data run: {} (shard {})",
@@ -326,6 +400,9 @@ impl std::fmt::Display for RunSummary {
         }
         if self.failures() > 0 {
             writeln!(f, "failures: {}", self.failures_path.display())?;
+        }
+        if let Some(m) = &self.marker {
+            writeln!(f, "worker {} finished: {m}", self.shard)?;
         }
         Ok(())
     }
@@ -534,6 +611,206 @@ fn load_done(config: &PipelineConfig) -> Result<DoneSets, DataError> {
     })
 }
 
+/// The sequence number of a shard file name of this worker (`part-…-000012.parquet` → 12).
+fn shard_seq(prefix: &str, name: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?
+        .strip_suffix(".parquet")?
+        .parse::<u64>()
+        .ok()
+}
+
+/// One past the largest shard sequence number this worker's manifest lists.
+fn next_seq_from_manifest(config: &PipelineConfig) -> Result<u64, DataError> {
+    let prefix = config.shard_prefix();
+    Ok(read_json_lines::<ManifestEntry>(&config.manifest_path())?
+        .iter()
+        .filter_map(|m| shard_seq(&prefix, &m.shard))
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0))
+}
+
+/// The marker of a worker that has just read its whole input: every shard its manifest
+/// lists and the size of its failure log.
+fn build_marker(config: &PipelineConfig, fingerprint: &str) -> Result<WorkerMarker, DataError> {
+    let entries = read_json_lines::<ManifestEntry>(&config.manifest_path())?;
+    let failures = read_json_lines::<FailureRecord>(&config.failures_path())?.len();
+    let shards: Vec<MarkerShard> = entries
+        .into_iter()
+        .map(|m| MarkerShard {
+            name: m.shard,
+            rows: m.rows,
+        })
+        .collect();
+    let file_name = |p: PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Ok(WorkerMarker {
+        format: MARKER_FORMAT.into(),
+        index: config.shard.index,
+        count: config.shard.count,
+        config_fingerprint: fingerprint.to_string(),
+        rows: shards.iter().map(|s| s.rows).sum(),
+        shards,
+        failures,
+        failures_file: (failures > 0).then(|| file_name(config.failures_path())),
+        finished_at: now_micros(),
+        svgen_data_version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// An append-only local log mirrored to the store as numbered immutable chunks.
+struct LogMirror {
+    local: PathBuf,
+    stem: String,
+    uploaded: u64,
+    next_chunk: u32,
+}
+
+fn chunk_index(stem: &str, name: &str) -> Option<u32> {
+    name.strip_prefix(stem)?
+        .strip_prefix('.')?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// The object-store side of a run with [`PipelineConfig::mirror`] (see the module docs).
+struct RemoteSync {
+    out: Arc<ObjectOutput>,
+    logs: Vec<LogMirror>,
+    next_seq: u64,
+    /// Shards found in the store but not in its manifest, downloaded for their ids.
+    orphans: Vec<PathBuf>,
+}
+
+impl RemoteSync {
+    /// Rebuilds this worker's manifest and failure log in the staging folder from the store
+    /// (the store is the truth: local leftovers of this worker are deleted first).
+    fn restore(out: &Arc<ObjectOutput>, config: &PipelineConfig) -> Result<Self, DataError> {
+        let dir = &config.out_dir;
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        let prefix = config.shard_prefix();
+        let own_logs = [config.manifest_path(), config.failures_path()];
+        for e in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+            let e = e.map_err(|e| DataError::io(dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) || own_logs.iter().any(|p| *p == e.path()) {
+                std::fs::remove_file(e.path()).map_err(|err| DataError::io(e.path(), err))?;
+            }
+        }
+        let names = out.list()?;
+        let mut logs = Vec::new();
+        for local in own_logs {
+            let stem = local
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut chunks: Vec<(u32, &String)> = names
+                .iter()
+                .filter_map(|n| chunk_index(&stem, n).map(|k| (k, n)))
+                .collect();
+            chunks.sort();
+            let mut content = Vec::new();
+            for (_, name) in &chunks {
+                if let Some(bytes) = out.get(name)? {
+                    content.extend_from_slice(&bytes);
+                    if content.last().is_some_and(|&b| b != b'\n') {
+                        content.push(b'\n');
+                    }
+                }
+            }
+            if !content.is_empty() {
+                std::fs::write(&local, &content).map_err(|e| DataError::io(&local, e))?;
+            }
+            logs.push(LogMirror {
+                local,
+                stem,
+                uploaded: content.len() as u64,
+                next_chunk: chunks.last().map(|(k, _)| k + 1).unwrap_or(0),
+            });
+        }
+        let listed: HashSet<String> = read_json_lines::<ManifestEntry>(&config.manifest_path())?
+            .into_iter()
+            .map(|m| m.shard)
+            .collect();
+        let mut orphans = Vec::new();
+        let mut next_seq = 0;
+        for name in &names {
+            let Some(seq) = shard_seq(&prefix, name) else {
+                continue;
+            };
+            next_seq = next_seq.max(seq + 1);
+            if !listed.contains(name) {
+                // Published but not yet listed (a kill in between): read its ids back.
+                let fetched = out.fetch(name, dir)?;
+                let dest = dir.join(name);
+                std::fs::rename(fetched.path(), &dest).map_err(|e| DataError::io(&dest, e))?;
+                orphans.push(dest);
+            }
+        }
+        Ok(RemoteSync {
+            out: out.clone(),
+            logs,
+            next_seq,
+            orphans,
+        })
+    }
+
+    /// Puts the complete lines appended to the logs since the last call, one chunk each.
+    fn sync_logs(&mut self) -> Result<(), DataError> {
+        for log in &mut self.logs {
+            let bytes = match std::fs::read(&log.local) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(DataError::io(&log.local, e)),
+            };
+            let start = usize::try_from(log.uploaded).unwrap_or(usize::MAX);
+            let Some(new) = bytes.get(start..) else {
+                continue;
+            };
+            let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
+            let chunk = &new[..=end];
+            let name = format!("{}.{:06}.jsonl", log.stem, log.next_chunk);
+            if !self.out.put(&name, chunk, WriteMode::CreateNew)? {
+                return Err(DataError::AlreadyPublished {
+                    location: self.out.location(),
+                    name,
+                });
+            }
+            log.uploaded += chunk.len() as u64;
+            log.next_chunk += 1;
+        }
+        Ok(())
+    }
+
+    /// After a local publish: the shard, then its manifest line (and new failures), then the
+    /// local copy is dropped.
+    fn publish_shard(&mut self, local: &Path) -> Result<(), DataError> {
+        let name = local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.out.publish_file(local, &name)?;
+        self.sync_logs()?;
+        std::fs::remove_file(local).map_err(|e| DataError::io(local, e))
+    }
+
+    /// Lists the downloaded orphans (their manifest lines were appended by `load_done`) and
+    /// drops the local copies.
+    fn settle_orphans(&mut self) -> Result<(), DataError> {
+        self.sync_logs()?;
+        for p in self.orphans.drain(..) {
+            std::fs::remove_file(&p).map_err(|e| DataError::io(&p, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Deletes this worker's stale `.tmp` shards and returns the next shard sequence number.
 fn prepare_out_dir(config: &PipelineConfig) -> Result<u64, DataError> {
     let dir = &config.out_dir;
@@ -545,13 +822,8 @@ fn prepare_out_dir(config: &PipelineConfig) -> Result<u64, DataError> {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(&format!(".{prefix}")) && name.ends_with(".tmp") {
             std::fs::remove_file(e.path()).map_err(|err| DataError::io(e.path(), err))?;
-        } else if let Some(rest) = name.strip_prefix(&prefix) {
-            if let Some(seq) = rest
-                .strip_suffix(".parquet")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                next = next.max(seq + 1);
-            }
+        } else if let Some(seq) = shard_seq(&prefix, &name) {
+            next = next.max(seq + 1);
         }
     }
     Ok(next)
@@ -559,6 +831,7 @@ fn prepare_out_dir(config: &PipelineConfig) -> Result<u64, DataError> {
 
 struct Writer<'a> {
     config: &'a PipelineConfig,
+    remote: Option<RemoteSync>,
     current: Option<ShardWriter>,
     next_seq: u64,
     summary: RunSummary,
@@ -620,6 +893,7 @@ impl Writer<'_> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let name_for_summary = name.clone();
         append_manifest(
             &self.config.manifest_path(),
             &ManifestEntry {
@@ -628,7 +902,14 @@ impl Writer<'_> {
                 ids: published.ids,
             },
         )?;
-        self.summary.shards.push(published.path.clone());
+        match self.remote.as_mut() {
+            Some(remote) => {
+                remote.publish_shard(&published.path)?;
+                let url = format!("{}/{name_for_summary}", remote.out.url());
+                self.summary.shards.push(PathBuf::from(url));
+            }
+            None => self.summary.shards.push(published.path.clone()),
+        }
         Ok(Some(published.path))
     }
 }
@@ -657,11 +938,42 @@ pub fn run_with_hook(
         ));
     }
     let start = Instant::now();
-    let next_seq = prepare_out_dir(config)?;
+    let store = config.run_store();
+    let fingerprint = config.fingerprint();
+    ensure_run_manifest(store.as_ref(), config.shard, &fingerprint)?;
+    if let Some(marker) = read_marker(store.as_ref(), config.shard)? {
+        if marker.config_fingerprint != fingerprint {
+            return Err(DataError::ConfigMismatch {
+                location: format!("{}/{}", store.location(), config.marker_name()),
+                run: marker.config_fingerprint,
+                worker: fingerprint,
+            });
+        }
+        return Ok(RunSummary {
+            elapsed: start.elapsed(),
+            out_dir: config.out_dir.clone(),
+            shard: config.shard,
+            label: config.label,
+            failures_path: config.failures_path(),
+            input_exhausted: true,
+            finished_before: Some(marker),
+            ..RunSummary::default()
+        });
+    }
+    let mut remote = match &config.mirror {
+        Some(out) => Some(RemoteSync::restore(out, config)?),
+        None => None,
+    };
+    let mut next_seq = prepare_out_dir(config)?;
     let DoneSets {
         mut done,
         mut dedup_recorded,
     } = load_done(config)?;
+    next_seq = next_seq.max(next_seq_from_manifest(config)?);
+    if let Some(r) = remote.as_mut() {
+        next_seq = next_seq.max(r.next_seq);
+        r.settle_orphans()?;
+    }
 
     let cancel = AtomicBool::new(false);
     let (net_tx, net_rx) = sync_channel::<Job>(config.channel_capacity);
@@ -686,186 +998,192 @@ pub fn run_with_hook(
 
     let mut writer = Writer {
         config,
+        remote,
         current: None,
         next_seq,
         summary: RunSummary::default(),
         token_counts: Vec::new(),
     };
 
-    let reader_counts = std::thread::scope(|scope| -> Result<(usize, usize, usize), DataError> {
-        // Reader.
-        let reader_out = out_tx.clone();
-        let cancel_ref = &cancel;
-        let done_ref = &mut done;
-        let dedup_ref = &mut dedup_recorded;
-        let reader = scope.spawn(move || {
-            let (mut read, mut other, mut already, mut taken) = (0usize, 0usize, 0usize, 0usize);
-            let mut seen: HashSet<String> = HashSet::new();
-            while !cancel_ref.load(Ordering::Relaxed) {
-                if config.limit.is_some_and(|l| taken >= l) {
-                    break;
-                }
-                let Some(record) = source.next_record() else {
-                    break;
-                };
-                read += 1;
-                let id = match &record {
-                    Ok(c) => c.id.clone(),
-                    Err(f) => f.id.clone(),
-                };
-                if !config.shard.contains(&id) {
-                    other += 1;
-                    continue;
-                }
-                let first_time = seen.insert(id.clone());
-                if !first_time {
-                    if dedup_ref.insert(id.clone()) {
-                        taken += 1;
-                        let c = match &record {
-                            Ok(c) => c.source.clone(),
-                            Err(_) => source.name().to_string(),
-                        };
-                        let rec = FailureRecord {
-                            id,
-                            source: c,
-                            stage: Stage::Dedup,
-                            kind: FailureKind::BadInput,
-                            reason: "duplicate id: an earlier record with this id is kept".into(),
-                            at: now_micros(),
-                        };
-                        if reader_out.send(Outcome::Failed(rec)).is_err() {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                if done_ref.contains(&id) {
-                    already += 1;
-                    continue;
-                }
-                taken += 1;
-                let sent = match record {
-                    Ok(caption) => net_tx.send(Job { caption }).is_ok(),
-                    Err(f) => reader_out
-                        .send(Outcome::Failed(FailureRecord {
-                            id: f.id,
-                            source: source.name().to_string(),
-                            stage: Stage::Source,
-                            kind: FailureKind::BadInput,
-                            reason: f.reason,
-                            at: now_micros(),
-                        }))
-                        .is_ok(),
-                };
-                if !sent {
-                    break;
-                }
-            }
-            drop(net_tx);
-            (read, other, already)
-        });
-
-        // Network workers.
-        for _ in 0..config.network_workers {
-            let rx = Arc::clone(&net_rx);
-            let cpu_tx = cpu_tx.clone();
-            let out_tx = out_tx.clone();
+    let reader_counts =
+        std::thread::scope(|scope| -> Result<(usize, usize, usize, bool), DataError> {
+            // Reader.
+            let reader_out = out_tx.clone();
             let cancel_ref = &cancel;
-            scope.spawn(move || {
-                while let Some(job) = recv_shared(&rx) {
-                    if cancel_ref.load(Ordering::Relaxed) {
+            let done_ref = &mut done;
+            let dedup_ref = &mut dedup_recorded;
+            let reader = scope.spawn(move || {
+                let (mut read, mut other, mut already, mut taken) =
+                    (0usize, 0usize, 0usize, 0usize);
+                let mut exhausted = false;
+                let mut seen: HashSet<String> = HashSet::new();
+                while !cancel_ref.load(Ordering::Relaxed) {
+                    if config.limit.is_some_and(|l| taken >= l) {
                         break;
                     }
-                    let sent = match network_stage(job, stages) {
-                        Ok(cpu_job) => cpu_tx.send(cpu_job).is_ok(),
-                        Err(outcome) => out_tx.send(outcome).is_ok(),
+                    let Some(record) = source.next_record() else {
+                        exhausted = true;
+                        break;
+                    };
+                    read += 1;
+                    let id = match &record {
+                        Ok(c) => c.id.clone(),
+                        Err(f) => f.id.clone(),
+                    };
+                    if !config.shard.contains(&id) {
+                        other += 1;
+                        continue;
+                    }
+                    let first_time = seen.insert(id.clone());
+                    if !first_time {
+                        if dedup_ref.insert(id.clone()) {
+                            taken += 1;
+                            let c = match &record {
+                                Ok(c) => c.source.clone(),
+                                Err(_) => source.name().to_string(),
+                            };
+                            let rec = FailureRecord {
+                                id,
+                                source: c,
+                                stage: Stage::Dedup,
+                                kind: FailureKind::BadInput,
+                                reason: "duplicate id: an earlier record with this id is kept"
+                                    .into(),
+                                at: now_micros(),
+                            };
+                            if reader_out.send(Outcome::Failed(rec)).is_err() {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    if done_ref.contains(&id) {
+                        already += 1;
+                        continue;
+                    }
+                    taken += 1;
+                    let sent = match record {
+                        Ok(caption) => net_tx.send(Job { caption }).is_ok(),
+                        Err(f) => reader_out
+                            .send(Outcome::Failed(FailureRecord {
+                                id: f.id,
+                                source: source.name().to_string(),
+                                stage: Stage::Source,
+                                kind: FailureKind::BadInput,
+                                reason: f.reason,
+                                at: now_micros(),
+                            }))
+                            .is_ok(),
                     };
                     if !sent {
                         break;
                     }
                 }
+                drop(net_tx);
+                (read, other, already, exhausted)
             });
-        }
-        drop(cpu_tx);
 
-        // CPU workers.
-        for _ in 0..config.cpu_workers {
-            let rx = Arc::clone(&cpu_rx);
-            let out_tx = out_tx.clone();
-            let cancel_ref = &cancel;
-            scope.spawn(move || {
-                while let Some(job) = recv_shared(&rx) {
-                    if cancel_ref.load(Ordering::Relaxed) {
-                        break;
+            // Network workers.
+            for _ in 0..config.network_workers {
+                let rx = Arc::clone(&net_rx);
+                let cpu_tx = cpu_tx.clone();
+                let out_tx = out_tx.clone();
+                let cancel_ref = &cancel;
+                scope.spawn(move || {
+                    while let Some(job) = recv_shared(&rx) {
+                        if cancel_ref.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let sent = match network_stage(job, stages) {
+                            Ok(cpu_job) => cpu_tx.send(cpu_job).is_ok(),
+                            Err(outcome) => out_tx.send(outcome).is_ok(),
+                        };
+                        if !sent {
+                            break;
+                        }
                     }
-                    if out_tx.send(cpu_stage(job, stages, config)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(out_tx);
-        // Only the workers may hold the receivers: when they stop (normally or on
-        // cancellation) the channels close and every blocked sender upstream wakes up.
-        drop(net_rx);
-        drop(cpu_rx);
+                });
+            }
+            drop(cpu_tx);
 
-        // Writer (this thread).
-        let result = (|| -> Result<(), DataError> {
-            let failures_path = config.failures_path();
-            for outcome in out_rx.iter() {
-                match outcome {
-                    Outcome::Done(p) => {
-                        if writer.write(*p)? {
-                            progress.inc(1);
-                            let ev = Event::Written {
-                                total: writer.summary.written,
-                            };
-                            if hook(&ev).is_break() {
+            // CPU workers.
+            for _ in 0..config.cpu_workers {
+                let rx = Arc::clone(&cpu_rx);
+                let out_tx = out_tx.clone();
+                let cancel_ref = &cancel;
+                scope.spawn(move || {
+                    while let Some(job) = recv_shared(&rx) {
+                        if cancel_ref.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        if out_tx.send(cpu_stage(job, stages, config)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(out_tx);
+            // Only the workers may hold the receivers: when they stop (normally or on
+            // cancellation) the channels close and every blocked sender upstream wakes up.
+            drop(net_rx);
+            drop(cpu_rx);
+
+            // Writer (this thread).
+            let result = (|| -> Result<(), DataError> {
+                let failures_path = config.failures_path();
+                for outcome in out_rx.iter() {
+                    match outcome {
+                        Outcome::Done(p) => {
+                            if writer.write(*p)? {
+                                progress.inc(1);
+                                let ev = Event::Written {
+                                    total: writer.summary.written,
+                                };
+                                if hook(&ev).is_break() {
+                                    return Err(DataError::Interrupted(writer.summary.written));
+                                }
+                            }
+                            if let Some(path) = writer.maybe_publish(false)? {
+                                if hook(&Event::Published(path)).is_break() {
+                                    return Err(DataError::Interrupted(writer.summary.written));
+                                }
+                            }
+                        }
+                        Outcome::Failed(rec) => {
+                            let line = serde_json::to_string(&rec)
+                                .map_err(|e| DataError::Config(e.to_string()))?;
+                            append_line(&failures_path, &line)?;
+                            *writer
+                                .summary
+                                .failed
+                                .entry(rec.stage.as_str().to_string())
+                                .or_default() += 1;
+                            progress.set_message(format!("{} failed", writer.summary.failures()));
+                            if hook(&Event::Failed(rec)).is_break() {
                                 return Err(DataError::Interrupted(writer.summary.written));
                             }
                         }
-                        if let Some(path) = writer.maybe_publish(false)? {
-                            if hook(&Event::Published(path)).is_break() {
-                                return Err(DataError::Interrupted(writer.summary.written));
-                            }
-                        }
-                    }
-                    Outcome::Failed(rec) => {
-                        let line = serde_json::to_string(&rec)
-                            .map_err(|e| DataError::Config(e.to_string()))?;
-                        append_line(&failures_path, &line)?;
-                        *writer
-                            .summary
-                            .failed
-                            .entry(rec.stage.as_str().to_string())
-                            .or_default() += 1;
-                        progress.set_message(format!("{} failed", writer.summary.failures()));
-                        if hook(&Event::Failed(rec)).is_break() {
-                            return Err(DataError::Interrupted(writer.summary.written));
-                        }
                     }
                 }
-            }
-            if let Some(path) = writer.maybe_publish(true)? {
-                if hook(&Event::Published(path)).is_break() {
-                    return Err(DataError::Interrupted(writer.summary.written));
+                if let Some(path) = writer.maybe_publish(true)? {
+                    if hook(&Event::Published(path)).is_break() {
+                        return Err(DataError::Interrupted(writer.summary.written));
+                    }
                 }
+                Ok(())
+            })();
+            if result.is_err() {
+                cancel.store(true, Ordering::Relaxed);
             }
-            Ok(())
-        })();
-        if result.is_err() {
-            cancel.store(true, Ordering::Relaxed);
-        }
-        // Dropping the receiver unblocks every sender; the scope then joins all threads.
-        drop(out_rx);
-        let counts = reader
-            .join()
-            .map_err(|_| DataError::Config("reader thread panicked".into()))?;
-        result.map(|_| counts)
-    });
+            // Dropping the receiver unblocks every sender; the scope then joins all threads.
+            drop(out_rx);
+            let counts = reader
+                .join()
+                .map_err(|_| DataError::Config("reader thread panicked".into()))?;
+            result.map(|_| counts)
+        });
     progress.finish_and_clear();
-    let (read, other, already) = match reader_counts {
+    let (read, other, already, exhausted) = match reader_counts {
         Ok(c) => c,
         Err(e) => {
             // An interrupted run leaves its temporary shard on disk, as a kill would; any other
@@ -878,7 +1196,19 @@ pub fn run_with_hook(
             return Err(e);
         }
     };
+    let mut marker = None;
+    if exhausted {
+        if let Some(r) = writer.remote.as_mut() {
+            r.sync_logs()?;
+        }
+        marker = Some(write_marker(
+            store.as_ref(),
+            &build_marker(config, &fingerprint)?,
+        )?);
+    }
     let mut summary = writer.summary;
+    summary.input_exhausted = exhausted;
+    summary.marker = marker;
     summary.read = read;
     summary.other_shards = other;
     summary.already_done = already;

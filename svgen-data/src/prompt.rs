@@ -82,13 +82,47 @@ impl PromptTemplate {
         }
     }
 
-    /// A template by name: `silhouette` or `flat-vector`.
+    /// The thesis' FLUX.1-schnell prompt (§5.4), word for word, with its negative prompt.
+    ///
+    /// ```
+    /// use svgen_data::prompt::PromptTemplate;
+    /// let p = PromptTemplate::thesis_flux().render("a boy wearing headphones");
+    /// assert_eq!(
+    ///     p.prompt,
+    ///     "minimal a boy wearing headphones with clean outlines, flat fills, high contrast, \
+    ///      scalable vector-style graphic"
+    /// );
+    /// ```
+    pub fn thesis_flux() -> Self {
+        PromptTemplate {
+            name: "thesis-flux".into(),
+            template: "minimal {object} with clean outlines, flat fills, high contrast, scalable \
+                       vector-style graphic"
+                .into(),
+            negative: "photorealistic, noise, texture, watercolor, gradients, film grain, shading"
+                .into(),
+        }
+    }
+
+    /// The thesis' Stable Diffusion wrapper (§5.3.1), word for word, with the thesis' negative
+    /// prompt (the one it gives for FLUX; it gives none for Stable Diffusion).
+    pub fn thesis_sd() -> Self {
+        PromptTemplate {
+            name: "thesis-sd".into(),
+            template: "a black-and-white silhouette of {object} on a solid white background".into(),
+            ..Self::thesis_flux()
+        }
+    }
+
+    /// A template by name: `silhouette`, `flat-vector`, `thesis-sd` or `thesis-flux`.
     pub fn by_name(name: &str) -> Result<Self, DataError> {
         match name {
             "silhouette" => Ok(Self::silhouette()),
             "flat-vector" | "flat" => Ok(Self::flat_vector()),
+            "thesis-sd" => Ok(Self::thesis_sd()),
+            "thesis-flux" => Ok(Self::thesis_flux()),
             other => Err(DataError::Config(format!(
-                "unknown prompt template {other:?} (silhouette, flat-vector)"
+                "unknown prompt template {other:?} (silhouette, flat-vector, thesis-sd, thesis-flux)"
             ))),
         }
     }

@@ -126,7 +126,8 @@ impl ChatSimplifier {
     /// Builds the client (fails on a missing API key or a bad base URL).
     pub fn new(endpoint: &EndpointConfig, model: impl Into<String>) -> Result<Self, DataError> {
         Ok(ChatSimplifier {
-            client: JsonClient::new(endpoint)?,
+            client: JsonClient::new(endpoint)?
+                .cap_response_bytes(crate::http::MAX_CHAT_RESPONSE_BYTES),
             model: model.into(),
             temperature: 0.0,
             max_tokens: 64,

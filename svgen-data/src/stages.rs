@@ -3,13 +3,17 @@
 
 use image::DynamicImage;
 use serde::Serialize;
-use svgen_trace::preprocess::{self, BackgroundOptions, Threshold};
-use svgen_trace::{Bitmap, SvgOptions, TraceParams};
+use svgen_trace::preprocess;
+use svgen_trace::Bitmap;
 
 use crate::error::StageError;
 use crate::sample::Label;
 
 pub use svgen_core::{Cl100k, TokenCounter};
+/// The tracing, thresholding, background and decoding settings of these stages (svgen-trace's
+/// types), so that callers configure them without depending on svgen-trace.
+pub use svgen_trace::preprocess::{decode_image, BackgroundOptions, DecodeLimits, Threshold};
+pub use svgen_trace::{SvgOptions, TraceParams};
 
 /// Turns a raster into an SVG document. Shared across worker threads.
 pub trait Tracer: Send + Sync {

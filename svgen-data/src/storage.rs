@@ -666,6 +666,15 @@ pub fn read_json_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<
     Ok(out)
 }
 
+/// The lines of `bytes` that parse as `T` (torn or foreign lines are skipped, as in
+/// [`read_json_lines`]).
+pub fn json_lines_from_slice<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Vec<T> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<T>(line).ok())
+        .collect()
+}
+
 /// Lists published shards (`*.parquet`, not hidden) in `dir`, sorted by name.
 pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();

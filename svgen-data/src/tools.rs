@@ -1,18 +1,24 @@
-//! Whole-dataset commands: `stats`, `merge`, and the plain-folder export.
+//! Whole-dataset commands: `stats`, `merge` (checked against the run's completion markers),
+//! and the plain-folder export.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::error::DataError;
 use crate::generate::file_stem_for_id;
-use crate::pipeline::{read_failures, TokenStats};
+use crate::pipeline::{read_failures, FailureRecord, TokenStats};
 use crate::sample::Label;
+use crate::shard::ShardSpec;
 use crate::storage::{
-    append_manifest, for_each_triplet, list_shards, ManifestEntry, ShardOptions, ShardWriter,
+    append_manifest, for_each_triplet, json_lines_from_slice, list_shards, read_json_lines,
+    ManifestEntry, ShardOptions, ShardWriter,
 };
+use crate::store::{LocalDir, RunStore};
+use crate::worker::{read_markers, read_run_manifest, MarkerShard, RunManifest, WorkerMarker};
 
 /// Statistics of an output folder.
 ///
@@ -144,19 +150,68 @@ pub struct MergeSummary {
     pub read: usize,
     /// Rows written.
     pub written: usize,
-    /// Rows dropped because their id was already written.
+    /// Rows dropped because their id was already written (only with
+    /// [`MergeOptions::allow_unmarked`] on folders without markers; a checked merge refuses
+    /// duplicates instead).
     pub duplicates: usize,
     /// Shards written.
     pub shards: Vec<PathBuf>,
+    /// Workers of the merged run (`None`: an unchecked merge of unmarked folders).
+    pub workers: Option<u32>,
 }
 
-/// Merges the shards of several output folders (e.g. the N workers of a `--shard` run, or
-/// runs on different machines) into `out`, re-cut to `options.rows_per_shard`, keeping the
-/// first row of every id. Shards are published atomically with a manifest, like a run.
+/// Settings of [`merge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MergeOptions {
+    /// Shard writer settings of the merged output.
+    pub shard_options: ShardOptions,
+    /// Merge inputs without `run.json` and completion markers (written before they existed)
+    /// as before: every shard of every input, de-duplicated by id (first row kept), with no
+    /// check that every worker finished.
+    pub allow_unmarked: bool,
+}
+
+struct MergeInput {
+    store: Arc<dyn RunStore>,
+    names: Vec<String>,
+    manifest: Option<RunManifest>,
+    markers: Vec<(String, WorkerMarker)>,
+}
+
+/// Merges the output folders of a run (the N workers of a `--shard` run sharing a folder, or
+/// spread over several folders) into the folder `out`, re-cut to `rows_per_shard` rows.
+/// See [`merge_stores`].
 pub fn merge(
     inputs: &[PathBuf],
     out: impl AsRef<Path>,
-    options: &ShardOptions,
+    options: &MergeOptions,
+) -> Result<MergeSummary, DataError> {
+    let stores: Vec<Arc<dyn RunStore>> = inputs
+        .iter()
+        .map(|p| Arc::new(LocalDir::new(p)) as Arc<dyn RunStore>)
+        .collect();
+    merge_stores(&stores, out, options)
+}
+
+/// Merges runs in local folders or object stores into the local folder `out`.
+///
+/// Checks first, writes after: all inputs belong to one run (same `run.json` worker count
+/// and fingerprint, else [`DataError::ShardCountMismatch`] / [`DataError::ConfigMismatch`]);
+/// every worker `0..N` has exactly one completion marker ([`DataError::WorkersIncomplete`]
+/// lists the missing and duplicated ones); every shard a marker lists exists
+/// ([`DataError::MissingShards`]). Then exactly the listed shards are copied; an id seen twice
+/// is [`DataError::DuplicateIds`] (listing them; nothing is left in `out`). Failures of the
+/// run are carried over, except for ids that have a row.
+///
+/// The output is itself a finished one-worker run (`run.json`, `done-00000-of-00001.json`,
+/// `manifest.jsonl`, `failures.jsonl`), published atomically shard by shard.
+///
+/// Inputs without markers are refused ([`DataError::Unmarked`]) unless
+/// [`MergeOptions::allow_unmarked`].
+pub fn merge_stores(
+    inputs: &[Arc<dyn RunStore>],
+    out: impl AsRef<Path>,
+    options: &MergeOptions,
 ) -> Result<MergeSummary, DataError> {
     let out = out.as_ref();
     std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
@@ -166,67 +221,247 @@ pub fn merge(
             out.display()
         )));
     }
-    let manifest = out.join("manifest.jsonl");
-    let mut summary = MergeSummary::default();
+    let mut gathered = Vec::new();
+    for store in inputs {
+        gathered.push(MergeInput {
+            names: store.list()?,
+            manifest: read_run_manifest(store.as_ref())?,
+            markers: read_markers(store.as_ref())?,
+            store: store.clone(),
+        });
+    }
+    let unmarked: Vec<String> = gathered
+        .iter()
+        .filter(|i| i.manifest.is_none() && i.markers.is_empty())
+        .map(|i| i.store.location())
+        .collect();
+    if !unmarked.is_empty() {
+        if options.allow_unmarked {
+            return merge_unchecked(&gathered, out, &options.shard_options);
+        }
+        return Err(DataError::Unmarked {
+            locations: unmarked,
+        });
+    }
+    let (count, fingerprint) = run_identity(&gathered)?;
+
+    // Every worker exactly once.
+    let mut by_index: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for input in &gathered {
+        for (_, m) in &input.markers {
+            by_index
+                .entry(m.index)
+                .or_default()
+                .push(input.store.location());
+        }
+    }
+    let missing: Vec<u32> = (0..count).filter(|i| !by_index.contains_key(i)).collect();
+    let duplicated: Vec<(u32, Vec<String>)> = by_index
+        .into_iter()
+        .filter(|(_, at)| at.len() > 1)
+        .collect();
+    if !missing.is_empty() || !duplicated.is_empty() {
+        return Err(DataError::WorkersIncomplete {
+            count,
+            missing,
+            duplicated,
+        });
+    }
+    // Every listed shard present.
+    for input in &gathered {
+        let present: HashSet<&str> = input.names.iter().map(String::as_str).collect();
+        let absent: Vec<String> = input
+            .markers
+            .iter()
+            .flat_map(|(_, m)| m.shards.iter())
+            .filter(|s| !present.contains(s.name.as_str()))
+            .map(|s| s.name.clone())
+            .collect();
+        if !absent.is_empty() {
+            return Err(DataError::MissingShards {
+                location: input.store.location(),
+                shards: absent,
+            });
+        }
+    }
+
+    let mut writer = MergeWriter::new(out, options.shard_options);
     let mut seen = HashSet::new();
-    let mut current: Option<ShardWriter> = None;
-    let mut seq = 0usize;
-    let publish = |w: ShardWriter, summary: &mut MergeSummary| -> Result<(), DataError> {
-        let p = w.finish()?;
-        let name = p
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        append_manifest(
-            &manifest,
-            &ManifestEntry {
-                shard: name,
-                rows: p.ids.len(),
-                ids: p.ids,
-            },
-        )?;
-        summary.shards.push(p.path);
-        Ok(())
-    };
+    let (mut dup_count, mut dup_examples) = (0usize, Vec::new());
     let mut failure_lines = Vec::new();
-    for input in inputs {
-        for shard in list_shards(input)? {
-            for_each_triplet(&shard, |t| {
-                summary.read += 1;
-                if !seen.insert(t.id.clone()) {
-                    summary.duplicates += 1;
-                    return Ok(());
-                }
-                if current.is_none() {
-                    let path = out.join(format!("part-merged-{seq:06}.parquet"));
-                    seq += 1;
-                    current = Some(ShardWriter::create(path, options)?);
-                }
-                if let Some(w) = current.as_mut() {
-                    w.write(t)?;
-                    summary.written += 1;
-                    if w.len() >= options.rows_per_shard {
-                        if let Some(w) = current.take() {
-                            publish(w, &mut summary)?;
+    let result = (|| -> Result<(), DataError> {
+        for input in &gathered {
+            let mut markers: Vec<&WorkerMarker> = input.markers.iter().map(|(_, m)| m).collect();
+            markers.sort_by_key(|m| m.index);
+            for m in markers {
+                for shard in &m.shards {
+                    let file = input.store.fetch(&shard.name, out)?;
+                    let mut rows = 0usize;
+                    for_each_triplet(file.path(), |t| {
+                        rows += 1;
+                        writer.summary.read += 1;
+                        if !seen.insert(t.id.clone()) {
+                            dup_count += 1;
+                            if dup_examples.len() < 20 {
+                                dup_examples.push(t.id);
+                            }
+                            return Ok(());
                         }
+                        writer.write(t)
+                    })?;
+                    if rows != shard.rows {
+                        return Err(DataError::Schema {
+                            path: format!("{}/{}", input.store.location(), shard.name).into(),
+                            message: format!(
+                                "its completion marker says {} rows, the shard has {rows}",
+                                shard.rows
+                            ),
+                        });
                     }
                 }
-                Ok(())
-            })?;
+                failure_lines.extend(worker_failures(input, m)?);
+            }
         }
-        for f in read_failures(input)? {
-            failure_lines.push(f);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        writer.discard();
+        return Err(e);
+    }
+    if dup_count > 0 {
+        writer.discard();
+        return Err(DataError::DuplicateIds {
+            count: dup_count,
+            examples: dup_examples,
+        });
+    }
+    let mut summary = writer.finish()?;
+    write_failures(out, failure_lines, &seen)?;
+    // The merged output is a finished one-worker run.
+    let local = LocalDir::new(out);
+    let one = ShardSpec::default();
+    crate::worker::ensure_run_manifest(&local, one, &fingerprint)?;
+    let entries = read_json_lines::<ManifestEntry>(&out.join("manifest.jsonl"))?;
+    let failures = read_json_lines::<FailureRecord>(&out.join("failures.jsonl"))?.len();
+    let shards: Vec<MarkerShard> = entries
+        .into_iter()
+        .map(|e| MarkerShard {
+            name: e.shard,
+            rows: e.rows,
+        })
+        .collect();
+    crate::worker::write_marker(
+        &local,
+        &WorkerMarker {
+            format: crate::worker::MARKER_FORMAT.into(),
+            index: 0,
+            count: 1,
+            config_fingerprint: fingerprint,
+            rows: shards.iter().map(|s| s.rows).sum(),
+            shards,
+            failures,
+            failures_file: (failures > 0).then(|| "failures.jsonl".to_string()),
+            finished_at: crate::sample::now_micros(),
+            svgen_data_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    )?;
+    summary.workers = Some(count);
+    Ok(summary)
+}
+
+/// The worker count and fingerprint all inputs agree on.
+fn run_identity(inputs: &[MergeInput]) -> Result<(u32, String), DataError> {
+    let reference = inputs
+        .iter()
+        .find_map(|i| {
+            i.manifest
+                .as_ref()
+                .map(|m| (m.shard_count, m.config_fingerprint.clone()))
+        })
+        .or_else(|| {
+            inputs.iter().find_map(|i| {
+                i.markers
+                    .first()
+                    .map(|(_, m)| (m.count, m.config_fingerprint.clone()))
+            })
+        })
+        .ok_or_else(|| DataError::Config("no run to merge".into()))?;
+    let (count, fingerprint) = reference;
+    let check = |location: String, n: u32, f: &str| -> Result<(), DataError> {
+        if n != count {
+            return Err(DataError::ShardCountMismatch {
+                location,
+                run: count,
+                worker: n,
+            });
+        }
+        if f != fingerprint {
+            return Err(DataError::ConfigMismatch {
+                location,
+                run: fingerprint.clone(),
+                worker: f.to_string(),
+            });
+        }
+        Ok(())
+    };
+    for i in inputs {
+        if let Some(m) = &i.manifest {
+            check(
+                format!("{}/{}", i.store.location(), crate::worker::RUN_MANIFEST),
+                m.shard_count,
+                &m.config_fingerprint,
+            )?;
+        }
+        for (name, m) in &i.markers {
+            check(
+                format!("{}/{name}", i.store.location()),
+                m.count,
+                &m.config_fingerprint,
+            )?;
         }
     }
-    if let Some(w) = current.take() {
-        if w.is_empty() {
-            w.abort();
-        } else {
-            publish(w, &mut summary)?;
+    Ok((count, fingerprint))
+}
+
+/// The failure records of worker `m` in `input`: its failure file, or the numbered chunks of
+/// it in an object store.
+fn worker_failures(input: &MergeInput, m: &WorkerMarker) -> Result<Vec<FailureRecord>, DataError> {
+    let Some(file) = &m.failures_file else {
+        return Ok(Vec::new());
+    };
+    let stem = file.strip_suffix(".jsonl").unwrap_or(file);
+    let mut chunks: Vec<(u32, &String)> = input
+        .names
+        .iter()
+        .filter_map(|n| {
+            if n == file {
+                Some((0, n))
+            } else {
+                n.strip_prefix(stem)?
+                    .strip_prefix('.')?
+                    .strip_suffix(".jsonl")?
+                    .parse::<u32>()
+                    .ok()
+                    .map(|k| (k, n))
+            }
+        })
+        .collect();
+    chunks.sort();
+    let mut out = Vec::new();
+    for (_, name) in chunks {
+        if let Some(bytes) = input.store.get(name)? {
+            out.extend(json_lines_from_slice::<FailureRecord>(&bytes));
         }
     }
-    // Failures of ids that made it into a shard elsewhere are superseded.
+    Ok(out)
+}
+
+/// Writes the failures of ids without a row, once per (id, stage).
+fn write_failures(
+    out: &Path,
+    failure_lines: Vec<FailureRecord>,
+    seen: &HashSet<String>,
+) -> Result<(), DataError> {
     let failures_path = out.join("failures.jsonl");
     let mut recorded = HashSet::new();
     for f in failure_lines {
@@ -235,6 +470,128 @@ pub fn merge(
             crate::storage::append_line(&failures_path, &line)?;
         }
     }
+    Ok(())
+}
+
+/// Writes merged rows into `part-merged-*.parquet` shards with a manifest.
+struct MergeWriter {
+    out: PathBuf,
+    options: ShardOptions,
+    current: Option<ShardWriter>,
+    seq: usize,
+    summary: MergeSummary,
+}
+
+impl MergeWriter {
+    fn new(out: &Path, options: ShardOptions) -> Self {
+        MergeWriter {
+            out: out.to_path_buf(),
+            options,
+            current: None,
+            seq: 0,
+            summary: MergeSummary::default(),
+        }
+    }
+
+    fn publish(&mut self, w: ShardWriter) -> Result<(), DataError> {
+        let p = w.finish()?;
+        let name = p
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        append_manifest(
+            &self.out.join("manifest.jsonl"),
+            &ManifestEntry {
+                shard: name,
+                rows: p.ids.len(),
+                ids: p.ids,
+            },
+        )?;
+        self.summary.shards.push(p.path);
+        Ok(())
+    }
+
+    fn write(&mut self, t: crate::sample::Triplet) -> Result<(), DataError> {
+        if self.current.is_none() {
+            let path = self
+                .out
+                .join(format!("part-merged-{:06}.parquet", self.seq));
+            self.seq += 1;
+            self.current = Some(ShardWriter::create(path, &self.options)?);
+        }
+        if let Some(w) = self.current.as_mut() {
+            w.write(t)?;
+            self.summary.written += 1;
+            if w.len() >= self.options.rows_per_shard {
+                if let Some(w) = self.current.take() {
+                    self.publish(w)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<MergeSummary, DataError> {
+        if let Some(w) = self.current.take() {
+            if w.is_empty() {
+                w.abort();
+            } else {
+                self.publish(w)?;
+            }
+        }
+        Ok(self.summary)
+    }
+
+    /// Removes everything written (a merge that fails leaves no partial output).
+    fn discard(mut self) {
+        if let Some(w) = self.current.take() {
+            w.abort();
+        }
+        for p in &self.summary.shards {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(self.out.join("manifest.jsonl"));
+    }
+}
+
+/// The merge of folders without markers: every shard of every input, first row of each id.
+fn merge_unchecked(
+    inputs: &[MergeInput],
+    out: &Path,
+    options: &ShardOptions,
+) -> Result<MergeSummary, DataError> {
+    let mut writer = MergeWriter::new(out, *options);
+    let mut seen = HashSet::new();
+    let mut failure_lines = Vec::new();
+    for input in inputs {
+        for name in input
+            .names
+            .iter()
+            .filter(|n| n.ends_with(".parquet") && !n.starts_with('.'))
+        {
+            let file = input.store.fetch(name, out)?;
+            for_each_triplet(file.path(), |t| {
+                writer.summary.read += 1;
+                if !seen.insert(t.id.clone()) {
+                    writer.summary.duplicates += 1;
+                    return Ok(());
+                }
+                writer.write(t)
+            })?;
+        }
+        for name in input
+            .names
+            .iter()
+            .filter(|n| n.starts_with("failures") && n.ends_with(".jsonl"))
+        {
+            if let Some(bytes) = input.store.get(name)? {
+                failure_lines.extend(json_lines_from_slice::<FailureRecord>(&bytes));
+            }
+        }
+    }
+    let summary = writer.finish()?;
+    write_failures(out, failure_lines, &seen)?;
     Ok(summary)
 }
 

@@ -22,6 +22,7 @@ fn endpoint(server: &Server, key_var: Option<&str>, retries: u32) -> EndpointCon
             base_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(200),
         },
+        max_response_bytes: svgen_data::http::MAX_RESPONSE_BYTES,
     }
 }
 
@@ -252,4 +253,96 @@ fn cache_answers_without_calling_again() {
     );
     s.simplify("an old bicycle by a wall").unwrap();
     assert_eq!(server.requests().len(), 1);
+}
+
+/// A chat answer whose body is `pad` bytes long (valid JSON, so only the size can fail it).
+fn padded_chat(pad: usize) -> Reply {
+    let mut r = chat_completion("a cat");
+    let filler = "x".repeat(pad);
+    r.body = r
+        .body
+        .replacen('{', &format!("{{\"padding\":\"{filler}\","), 1);
+    r
+}
+
+#[test]
+fn an_oversized_chat_answer_is_a_protocol_error() {
+    // Below the simplifier's own 1 MiB cap: the endpoint limit applies. No Content-Length:
+    // the limit is enforced while reading.
+    let server = Server::start(|_, _| padded_chat(4096).without_length());
+    let mut ep = endpoint(&server, None, 0);
+    ep.max_response_bytes = 2048;
+    let s = ChatSimplifier::new(&ep, "gpt-4o-mini").unwrap();
+    let err = s.simplify("a photo of a cat").unwrap_err();
+    assert_eq!(err.kind, FailureKind::Protocol, "{}", err.message);
+    assert!(
+        err.message.contains("larger than 2048 bytes"),
+        "{}",
+        err.message
+    );
+    // The same body under a large enough limit is accepted.
+    ep.max_response_bytes = 1 << 20;
+    let s = ChatSimplifier::new(&ep, "gpt-4o-mini").unwrap();
+    assert_eq!(
+        s.simplify("a photo of a cat").unwrap(),
+        Simplification::Simplified("a cat".into())
+    );
+}
+
+#[test]
+fn the_simplifier_caps_answers_at_one_mebibyte_whatever_the_endpoint_says() {
+    let big = svgen_data::http::MAX_CHAT_RESPONSE_BYTES as usize + 1024;
+    let server = Server::start(move |_, _| padded_chat(big).without_length());
+    let ep = endpoint(&server, None, 0); // endpoint limit: 64 MiB
+    let s = ChatSimplifier::new(&ep, "gpt-4o-mini").unwrap();
+    let err = s.simplify("a photo of a cat").unwrap_err();
+    assert_eq!(err.kind, FailureKind::Protocol, "{}", err.message);
+    assert!(
+        err.message.contains("larger than 1048576 bytes"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn an_oversized_image_response_is_a_protocol_error() {
+    let png = disc_png(64, 20.0);
+    let body_len = image_response(&png).body.len();
+    // Once with a declared length (refused before reading), once without (cut while reading).
+    let server = Server::start(move |_, n| {
+        if n == 0 {
+            image_response(&png)
+        } else {
+            image_response(&png).without_length()
+        }
+    });
+    let mut ep = endpoint(&server, None, 0);
+    ep.max_response_bytes = (body_len / 2) as u64;
+    let g = OpenAiImages::new(&ep, "dall-e-3", "1024x1024").unwrap();
+    let req = GenerationRequest {
+        id: "coco:1",
+        prompt: "A black silhouette of a cat",
+        negative_prompt: "",
+        seed: 1,
+        source_image: None,
+    };
+    for _ in 0..2 {
+        let err = g.generate(&req).unwrap_err();
+        assert_eq!(err.kind, FailureKind::Protocol, "{}", err.message);
+        assert!(err.message.contains("larger than"), "{}", err.message);
+    }
+    assert_eq!(server.requests().len(), 2);
+    // Error bodies are capped too: an oversized 400 body is not read whole.
+    let huge_error = "e".repeat(4096);
+    let server = Server::start(move |_, _| Reply::raw(400, &huge_error).without_length());
+    let mut ep = endpoint(&server, None, 0);
+    ep.max_response_bytes = 1024;
+    let g = OpenAiImages::new(&ep, "dall-e-3", "1024x1024").unwrap();
+    let err = g.generate(&req).unwrap_err();
+    assert_eq!(err.kind, FailureKind::Http, "{}", err.message);
+    assert!(
+        err.message.contains("larger than 1024 bytes"),
+        "{}",
+        err.message
+    );
 }

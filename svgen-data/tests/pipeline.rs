@@ -204,7 +204,7 @@ fn sharding_covers_every_input_exactly_once() {
     let m = svgen_data::tools::merge(
         &[dir.path().to_path_buf()],
         merged.path().join("m"),
-        &ShardOptions::default(),
+        &svgen_data::tools::MergeOptions::default(),
     )
     .unwrap();
     assert_eq!((m.read, m.written, m.duplicates), (30, 30, 0));
@@ -287,10 +287,17 @@ fn bad_inputs_are_recorded_and_the_run_continues() {
         rows.iter().find(|t| t.id == "item-000").unwrap().caption,
         "thing 0"
     );
-    // A second run with the same input does nothing new.
+    // A second run with the same input finds the completion marker and does nothing.
+    let again = run(&mut mixed_source(20), &stages, &cfg).unwrap();
+    let marker = again.finished_before.as_ref().expect("completion marker");
+    assert_eq!((marker.rows, marker.failures), (14, 9));
+    assert_eq!((again.read, again.written, again.failures()), (0, 0, 0));
+    // Without the marker (a folder from before markers) the resume logic skips everything.
+    std::fs::remove_file(dir.path().join(cfg.marker_name())).unwrap();
     let again = run(&mut mixed_source(20), &stages, &cfg).unwrap();
     assert_eq!((again.written, again.failures()), (0, 0));
     assert_eq!(again.already_done, 14 + 8);
+    assert!(again.marker.is_some());
     assert_exactly_once_counted(dir.path(), &mixed_ids(20));
 }
 
@@ -468,6 +475,7 @@ fn network_stages_inside_a_run() {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
         },
+        max_response_bytes: svgen_data::http::MAX_RESPONSE_BYTES,
     };
     let stages = svgen_data::Stages {
         simplifier: Some(Box::new(
@@ -571,4 +579,88 @@ fn a_killed_process_resumes_exactly_once() {
         assert!(s.already_done > 0);
         assert_exactly_once_counted(dir.path(), &mixed_ids(60));
     }
+}
+
+/// CRC-32 (IEEE) of `bytes`, for patching PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A valid small PNG whose header claims `side`² pixels (a decompression bomb's header).
+fn png_claiming(side: u32) -> Vec<u8> {
+    let mut png = disc_png(16, 4.0);
+    // Signature (8), IHDR length (4), "IHDR" (4), width (4), height (4), ... CRC after 13 bytes.
+    png[16..20].copy_from_slice(&side.to_be_bytes());
+    png[20..24].copy_from_slice(&side.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+struct BombGenerator;
+
+impl svgen_data::generate::ImageGenerator for BombGenerator {
+    fn name(&self) -> &str {
+        "bomb-double"
+    }
+    fn generate(
+        &self,
+        req: &svgen_data::generate::GenerationRequest<'_>,
+    ) -> Result<svgen_data::generate::GeneratedImage, svgen_data::StageError> {
+        let bytes = if req.id.contains("bomb") {
+            png_claiming(100_000)
+        } else {
+            disc_png(48, 10.0)
+        };
+        Ok(svgen_data::generate::GeneratedImage { bytes, seed: None })
+    }
+}
+
+#[test]
+fn oversized_images_fail_at_decode_and_the_run_continues() {
+    assert_eq!(
+        image::load_from_memory(&png_claiming(16)).unwrap().width(),
+        16,
+        "the patched header is a valid PNG"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut stages = disc_stages(Duration::ZERO);
+    stages.generator = Box::new(BombGenerator);
+    let mut cfg = config(dir.path(), 8);
+    let items = vec![
+        ("ok-1".to_string(), "a disc".to_string()),
+        ("bomb-1".to_string(), "a huge disc".to_string()),
+        ("ok-2".to_string(), "another disc".to_string()),
+    ];
+    let s = run(
+        &mut VecSource::from_pairs("n", items.clone()),
+        &stages,
+        &cfg,
+    )
+    .unwrap();
+    assert_eq!(s.written, 2);
+    let fails = read_failures(dir.path()).unwrap();
+    assert_eq!(fails.len(), 1, "{fails:?}");
+    assert_eq!(
+        (fails[0].id.as_str(), fails[0].stage),
+        ("bomb-1", Stage::Decode)
+    );
+    assert!(fails[0].reason.contains("unreadable image"), "{fails:?}");
+    // The pixel limit is the configured one: below 48² every image is refused.
+    let dir2 = tempfile::tempdir().unwrap();
+    cfg = config(dir2.path(), 8);
+    cfg.decode_limits.max_pixels = 48 * 48 - 1;
+    let s = run(&mut VecSource::from_pairs("n", items), &stages, &cfg).unwrap();
+    assert_eq!((s.written, s.failures()), (0, 3));
 }

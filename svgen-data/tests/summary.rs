@@ -44,6 +44,9 @@ fn written_summary() -> RunSummary {
             drop_negative: true,
         },
         failures_path: PathBuf::from("out/failures-00001-of-00004.jsonl"),
+        input_exhausted: true,
+        marker: None,
+        finished_before: None,
     }
 }
 
@@ -201,19 +204,21 @@ fn summaries_of_a_real_run_and_its_rerun() {
     assert_eq!(text.matches("\nshard: ").count(), 1, "{text}");
     assert!(!text.contains("nothing left to do"), "{text}");
 
-    let second = run_default(dir.path()).to_string();
     assert!(
-        second.ends_with(&format!(
-            "| triplets written | 0 |\n| positive (< 8000 tokens) | 0 |\n| negative | 0 |\n\
-             | dark backgrounds inverted | 0 |\n| shards published | 0 |\n\
-             nothing left to do: every input is already in {} (use --fresh to rebuild)\n",
-            dir.path().display()
-        )),
-        "{second}"
+        text.ends_with("\nworker 0/1 finished: done-00000-of-00001.json\n"),
+        "{text}"
     );
-    assert!(
-        second.contains("| already done (resumed) | 44 |"),
-        "{second}"
+
+    // The rerun finds the completion marker and does nothing.
+    let second = run_default(dir.path());
+    assert_eq!((second.read, second.written), (0, 0));
+    assert_eq!(
+        second.to_string(),
+        format!(
+            "worker 0/1 already finished (done-00000-of-00001.json in {}): 44 rows in 1 shard, \
+             0 failures; nothing to do\n",
+            dir.path().display()
+        )
     );
 
     let table = stats(dir.path()).unwrap().to_string();

@@ -101,8 +101,9 @@ pub enum TrainError {
     /// A `scheduler_config.json` names a scheduler class we do not implement.
     #[error(
         "unknown scheduler `{0}` (supported: DDIMScheduler, EulerDiscreteScheduler, \
-         EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler; other SD configs can be \
-         used with an explicit scheduler kind)"
+         EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler for Stable Diffusion, \
+         FlowMatchEulerDiscreteScheduler for FLUX; other SD configs can be used with an explicit \
+         scheduler kind)"
     )]
     UnknownScheduler(String),
     /// An error of svgen-eval (CLIP text encoder, tokenizer, scorer) used by the SD pipeline.
@@ -118,12 +119,17 @@ pub enum TrainError {
     },
     /// A checkpoint holds a tensor the configured architecture has no place for (the config
     /// and the weights disagree, e.g. more layers in the file than `layers_per_block` says).
-    #[error("unexpected tensor `{key}` in {path} (not part of the configured architecture)")]
+    #[error(
+        "unexpected tensor `{key}` in {path} (not part of the configured architecture){}",
+        if *.more > 0 { format!("; {} more unused tensor(s)", .more) } else { String::new() }
+    )]
     UnexpectedTensor {
-        /// The key in the file.
+        /// The (first, in key order) key in the file.
         key: String,
         /// The checkpoint file.
         path: PathBuf,
+        /// How many other tensors were left unused.
+        more: usize,
     },
     /// A configuration key holds a value we do not support (e.g. `beta_schedule: "sigmoid"`).
     #[error("unsupported value {value} for `{key}`")]
@@ -132,6 +138,34 @@ pub enum TrainError {
         key: String,
         /// The value found (JSON text).
         value: String,
+    },
+    /// A sequence needs more positions than the model's position range (its
+    /// `max_position_embeddings`, as far as its RoPE scaling extends it).
+    #[error(
+        "a sequence needs {positions} positions, beyond the model's range of {limit} \
+         (max_position_embeddings, extended by rope scaling where the config has it)"
+    )]
+    SequenceTooLong {
+        /// Positions the sequence needs (its largest position id + 1).
+        positions: usize,
+        /// The model's position range.
+        limit: usize,
+    },
+    /// Two tensors meet in an operation with dtypes that cannot be combined (e.g. a `bf16`
+    /// activation against an `f32` weight): refused rather than computed on reinterpreted
+    /// memory.
+    #[error("dtype mismatch in {op}: `{left}` is {left_dtype}, `{right}` is {right_dtype}")]
+    DtypeMismatch {
+        /// The operation (e.g. `linear`, `RMSNorm`, `AdamW`).
+        op: String,
+        /// The first tensor's name.
+        left: String,
+        /// Its dtype.
+        left_dtype: String,
+        /// The second tensor's name.
+        right: String,
+        /// Its dtype.
+        right_dtype: String,
     },
 }
 
@@ -147,6 +181,86 @@ impl TrainError {
         Self::Json {
             path: path.into(),
             message: err.to_string(),
+        }
+    }
+}
+
+impl From<svgen_eval::WeightError> for TrainError {
+    /// The shared loader's errors, mapped onto this crate's variants (which callers match on):
+    /// a file that cannot be parsed (corrupt header, bad shard index, unusable key, PyTorch pickle)
+    /// becomes [`TrainError::Safetensors`] naming the file; tensors left unused by the model become
+    /// [`TrainError::UnexpectedTensor`] naming the first of them.
+    fn from(e: svgen_eval::WeightError) -> Self {
+        use svgen_eval::WeightError as W;
+        match e {
+            W::Io { path, source } => Self::Io { path, source },
+            W::MissingTensor { key, path, .. } => Self::MissingTensor { key, path },
+            W::ShapeMismatch {
+                key,
+                expected,
+                found,
+            } => Self::ShapeMismatch {
+                key,
+                expected,
+                found,
+            },
+            W::UnsupportedDtype { key, dtype } => Self::UnsupportedDtype { key, dtype },
+            W::UnusedTensors { path, mut keys } => {
+                let more = keys.len().saturating_sub(1);
+                let key = if keys.is_empty() {
+                    String::new()
+                } else {
+                    keys.swap_remove(0)
+                };
+                Self::UnexpectedTensor { key, path, more }
+            }
+            W::Corrupt { path, problem } => Self::Safetensors {
+                path,
+                message: problem.to_string(),
+            },
+            W::BadIndex { path, problem } => Self::Safetensors {
+                path,
+                message: format!("shard index: {problem}"),
+            },
+            W::BadKey { key, path, reason } => Self::Safetensors {
+                path,
+                message: format!("tensor `{key}`: {reason}"),
+            },
+            W::Pytorch { path, message } => Self::Safetensors { path, message },
+        }
+    }
+}
+
+impl From<svgen_eval::ConfigError> for TrainError {
+    /// The shared config reader's errors, mapped onto this crate's variants: unreadable files
+    /// [`TrainError::Io`] / [`TrainError::Json`], values of the wrong type or unsupported values
+    /// [`TrainError::UnsupportedValue`] naming the key (with its section), missing or invalid
+    /// values [`TrainError::Config`] with the reader's message (file and key).
+    fn from(e: svgen_eval::ConfigError) -> Self {
+        use svgen_eval::ConfigError as C;
+        match e {
+            C::Io { path, source } => Self::Io { path, source },
+            C::Json { path, message } => Self::Json { path, message },
+            C::WrongType {
+                key,
+                expected,
+                found,
+                ..
+            } => Self::UnsupportedValue {
+                key,
+                value: format!("{found} (must be {expected})"),
+            },
+            C::Unsupported {
+                key, value, reason, ..
+            } => Self::UnsupportedValue {
+                key,
+                value: if reason.is_empty() {
+                    value
+                } else {
+                    format!("{value} ({reason})")
+                },
+            },
+            e @ (C::Missing { .. } | C::Invalid { .. }) => Self::Config(e.to_string()),
         }
     }
 }

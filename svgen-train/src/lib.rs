@@ -24,10 +24,13 @@
 #![deny(unsafe_code)]
 
 pub mod cpu;
+pub mod diffusion;
 pub mod error;
+pub mod flux;
 pub mod llama;
 pub mod nn;
 pub mod sd;
+pub mod t5;
 pub mod train;
 pub mod weights;
 

@@ -125,7 +125,7 @@ fn kv_cache_merges_and_rewinds_matching_the_full_forward() {
         Tensor::<B, 2, Int>::from_data(TensorData::new(v.to_vec(), [1, v.len()]), &device)
     };
     let host = |t: Tensor<B, 3>| t.into_data().to_vec::<f32>().unwrap();
-    let full = host(model.forward(tensor(&ids)));
+    let full = host(model.forward(tensor(&ids)).unwrap());
     let max_diff = |a: &[f32], b: &[f32]| {
         a.iter()
             .zip(b)

@@ -59,7 +59,7 @@ fn census(untied: bool, dropout: f64) {
     let t = 12;
     let ids: Vec<i64> = (0..t as i64).map(|i| (i * 29 + 3) % vocab).collect();
     let input = Tensor::<AB, 2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &device);
-    let (loss, _) = causal_lm_loss(model.forward(input), &ids).unwrap();
+    let (loss, _) = causal_lm_loss(model.forward(input).unwrap(), &ids).unwrap();
     let grads = loss.backward();
     let mut visitor = GradCensus::<AB> {
         grads: &grads,

@@ -7,7 +7,7 @@ use common::*;
 fn check(name: &str) {
     let model = load(name);
     let (ids, shape, expected) = reference(fixture(name).join("reference.safetensors"));
-    let logits = model.forward(ids);
+    let logits = model.forward(ids).unwrap();
     assert_eq!(logits.dims().to_vec(), shape);
     let d = max_abs_diff(&to_vec(logits), &expected);
     println!("{name}: max abs diff {d:e}");

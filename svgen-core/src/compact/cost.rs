@@ -91,6 +91,58 @@ pub fn path_data_tokens(s: &str) -> usize {
     n
 }
 
+/// Estimated number of cl100k tokens of markup (tags, attributes and path data): like
+/// [`path_data_tokens`], but a run of letters is one token with the space before it (`" cx"`,
+/// `"ellipse"`), as words are in cl100k; in path data such runs are single commands or `zm`.
+pub(crate) fn markup_tokens(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0;
+    while i < b.len() {
+        match class(b[i]) {
+            Class::Digit => {
+                let start = i;
+                while i < b.len() && class(b[i]) == Class::Digit {
+                    i += 1;
+                }
+                n += (i - start).div_ceil(3);
+            }
+            Class::Letter => {
+                let start = i;
+                while i < b.len() && class(b[i]) == Class::Letter {
+                    i += 1;
+                }
+                let run = &b[start..i];
+                // Runs starting with `z` are path commands (`zm`); others are words.
+                n += if run[0] == b'z' {
+                    letter_run_tokens(run)
+                } else {
+                    1
+                };
+            }
+            Class::Space => {
+                let start = i;
+                while i < b.len() && class(b[i]) == Class::Space {
+                    i += 1;
+                }
+                let spaces = i - start;
+                match b.get(i).map(|c| class(*c)) {
+                    // A single space joins the word or punctuation after it.
+                    Some(Class::Letter) | Some(Class::Punct) if spaces == 1 => {}
+                    _ => n += 1,
+                }
+            }
+            Class::Punct => {
+                while i < b.len() && class(b[i]) == Class::Punct {
+                    i += 1;
+                }
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 fn letter_run_tokens(run: &[u8]) -> usize {
     match run.len() {
         0 => 0,
@@ -147,6 +199,17 @@ mod tests {
         assert_eq!(path_data_tokens("1.5.5"), 5);
         assert_eq!(path_data_tokens("-.5"), 2);
         assert_eq!(path_data_tokens("zm"), 1);
+    }
+
+    #[test]
+    fn markup_words_are_single_tokens() {
+        // <|ellipse| cx|="|12|"| cy|="|17|"/>
+        assert_eq!(markup_tokens(r#"<ellipse cx="12" cy="17"/>"#), 10);
+        // Path data counts as in the path model.
+        assert_eq!(
+            markup_tokens("M21 17A9 3 0 113 17zm1 1"),
+            path_data_tokens("M21 17A9 3 0 113 17zm1 1")
+        );
     }
 
     #[test]

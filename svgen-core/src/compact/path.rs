@@ -1,6 +1,7 @@
 //! Path geometry for the compact writer: conversion from usvg, circular-arc recovery,
 //! simplification and the token-aware path-data encoder.
 
+use super::arc::{arc_center, ArcSeg};
 use super::cost::{needs_separator, path_data_tokens};
 
 /// A point in output user units.
@@ -14,25 +15,25 @@ impl Pt {
     pub fn new(x: f64, y: f64) -> Pt {
         Pt { x, y }
     }
-    fn sub(self, o: Pt) -> Pt {
+    pub(crate) fn sub(self, o: Pt) -> Pt {
         Pt::new(self.x - o.x, self.y - o.y)
     }
-    fn add(self, o: Pt) -> Pt {
+    pub(crate) fn add(self, o: Pt) -> Pt {
         Pt::new(self.x + o.x, self.y + o.y)
     }
-    fn scale(self, s: f64) -> Pt {
+    pub(crate) fn scale(self, s: f64) -> Pt {
         Pt::new(self.x * s, self.y * s)
     }
-    fn len(self) -> f64 {
+    pub(crate) fn len(self) -> f64 {
         self.x.hypot(self.y)
     }
-    fn dot(self, o: Pt) -> f64 {
+    pub(crate) fn dot(self, o: Pt) -> f64 {
         self.x * o.x + self.y * o.y
     }
-    fn cross(self, o: Pt) -> f64 {
+    pub(crate) fn cross(self, o: Pt) -> f64 {
         self.x * o.y - self.y * o.x
     }
-    fn dist(self, o: Pt) -> f64 {
+    pub(crate) fn dist(self, o: Pt) -> f64 {
         self.sub(o).len()
     }
 }
@@ -99,6 +100,36 @@ impl Affine {
         )
     }
 
+    /// The inverse map, `None` when singular.
+    pub fn inverse(&self) -> Option<Affine> {
+        let det = self.a * self.d - self.b * self.c;
+        if det.abs() <= f64::MIN_POSITIVE || !det.is_finite() {
+            return None;
+        }
+        let (a, b, c, d) = (self.d / det, -self.b / det, -self.c / det, self.a / det);
+        Some(Affine {
+            a,
+            b,
+            c,
+            d,
+            e: -(a * self.e + c * self.f),
+            f: -(b * self.e + d * self.f),
+        })
+    }
+
+    /// The largest factor by which the map stretches a length (its largest singular value).
+    pub fn max_stretch(&self) -> f64 {
+        let p = self.a * self.a + self.b * self.b + self.c * self.c + self.d * self.d;
+        let det = self.a * self.d - self.b * self.c;
+        let disc = (p * p - 4.0 * det * det).max(0.0).sqrt();
+        ((p + disc) / 2.0).sqrt()
+    }
+
+    /// The exact bit patterns of the six coefficients (a hash key).
+    pub fn bits(&self) -> [u64; 6] {
+        [self.a, self.b, self.c, self.d, self.e, self.f].map(f64::to_bits)
+    }
+
     pub fn is_identity(&self) -> bool {
         *self == Affine::IDENTITY
     }
@@ -116,18 +147,6 @@ impl Affine {
             None
         }
     }
-}
-
-/// A circular arc recovered from cubic Béziers.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ArcSeg {
-    pub r: f64,
-    pub large: bool,
-    pub sweep: bool,
-    pub to: Pt,
-    pub center: Pt,
-    /// Swept angle in radians, positive.
-    pub angle: f64,
 }
 
 /// One path segment in output user units.
@@ -215,6 +234,88 @@ fn end_point(s: &Seg, start: Pt) -> Option<Pt> {
     }
 }
 
+/// Unit tangents of a segment from `cur` at its start and at its end (`None` for a
+/// zero-length segment).
+fn tangents(s: &Seg, cur: Pt, start: Pt) -> Option<(Pt, Pt)> {
+    let unit = |v: Pt| {
+        let l = v.len();
+        (l > 1e-12 && l.is_finite()).then(|| v.scale(1.0 / l))
+    };
+    let first = |cands: &[Pt]| cands.iter().find_map(|v| unit(*v));
+    match *s {
+        Seg::Move(_) => None,
+        Seg::Line(p) => unit(p.sub(cur)).map(|t| (t, t)),
+        Seg::Close => unit(start.sub(cur)).map(|t| (t, t)),
+        Seg::Quad(c, p) => Some((
+            first(&[c.sub(cur), p.sub(cur)])?,
+            first(&[p.sub(c), p.sub(cur)])?,
+        )),
+        Seg::Cubic(c1, c2, p) => Some((
+            first(&[c1.sub(cur), c2.sub(cur), p.sub(cur)])?,
+            first(&[p.sub(c2), p.sub(c1), p.sub(cur)])?,
+        )),
+        Seg::Arc(a) => {
+            let dir = if a.sweep { 1.0 } else { -1.0 };
+            let t0 = a.param(cur);
+            let t1 = t0 + dir * a.angle;
+            let d = |t: f64| {
+                let (s, c) = a.rot.sin_cos();
+                let (x, y) = (-a.rx * t.sin() * dir, a.ry * t.cos() * dir);
+                Pt::new(c * x - s * y, s * x + c * y)
+            };
+            Some((unit(d(t0))?, unit(d(t1))?))
+        }
+    }
+}
+
+/// What of a stroke's style can show: `(joins, caps)`. Joins show where two segments of a
+/// subpath meet at an angle (more than half a degree), caps at the ends of open subpaths.
+pub(crate) fn stroke_features(segs: &[Seg]) -> (bool, bool) {
+    let smooth = |a: Pt, b: Pt| a.dot(b) >= (0.5f64).to_radians().cos();
+    let (mut joins, mut caps) = (false, false);
+    let mut cur = Pt::new(0.0, 0.0);
+    let mut start = cur;
+    // First tangent of the subpath, last tangent so far, and whether anything was drawn.
+    let mut first: Option<Pt> = None;
+    let mut last: Option<Pt> = None;
+    let mut open = false;
+    for s in segs {
+        match *s {
+            Seg::Move(p) => {
+                if open {
+                    caps = true;
+                }
+                start = p;
+                cur = p;
+                first = None;
+                last = None;
+                open = false;
+            }
+            _ => {
+                if let Some((t0, t1)) = tangents(s, cur, start) {
+                    if let Some(l) = last {
+                        joins |= !smooth(l, t0);
+                    }
+                    first.get_or_insert(t0);
+                    last = Some(t1);
+                }
+                open = true;
+                if let Seg::Close = s {
+                    // The closing join, back into the first segment.
+                    if let (Some(l), Some(f)) = (last, first) {
+                        joins |= !smooth(l, f);
+                    }
+                    open = false;
+                    last = None;
+                    first = None;
+                }
+                cur = end_point(s, start).unwrap_or(cur);
+            }
+        }
+    }
+    (joins, caps || open)
+}
+
 /// Conservative bounds of the segments (control points included).
 pub(crate) fn bounds(segs: &[Seg]) -> Bounds {
     let mut b = Bounds::empty();
@@ -231,173 +332,15 @@ pub(crate) fn bounds(segs: &[Seg]) -> Bounds {
                 b.add(p);
             }
             Seg::Arc(a) => {
+                let r = a.rx.max(a.ry);
                 b.add(a.to);
-                b.add(a.center.add(Pt::new(a.r, a.r)));
-                b.add(a.center.sub(Pt::new(a.r, a.r)));
+                b.add(a.center.add(Pt::new(r, r)));
+                b.add(a.center.sub(Pt::new(r, r)));
             }
             Seg::Close => {}
         }
     }
     b
-}
-
-/// If the cubic `p0 c1 c2 p3` is the standard Bézier approximation of a circular arc (as
-/// produced for SVG arcs and circles), returns that arc.
-fn cubic_as_arc(p0: Pt, c1: Pt, c2: Pt, p3: Pt, tol: f64) -> Option<ArcSeg> {
-    let t0 = c1.sub(p0);
-    let t1 = p3.sub(c2);
-    let chord = p3.sub(p0);
-    let (l0, l1, lc) = (t0.len(), t1.len(), chord.len());
-    if l0 <= tol || l1 <= tol || lc <= tol {
-        return None;
-    }
-    let cross = t0.cross(chord);
-    let cos_phi = (t0.dot(chord) / (l0 * lc)).clamp(-1.0, 1.0);
-    let phi = cos_phi.acos();
-    if !(1e-3..=std::f64::consts::FRAC_PI_2 - 1e-6).contains(&phi) {
-        return None;
-    }
-    let theta = 2.0 * phi;
-    let r = lc / (2.0 * phi.sin());
-    let sweep = cross > 0.0;
-    let n0 = if sweep {
-        Pt::new(-t0.y, t0.x)
-    } else {
-        Pt::new(t0.y, -t0.x)
-    }
-    .scale(1.0 / l0);
-    let center = p0.add(n0.scale(r));
-    if (p3.dist(center) - r).abs() > tol {
-        return None;
-    }
-    let k = r * 4.0 / 3.0 * (theta / 4.0).tan();
-    // Control points may be off by twice the tolerance: the curve moves less than half that.
-    if (l0 - k).abs() > 2.0 * tol || (l1 - k).abs() > 2.0 * tol {
-        return None;
-    }
-    // The end tangent must be perpendicular to the end radius.
-    if (t1.dot(p3.sub(center)) / l1).abs() > tol {
-        return None;
-    }
-    Some(ArcSeg {
-        r,
-        large: false,
-        sweep,
-        to: p3,
-        center,
-        angle: theta,
-    })
-}
-
-/// Replaces runs of cubics that approximate one circle by SVG arcs (`A`), which cost far
-/// fewer tokens. `tol` is the allowed geometric deviation in user units.
-pub(crate) fn recover_arcs(segs: &[Seg], tol: f64) -> Vec<Seg> {
-    let mut out = Vec::with_capacity(segs.len());
-    let mut cur = Pt::new(0.0, 0.0);
-    let mut start = cur;
-    let mut i = 0;
-    while i < segs.len() {
-        let s = segs[i];
-        if let Seg::Cubic(c1, c2, p) = s {
-            if let Some(first) = cubic_as_arc(cur, c1, c2, p, tol) {
-                let arc_start = cur;
-                let mut total = first.angle;
-                let mut end = first.to;
-                let mut j = i + 1;
-                while j < segs.len() {
-                    let Seg::Cubic(d1, d2, q) = segs[j] else {
-                        break;
-                    };
-                    let Some(next) = cubic_as_arc(end, d1, d2, q, tol) else {
-                        break;
-                    };
-                    if next.sweep != first.sweep
-                        || next.center.dist(first.center) > tol
-                        || (next.r - first.r).abs() > tol
-                        || total + next.angle > 2.0 * std::f64::consts::PI + 1e-3
-                    {
-                        break;
-                    }
-                    total += next.angle;
-                    end = next.to;
-                    j += 1;
-                }
-                push_arc(&mut out, arc_start, first, total, end);
-                cur = end;
-                i = j;
-                continue;
-            }
-        }
-        match s {
-            Seg::Move(p) => {
-                start = p;
-                cur = p;
-            }
-            Seg::Close => cur = start,
-            _ => {
-                if let Some(p) = end_point(&s, start) {
-                    cur = p;
-                }
-            }
-        }
-        out.push(s);
-        i += 1;
-    }
-    out
-}
-
-fn push_arc(out: &mut Vec<Seg>, from: Pt, proto: ArcSeg, total: f64, end: Pt) {
-    use std::f64::consts::PI;
-    let mk = |angle: f64, to: Pt| ArcSeg {
-        r: proto.r,
-        large: angle > PI + 1e-9,
-        sweep: proto.sweep,
-        to,
-        center: proto.center,
-        angle,
-    };
-    if total > PI * 1.75 {
-        // Near-full or full circles: split in two so neither part is ambiguous.
-        let a0 = (from.y - proto.center.y).atan2(from.x - proto.center.x);
-        let dir = if proto.sweep { 1.0 } else { -1.0 };
-        let am = a0 + dir * total / 2.0;
-        let mid = Pt::new(
-            proto.center.x + proto.r * am.cos(),
-            proto.center.y + proto.r * am.sin(),
-        );
-        out.push(Seg::Arc(mk(total / 2.0, mid)));
-        out.push(Seg::Arc(mk(total / 2.0, end)));
-    } else {
-        out.push(Seg::Arc(mk(total, end)));
-    }
-}
-
-/// If the path is exactly one full circle (after arc recovery), returns its centre and radius.
-pub(crate) fn as_circle(segs: &[Seg], tol: f64) -> Option<(Pt, f64)> {
-    let mut it = segs.iter();
-    let Some(Seg::Move(_)) = it.next() else {
-        return None;
-    };
-    let mut total = 0.0;
-    let mut circle: Option<(Pt, f64, bool)> = None;
-    for s in it {
-        match s {
-            Seg::Arc(a) => {
-                if let Some((c, r, sw)) = circle {
-                    if c.dist(a.center) > tol || (r - a.r).abs() > tol || sw != a.sweep {
-                        return None;
-                    }
-                } else {
-                    circle = Some((a.center, a.r, a.sweep));
-                }
-                total += a.angle;
-            }
-            Seg::Close => {}
-            _ => return None,
-        }
-    }
-    let (c, r, _) = circle?;
-    ((total - 2.0 * std::f64::consts::PI).abs() < 1e-3).then_some((c, r))
 }
 
 /// Simplifies geometry within `tol` user units: flat curves become lines, near-collinear
@@ -459,16 +402,7 @@ pub(crate) fn simplify(segs: &[Seg], tol: f64, keep_dots: bool) -> Vec<Seg> {
                 let mut k = 0;
                 let mut a = anchor;
                 while k < pts.len() {
-                    // Extend as far as every intermediate point stays within tol.
-                    let mut best = k;
-                    // A bounded window keeps this linear in the number of points.
-                    for e in k + 1..pts.len().min(k + MERGE_WINDOW) {
-                        if pts[k..e].iter().all(|q| seg_dist(*q, a, pts[e]) <= tol) {
-                            best = e;
-                        } else {
-                            break;
-                        }
-                    }
+                    let best = k + sleeve(a, &pts[k..], tol);
                     out.push(Seg::Line(pts[best]));
                     a = pts[best];
                     k = best + 1;
@@ -489,8 +423,42 @@ pub(crate) fn simplify(segs: &[Seg], tol: f64, keep_dots: bool) -> Vec<Seg> {
     out
 }
 
-/// At most this many line segments are merged into one by [`simplify`].
-const MERGE_WINDOW: usize = 32;
+/// How many of the polyline points `pts` (after the anchor `a`) one line from `a` can replace,
+/// minus one: the index of the farthest point `e` such that every point up to it lies within
+/// `tol` of the segment `a`–`pts[e]`. Linear time: the directions from `a` that pass within
+/// `tol` of every point so far form a cone that only narrows (sleeve fitting); a point that
+/// comes back towards the anchor ends the run.
+fn sleeve(a: Pt, pts: &[Pt], tol: f64) -> usize {
+    let mut best = 0;
+    let mut base: Option<Pt> = None;
+    let (mut lo, mut hi) = (f64::NEG_INFINITY, f64::INFINITY);
+    let mut far = 0.0f64;
+    for (e, q) in pts.iter().enumerate() {
+        let v = q.sub(a);
+        let dist = v.len();
+        if !dist.is_finite() || dist < far {
+            break;
+        }
+        far = dist;
+        if dist <= tol {
+            // Within tolerance of the anchor: no constraint on the direction.
+            if base.is_none() {
+                best = e;
+            }
+            continue;
+        }
+        let b = *base.get_or_insert(v.scale(1.0 / dist));
+        let ang = b.cross(v).atan2(b.dot(v));
+        if ang < lo || ang > hi {
+            break;
+        }
+        best = e;
+        let half = (tol / dist).asin();
+        lo = lo.max(ang - half);
+        hi = hi.min(ang + half);
+    }
+    best
+}
 
 /// Distance from `p` to the segment `a`–`b`.
 fn seg_dist(p: Pt, a: Pt, b: Pt) -> f64 {
@@ -544,7 +512,10 @@ type IPt = (i64, i64);
 
 #[derive(Clone, Copy)]
 enum Tok {
+    /// A coordinate in units of the last decimal.
     Num(i64),
+    /// A number with its own decimals (arc rotation in degrees).
+    Fixed(i64, u32),
     Flag(bool),
 }
 
@@ -581,8 +552,12 @@ impl Enc {
         }
         for t in toks {
             match *t {
-                Tok::Num(n) => {
-                    let num = fmt_units(n, self.p);
+                Tok::Num(_) | Tok::Fixed(..) => {
+                    let num = match *t {
+                        Tok::Fixed(n, d) => fmt_units(n, d),
+                        Tok::Num(n) => fmt_units(n, self.p),
+                        Tok::Flag(_) => String::new(),
+                    };
                     if !was_flag && needs_separator(last, has_dot, &num) {
                         s.push(' ');
                     }
@@ -654,27 +629,13 @@ struct Tail {
     was_flag: bool,
 }
 
-/// The centre SVG renderers compute for an arc with rotation 0 (SVG 1.1 implementation notes
-/// F.6.5, radii scaled up when too small).
-fn arc_center(s: Pt, e: Pt, r: f64, large: bool, sweep: bool) -> Pt {
-    let mid = Pt::new((s.x + e.x) / 2.0, (s.y + e.y) / 2.0);
-    let (x1, y1) = ((s.x - e.x) / 2.0, (s.y - e.y) / 2.0);
-    let d2 = x1 * x1 + y1 * y1;
-    let r2 = r * r;
-    if d2 >= r2 || d2 <= 0.0 {
-        return mid;
-    }
-    let mut coef = ((r2 - d2) / d2).max(0.0).sqrt();
-    if large == sweep {
-        coef = -coef;
-    }
-    Pt::new(mid.x + coef * y1, mid.y - coef * x1)
-}
-
-/// Emits a circular arc. The end points are rounded first; near half circles the centre of
-/// the rounded arc is very sensitive to rounding, so the radius and large-arc flag are chosen
-/// to keep the centre where it was, and arcs that still drift are split in two.
+/// Emits an arc. The end points are rounded first; near half turns the centre of the rounded
+/// arc is very sensitive to rounding, so the radii and the large-arc flag are chosen to keep the
+/// drawn curve where it was (centre shift plus radius change), and arcs that still drift are
+/// split in two. The rotation (ellipses only) gets the fewest decimals of a degree that move no
+/// point by more than half a unit.
 fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
+    use std::f64::consts::PI;
     let p = e.p;
     let unit = 10f64.powi(-(p as i32));
     let t = (quantize(a.to.x, p), quantize(a.to.y, p));
@@ -683,28 +644,67 @@ fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
     }
     let fs = Pt::new(e.cur.0 as f64 * unit, e.cur.1 as f64 * unit);
     let fe = Pt::new(t.0 as f64 * unit, t.1 as f64 * unit);
-    let rq = quantize(a.r, p);
-    let mut best: Option<(f64, i64, bool)> = None;
-    // Exact radius first: ties keep it.
-    for k in [0, -1, 1, -2, 2i64] {
-        let r = rq + k;
-        if r <= 0 {
-            continue;
-        }
-        for large in [a.large, !a.large] {
-            let c = arc_center(fs, fe, r as f64 * unit, large, a.sweep);
-            // The drawn arc must also run the same way round (same side as the true one).
-            let a0 = (fs.y - c.y).atan2(fs.x - c.x);
-            let a1 = (fe.y - c.y).atan2(fe.x - c.x);
-            let tau = 2.0 * std::f64::consts::PI;
-            let delta = if a.sweep { a1 - a0 } else { a0 - a1 }.rem_euclid(tau);
-            let err = c.dist(a.center) + (delta - a.angle).abs() * a.r;
-            if best.is_none_or(|(b, _, _)| err < b) {
-                best = Some((err, r, large));
+    let circle = (a.rx - a.ry).abs() <= unit * 0.5;
+    let (rot_units, rot_decimals) = if circle {
+        (0, 0)
+    } else {
+        let deg = a.rot.to_degrees();
+        let spread = (a.rx - a.ry).abs();
+        (0..=4u32)
+            .map(|d| (quantize(deg, d), d))
+            .find(|&(q, d)| {
+                let moved = (q as f64 / 10f64.powi(d as i32) - deg).abs().to_radians() * spread;
+                moved <= unit * 0.5
+            })
+            .unwrap_or((quantize(deg, 4), 4))
+    };
+    let rot = (rot_units as f64 / 10f64.powi(rot_decimals as i32)).to_radians();
+    let (rxq, ryq) = if circle {
+        let r = quantize((a.rx + a.ry) / 2.0, p);
+        (r, r)
+    } else {
+        (quantize(a.rx, p), quantize(a.ry, p))
+    };
+    let steps: &[i64] = if circle {
+        &[0, -1, 1, -2, 2]
+    } else {
+        &[0, -1, 1]
+    };
+    let mut best: Option<(f64, i64, i64, bool)> = None;
+    // Exact radii first: ties keep them.
+    for &kx in steps {
+        for &ky in steps {
+            if circle && ky != kx {
+                continue;
+            }
+            let (rx, ry) = (rxq + kx, ryq + ky);
+            if rx <= 0 || ry <= 0 {
+                continue;
+            }
+            for large in [a.large, !a.large] {
+                let (rxf, ryf) = (rx as f64 * unit, ry as f64 * unit);
+                let (c, sx, sy) = arc_center(fs, fe, rxf, ryf, rot, large, a.sweep);
+                // The drawn arc must also run the same way round (same side as the true one).
+                let drawn = ArcSeg {
+                    rx: sx,
+                    ry: sy,
+                    rot,
+                    center: c,
+                    ..*a
+                };
+                let (t0, t1) = (drawn.param(fs), drawn.param(fe));
+                let delta = if a.sweep { t1 - t0 } else { t0 - t1 }.rem_euclid(2.0 * PI);
+                let err = c.dist(a.center)
+                    + (sx - a.rx).abs()
+                    + (sy - a.ry).abs()
+                    + (delta - a.angle).abs() * a.rx.max(a.ry);
+                if best.is_none_or(|(b, ..)| err < b) {
+                    best = Some((err, rx, ry, large));
+                }
             }
         }
     }
-    let Some((err, r, large)) = best else {
+    let Some((err, rx, ry, large)) = best else {
         e.emit(&[
             ('L', vec![Tok::Num(t.0), Tok::Num(t.1)]),
             ('l', vec![Tok::Num(t.0 - e.cur.0), Tok::Num(t.1 - e.cur.1)]),
@@ -715,10 +715,7 @@ fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
     };
     if err > 4.0 * unit && depth < 3 && a.angle > 0.2 {
         // Split at the middle of the true arc.
-        let a0 = (fs.y - a.center.y).atan2(fs.x - a.center.x);
-        let dir = if a.sweep { 1.0 } else { -1.0 };
-        let am = a0 + dir * a.angle / 2.0;
-        let mid = Pt::new(a.center.x + a.r * am.cos(), a.center.y + a.r * am.sin());
+        let mid = a.midpoint(fs);
         let half = ArcSeg {
             large: false,
             angle: a.angle / 2.0,
@@ -735,9 +732,9 @@ fn emit_arc(e: &mut Enc, a: &ArcSeg, depth: u32) {
         return;
     }
     let head = [
-        Tok::Num(r),
-        Tok::Num(r),
-        Tok::Num(0),
+        Tok::Num(rx),
+        Tok::Num(ry),
+        Tok::Fixed(rot_units, rot_decimals),
         Tok::Flag(large),
         Tok::Flag(a.sweep),
     ];
@@ -1013,8 +1010,8 @@ mod tests {
             ),
             Seg::Close,
         ];
-        let arcs = recover_arcs(&segs, 1e-3);
-        let (center, r) = as_circle(&arcs, 1e-3).expect("a circle");
+        let arcs = super::super::arc::recover_arcs(&segs, 1e-3);
+        let (center, r, _, _) = super::super::arc::as_ellipse(&arcs, 1e-3).expect("a circle");
         assert!(center.dist(c) < 1e-9 && (r - 9.0).abs() < 1e-9);
         assert_eq!(encode(&arcs, 2, false), "M21 12A9 9 0 013 12a9 9 0 0118 0z");
     }

@@ -39,6 +39,8 @@ pub struct Reply {
     pub body: String,
     pub headers: Vec<(String, String)>,
     pub delay: Duration,
+    /// Send no `Content-Length`: the body ends when the connection closes.
+    pub omit_length: bool,
 }
 
 impl Reply {
@@ -48,6 +50,7 @@ impl Reply {
             body: body.to_string(),
             headers: vec![("Content-Type".into(), "application/json".into())],
             delay: Duration::ZERO,
+            omit_length: false,
         }
     }
     pub fn raw(status: u16, body: &str) -> Self {
@@ -56,10 +59,15 @@ impl Reply {
             body: body.to_string(),
             headers: vec![("Content-Type".into(), "application/json".into())],
             delay: Duration::ZERO,
+            omit_length: false,
         }
     }
     pub fn with_header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn without_length(mut self) -> Self {
+        self.omit_length = true;
         self
     }
     pub fn delayed(mut self, d: Duration) -> Self {
@@ -204,10 +212,14 @@ fn serve(stream: TcpStream, handler: &Handler, counter: &AtomicUsize, reqs: &Mut
     for (k, v) in &reply.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
-    out.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        reply.body.len()
-    ));
+    if reply.omit_length {
+        out.push_str("Connection: close\r\n\r\n");
+    } else {
+        out.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            reply.body.len()
+        ));
+    }
     out.push_str(&reply.body);
     let mut stream = stream;
     let _ = stream.write_all(out.as_bytes());

@@ -1,6 +1,8 @@
 //! Grouped-query self-attention with rotate-half RoPE: over fresh keys and values (training,
 //! parity), over the cached segments of a [`KvCache`](crate::llama::KvCache), or over a host
-//! cache on the CPU fast path.
+//! cache on the CPU fast path. Every call of more than one query goes through
+//! [`flash_attention`] (linear memory in the sequence length, its own backward pass); single-token
+//! decoding steps attend over the cache in place.
 
 use burn::module::Module;
 use burn::tensor::activation::softmax;
@@ -8,10 +10,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor, TensorData};
 
 use crate::cpu::decode::HostKv;
+use crate::error::Result;
 use crate::llama::config::LlamaConfig;
 use crate::llama::kv_cache::{KvSegment, LayerKv};
+use crate::nn::attention::{flash_attention, AttentionMask, AttentionOptions};
 use crate::nn::lora::LoraLinear;
-use crate::nn::tensor::host_f32;
+use crate::nn::tensor::{check_dtypes, host_f32};
 
 /// Grouped-query self-attention with rotate-half RoPE.
 #[derive(Module, Debug)]
@@ -33,46 +37,71 @@ pub struct Attention<B: Backend> {
 }
 
 /// Per-call attention inputs built on the host: rotary tables and the attention mask.
-pub(super) struct AttnInputs<'a, B: Backend> {
-    pub(super) cos: Tensor<B, 4>,
-    pub(super) sin: Tensor<B, 4>,
-    /// `true` where attention is forbidden, `[B, 1, T, S]` (broadcast over heads); `None`
-    /// when nothing is masked, and for single-token steps on host caches (they read `valid`).
-    pub(super) mask: Option<Tensor<B, 4, Bool>>,
+#[derive(Clone)]
+pub(crate) struct AttnInputs<'a, B: Backend> {
+    /// `[B, 1, T, head_dim]` rotary tables in the model's dtype.
+    pub(crate) cos: Tensor<B, 4>,
+    pub(crate) sin: Tensor<B, 4>,
+    /// Which keys each query attends to, for every call of more than one token (fresh keys,
+    /// prompts and chunks over a cache).
+    pub(crate) attention: AttentionMask,
+    /// Single-token steps over cached segments with padding: `true` where a key is padding,
+    /// `[B, 1, 1, S]` (linear in the cache length); `None` otherwise.
+    pub(crate) step_mask: Option<Tensor<B, 4, Bool>>,
     /// Per row, whether each cached key is a real token; `None` when none is padding (cached
     /// calls only).
-    pub(super) valid: Option<&'a [Vec<bool>]>,
+    pub(crate) valid: Option<&'a [Vec<bool>]>,
     /// Positions a layer's cache tail takes before it is merged (cached calls only).
-    pub(super) merge_interval: usize,
+    pub(crate) merge_interval: usize,
+}
+
+impl<B: Backend> AttnInputs<'_, B> {
+    /// Inputs of a call without cache: rotary tables and the mask.
+    pub(crate) fn fresh(cos: Tensor<B, 4>, sin: Tensor<B, 4>, attention: AttentionMask) -> Self {
+        AttnInputs {
+            cos,
+            sin,
+            attention,
+            step_mask: None,
+            valid: None,
+            merge_interval: 0,
+        }
+    }
 }
 
 impl<B: Backend> Attention<B> {
     /// Attends `x` `[B, T, hidden]` to itself (and to the cached positions of `cache`).
-    pub(super) fn forward(
+    pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
         inputs: &AttnInputs<'_, B>,
         cache: Option<&mut LayerKv<B>>,
-    ) -> Tensor<B, 3> {
+    ) -> Result<Tensor<B, 3>> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self
             .q_proj
-            .forward(x.clone())
+            .try_forward(x.clone())?
             .reshape([b, t, nh, hd])
             .swap_dims(1, 2);
         let k = self
             .k_proj
-            .forward(x.clone())
+            .try_forward(x.clone())?
             .reshape([b, t, nkv, hd])
             .swap_dims(1, 2);
         let v = self
             .v_proj
-            .forward(x)
+            .try_forward(x)?
             .reshape([b, t, nkv, hd])
             .swap_dims(1, 2);
+        check_dtypes(
+            "rotary embedding",
+            ("q", q.dtype()),
+            ("cos", inputs.cos.dtype()),
+        )?;
         let q = apply_rope(q, &inputs.cos, &inputs.sin);
         let k = apply_rope(k, &inputs.cos, &inputs.sin);
+        let opts = AttentionOptions::default();
         let out = match cache {
             Some(layer) => {
                 if matches!(layer, LayerKv::Segments(s) if s.is_empty()) {
@@ -87,56 +116,25 @@ impl<B: Backend> Attention<B> {
                             v: v.reshape([b, nkv, 1, 1, t, hd]),
                         };
                         let segments = layer.append(new, inputs.merge_interval);
-                        self.attend_segments(q, &segments, inputs.mask.as_ref())
+                        if t == 1 {
+                            self.attend_segments(q, &segments, inputs.step_mask.as_ref())
+                        } else {
+                            let (k, v) = dense_kv(&segments);
+                            flash_attention(q, k, v, &inputs.attention, &opts)?
+                        }
                     }
-                    LayerKv::Host(host) => self.attend_host(q, k, v, host, inputs),
+                    LayerKv::Host(host) => self.attend_host(q, k, v, host, inputs)?,
                 }
             }
-            None => self.attend(q, k, v, inputs.mask.as_ref()),
+            None => flash_attention(q, k, v, &inputs.attention, &opts)?,
         };
         self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, nh * hd]))
-    }
-
-    /// Attention over fresh keys/values `[B, kv_heads, S, head_dim]` (training, parity):
-    /// the queries of the `groups` heads sharing a kv head are stacked along the row axis,
-    /// so K/V are never repeated in memory. Returns `[B, heads, T, head_dim]`.
-    fn attend(
-        &self,
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-        mask: Option<&Tensor<B, 4, Bool>>,
-    ) -> Tensor<B, 4> {
-        let [b, nh, t, hd] = q.dims();
-        let nkv = self.num_kv_heads;
-        let s = k.dims()[2];
-        let groups = nh / nkv;
-        let q = q.reshape([b, nkv, groups * t, hd]);
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (hd as f64).sqrt());
-        let mut scores = scores.reshape([b, nh, t, s]);
-        let dtype = scores.dtype();
-        if dtype != DType::F32 {
-            scores = scores.cast(DType::F32);
-        }
-        if let Some(mask) = mask {
-            scores = scores.mask_fill(mask.clone().expand([b, nh, t, s]), f32::MIN);
-        }
-        let mut probs = softmax(scores, 3);
-        if dtype != DType::F32 {
-            probs = probs.cast(dtype);
-        }
-        probs
-            .reshape([b, nkv, groups * t, s])
-            .matmul(v)
-            .reshape([b, nh, t, hd])
+            .try_forward(out.swap_dims(1, 2).reshape([b, t, nh * hd]))
     }
 
     /// Attention with a host-memory cache (Flex, f32): appends the new keys/values (after
-    /// RoPE) in place; a single new token attends in [`crate::cpu::decode`], a longer chunk with
-    /// [`Self::attend_segments`] over the cache so far and the chunk. Returns
+    /// RoPE) in place; a single new token attends in [`crate::cpu::decode`], a longer chunk
+    /// through [`flash_attention`] over the cache so far and the chunk. Returns
     /// `[B, heads, T, head_dim]`.
     fn attend_host(
         &self,
@@ -145,32 +143,37 @@ impl<B: Backend> Attention<B> {
         v: Tensor<B, 4>,
         host: &mut HostKv,
         inputs: &AttnInputs<'_, B>,
-    ) -> Tensor<B, 4> {
+    ) -> Result<Tensor<B, 4>> {
         let [b, _, t, hd] = q.dims();
         let nkv = self.num_kv_heads;
         let device = q.device();
         if t == 1 {
             // `step` declines only data the host cache was not made for (not Flex f32).
             if let Some(out) = host.step(&q, &k, &v, inputs.valid) {
-                return out;
+                return Ok(out);
             }
         }
-        let mut segments = Vec::with_capacity(2);
         let past = host.len();
-        if past > 0 {
+        let (k_all, v_all) = if past > 0 {
             let (pk, pv) = host.dense();
-            let shape = [b, nkv, 1, 1, past, hd];
-            segments.push(KvSegment {
-                k: Tensor::from_data(TensorData::new(pk, shape), &device),
-                v: Tensor::from_data(TensorData::new(pv, shape), &device),
-            });
-        }
-        host.append(&host_f32(k.clone()), &host_f32(v.clone()), t);
-        segments.push(KvSegment {
-            k: k.reshape([b, nkv, 1, 1, t, hd]),
-            v: v.reshape([b, nkv, 1, 1, t, hd]),
-        });
-        self.attend_segments(q, &segments, inputs.mask.as_ref())
+            let shape = [b, nkv, past, hd];
+            let pk = Tensor::<B, 4>::from_data(TensorData::new(pk, shape), &device);
+            let pv = Tensor::<B, 4>::from_data(TensorData::new(pv, shape), &device);
+            (
+                Tensor::cat(vec![pk, k.clone()], 2),
+                Tensor::cat(vec![pv, v.clone()], 2),
+            )
+        } else {
+            (k.clone(), v.clone())
+        };
+        host.append(&host_f32(k), &host_f32(v), t);
+        flash_attention(
+            q,
+            k_all,
+            v_all,
+            &inputs.attention,
+            &AttentionOptions::default(),
+        )
     }
 
     /// Attention over cached segments (decoding): scores of every segment side by side,
@@ -240,6 +243,21 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+/// The segments' keys and values side by side, `[B, kv_heads, S, head_dim]` each.
+fn dense_kv<B: Backend>(segments: &[KvSegment<B>]) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let flat = |t: &Tensor<B, 6>| {
+        let [b, kv, _, _, s, hd] = t.dims();
+        t.clone().reshape([b, kv, s, hd])
+    };
+    let (mut ks, mut vs): (Vec<_>, Vec<_>) =
+        segments.iter().map(|s| (flat(&s.k), flat(&s.v))).unzip();
+    if ks.len() == 1 {
+        (ks.remove(0), vs.remove(0))
+    } else {
+        (Tensor::cat(ks, 2), Tensor::cat(vs, 2))
+    }
+}
+
 fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
@@ -253,7 +271,7 @@ fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4
 
 /// cos/sin tables `[B, 1, T, head_dim]` for the given position ids (HF layout: the half
 /// frequencies repeated twice).
-pub(super) fn rope_tables<B: Backend>(
+pub(crate) fn rope_tables<B: Backend>(
     cfg: &LlamaConfig,
     positions: &[i64],
     b: usize,

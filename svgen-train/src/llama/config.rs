@@ -265,6 +265,38 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
+    /// The position range: how many positions a sequence may use (its largest position id
+    /// plus one). `max_position_embeddings`, unless RoPE scaling covers more:
+    /// - `llama3`: `factor × original_max_position_embeddings` when larger (Llama 3.1's config
+    ///   already says 131,072 for both);
+    /// - `linear`: `factor × max_position_embeddings` (position interpolation stretches the
+    ///   trained range by `factor`; configs of this kind keep the pre-scaling length).
+    ///
+    /// ```
+    /// let json = r#"{"vocab_size": 8, "hidden_size": 8, "intermediate_size": 8,
+    ///   "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64,
+    ///   "rope_scaling": {"rope_type": "linear", "factor": 4.0}}"#;
+    /// let cfg = svgen_train::LlamaConfig::from_json_str(json).unwrap();
+    /// assert_eq!(cfg.max_positions(), 256);
+    /// ```
+    pub fn max_positions(&self) -> usize {
+        let own = self.max_position_embeddings;
+        let scaled = match self.rope_scaling {
+            RopeScaling::Default => own as f64,
+            RopeScaling::Linear { factor } => factor * own as f64,
+            RopeScaling::Llama3 {
+                factor,
+                original_max_position_embeddings,
+                ..
+            } => factor * original_max_position_embeddings,
+        };
+        if scaled.is_finite() && scaled > own as f64 {
+            scaled.min(usize::MAX as f64 / 2.0) as usize
+        } else {
+            own
+        }
+    }
+
     /// The RoPE inverse frequencies (`head_dim / 2` values), scaled as the config says.
     pub fn inv_freq(&self) -> Vec<f64> {
         let dim = self.head_dim as f64;

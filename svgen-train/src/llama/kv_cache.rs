@@ -18,7 +18,7 @@ pub const DEFAULT_KV_MERGE_INTERVAL: usize = 128;
 /// The second singleton keeps Burn from folding `[.., G, 1, k] × [.., 1, k, n]` into one
 /// `[G, k] × [k, n]` product, which Flex computes by packing (copying) the whole cache.
 #[derive(Debug, Clone)]
-pub(super) struct KvSegment<B: Backend> {
+pub(crate) struct KvSegment<B: Backend> {
     pub(super) k: Tensor<B, 6>,
     pub(super) v: Tensor<B, 6>,
 }
@@ -52,7 +52,7 @@ impl<B: Backend> KvSegment<B> {
 /// preallocated buffer on backends (Flex among them) whose `slice_assign` copies the
 /// destination. Attention reads both segments where they lie.
 #[derive(Debug, Clone)]
-pub(super) struct SegmentKv<B: Backend> {
+pub(crate) struct SegmentKv<B: Backend> {
     main: Option<KvSegment<B>>,
     tail: Option<KvSegment<B>>,
 }
@@ -114,7 +114,7 @@ impl<B: Backend> SegmentKv<B> {
 /// for the single-token fast path of exactly `burn::backend::Flex` in f32 (see
 /// [`crate::cpu::decode`]). The choice is made when the first positions are appended.
 #[derive(Debug, Clone)]
-pub(super) enum LayerKv<B: Backend> {
+pub(crate) enum LayerKv<B: Backend> {
     Segments(SegmentKv<B>),
     Host(HostKv),
 }
@@ -136,14 +136,6 @@ impl<B: Backend> LayerKv<B> {
             Self::Host(h) => h.truncate(len),
         }
     }
-}
-
-/// What a cached call hands to the layers.
-pub(super) struct CachedCall<'a, B: Backend> {
-    pub(super) layers: &'a mut [LayerKv<B>],
-    pub(super) merge_interval: usize,
-    /// Per row, whether each cached key is a real token; `None` when none is padding.
-    pub(super) valid: Option<&'a [Vec<bool>]>,
 }
 
 /// Key/value cache for incremental decoding, with per-row positions and key padding.

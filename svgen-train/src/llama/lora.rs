@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::DType;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -188,11 +189,12 @@ impl LoraConfig {
 
 impl<B: Backend> Llama<B> {
     /// Adds fresh adapters (PEFT initialisation: `A` Kaiming-uniform, `B` zero, so the model's
-    /// output is unchanged) to the targeted linears. `seed` makes `A` reproducible.
+    /// output is unchanged) to the targeted linears. `seed` makes `A` reproducible. Adapters
+    /// are `f32` whatever the base dtype (see [`crate::nn::lora`]).
     pub fn with_lora(self, cfg: &LoraConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
         let device = self.device();
-        let dtype = self.dtype();
+        let dtype = DType::F32; // adapters train in f32 over any base dtype
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         self.try_map_linears(|path, lin| {
             if !cfg.targets(path) {
@@ -244,7 +246,7 @@ impl<B: Backend> Llama<B> {
             }
         }
         let device = self.device();
-        let dtype = self.dtype();
+        let dtype = DType::F32; // adapters train in f32 over any base dtype
         let mut take = |key: String, shape: [usize; 2]| -> Result<Vec<f32>> {
             let t = tensors
                 .remove(&key)

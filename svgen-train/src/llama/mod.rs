@@ -10,6 +10,7 @@
 //! | `kv_cache` | [`KvCache`] for incremental decoding |
 //! | `pretrained` | [`Llama::from_pretrained`], [`Llama::save_pretrained`], [`LoadOptions`] |
 //! | [`lora`] | [`LoraConfig`], [`LoraTarget`], adapters and PEFT folders |
+//! | [`memory`] | the training-memory model ([`memory::estimate_train_memory`]) |
 //! | [`tokenizer`] | [`LlamaTokenizer`](tokenizer::LlamaTokenizer), prompt formats |
 //! | [`generate`] | sampling with stop tokens, SVG extraction and repair |
 //! | [`sft`] | SFT data, loss and trainer |
@@ -19,6 +20,7 @@ pub mod config;
 pub mod generate;
 mod kv_cache;
 pub mod lora;
+pub mod memory;
 mod model;
 mod pretrained;
 pub mod sft;

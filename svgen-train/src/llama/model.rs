@@ -12,8 +12,10 @@ use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 use crate::error::{Result, TrainError};
 use crate::llama::attention::{rope_tables, Attention, AttnInputs};
 use crate::llama::config::LlamaConfig;
-use crate::llama::kv_cache::{CachedCall, KvCache, LayerKv};
+use crate::llama::kv_cache::{KvCache, LayerKv};
+use crate::nn::attention::AttentionMask;
 use crate::nn::lora::LoraLinear;
+use crate::nn::tensor::check_dtypes;
 
 /// RMSNorm: `weight * x / sqrt(mean(x^2) + eps)`, computed in f32 as HF does.
 #[derive(Module, Debug)]
@@ -42,6 +44,13 @@ impl<B: Backend> RmsNorm<B> {
         };
         x * self.weight.val().unsqueeze::<3>()
     }
+
+    /// [`Self::forward`] after checking that `x` and the weight share one dtype.
+    pub fn try_forward(&self, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
+        let wd = self.weight.val().dtype();
+        check_dtypes("RMSNorm", ("input", x.dtype()), ("weight", wd))?;
+        Ok(self.forward(x))
+    }
 }
 
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
@@ -69,24 +78,46 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+    fn forward(&self, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
+        let gate = silu(self.gate_proj.try_forward(x.clone())?);
+        self.down_proj
+            .try_forward(gate * self.up_proj.try_forward(x)?)
     }
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    fn forward(
+    /// The seven linears of this layer, as layer `l`, with their HF module paths.
+    pub(crate) fn linears(&self, l: usize) -> Vec<(String, &LoraLinear<B>)> {
+        let a = &self.self_attn;
+        let m = &self.mlp;
+        [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+            ("mlp.gate_proj", &m.gate_proj),
+            ("mlp.up_proj", &m.up_proj),
+            ("mlp.down_proj", &m.down_proj),
+        ]
+        .into_iter()
+        .map(|(name, lin)| (format!("model.layers.{l}.{name}"), lin))
+        .collect()
+    }
+
+    pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
         inputs: &AttnInputs<'_, B>,
         cache: Option<&mut LayerKv<B>>,
-    ) -> Tensor<B, 3> {
-        let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), inputs, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    ) -> Result<Tensor<B, 3>> {
+        let attn =
+            self.self_attn
+                .forward(self.input_layernorm.try_forward(x.clone())?, inputs, cache)?;
+        let h = x + attn;
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.try_forward(h.clone())?)?;
+        Ok(h + mlp)
     }
 }
 
@@ -107,6 +138,65 @@ pub struct Llama<B: Backend> {
 }
 
 impl<B: Backend> Llama<B> {
+    /// A model of architecture `config` with random frozen weights drawn on the device (linears
+    /// and embeddings `N(0, 0.02²)`, HF's `initializer_range`; norms at 1), held in `dtype`.
+    /// For benchmarks and memory checks at the shapes of real models without their weights;
+    /// the backend's RNG is seeded with `seed` first.
+    pub fn random(
+        config: LlamaConfig,
+        dtype: DType,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if !dtype.is_float() {
+            return Err(TrainError::InvalidArgument(format!(
+                "weights must be floating point, not {dtype:?}"
+            )));
+        }
+        B::seed(device, seed);
+        let dist = burn::tensor::Distribution::Normal(0.0, 0.02);
+        let matrix = |rows: usize, cols: usize| {
+            Param::from_tensor(Tensor::<B, 2>::random([rows, cols], dist, (device, dtype)))
+                .set_require_grad(false)
+        };
+        let norm = || RmsNorm {
+            weight: Param::from_tensor(Tensor::<B, 1>::ones([config.hidden_size], (device, dtype)))
+                .set_require_grad(false),
+            eps: config.rms_norm_eps,
+        };
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let q = config.num_attention_heads * config.head_dim;
+        let kv = config.num_key_value_heads * config.head_dim;
+        let lin = |rows, cols| LoraLinear::new(matrix(rows, cols));
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                self_attn: Attention {
+                    q_proj: lin(h, q),
+                    k_proj: lin(h, kv),
+                    v_proj: lin(h, kv),
+                    o_proj: lin(q, h),
+                    num_heads: config.num_attention_heads,
+                    num_kv_heads: config.num_key_value_heads,
+                    head_dim: config.head_dim,
+                },
+                mlp: Mlp {
+                    gate_proj: lin(h, i),
+                    up_proj: lin(h, i),
+                    down_proj: lin(i, h),
+                },
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+            })
+            .collect();
+        Ok(Self {
+            embed_tokens: matrix(config.vocab_size, h),
+            layers,
+            norm: norm(),
+            lm_head: (!config.tie_word_embeddings).then(|| matrix(h, config.vocab_size)),
+            config,
+        })
+    }
+
     /// The architecture.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
@@ -122,22 +212,99 @@ impl<B: Backend> Llama<B> {
         self.embed_tokens.val().device()
     }
 
-    /// Logits `[B, T, vocab]` for unpadded sequences starting at position 0 (training and
-    /// parity checks).
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    /// Logits `[B, T, vocab]` for unpadded sequences starting at position 0 (parity checks,
+    /// scoring). Training goes through [`Self::hidden_states`] and the chunked loss instead,
+    /// which never forms the `[B, T, vocab]` logits.
+    ///
+    /// Fails with [`TrainError::SequenceTooLong`] beyond the model's position range
+    /// ([`LlamaConfig::max_positions`]).
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
         let [b, t] = input_ids.dims();
         let positions: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
-        let mask = if t > 1 {
-            Some(causal_mask(b, t, 0, None))
-        } else {
-            None
+        let h = self.hidden_states(input_ids, &positions, &AttentionMask::causal())?;
+        Ok(self.logits(h))
+    }
+
+    /// Final (normed) hidden states `[B, T, hidden]` of `input_ids` `[B, T]` with explicit
+    /// position ids (`B·T`, row-major; they index the rotary tables) and attention mask: e.g.
+    /// `AttentionMask::causal()` with positions `0..T` for plain rows, or packed samples
+    /// (positions restarting at 0 per sample and
+    /// [`AttentionMask::with_cu_seqlens`]).
+    ///
+    /// Attention runs through [`crate::nn::attention::flash_attention`], so training memory is
+    /// linear in `T`. Fails with [`TrainError::SequenceTooLong`] when a position id is beyond
+    /// the model's position range, [`TrainError::InvalidArgument`] on inconsistent shapes or
+    /// mask, and [`TrainError::DtypeMismatch`] on mixed dtypes.
+    pub fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        positions: &[i64],
+        attention: &AttentionMask,
+    ) -> Result<Tensor<B, 3>> {
+        let inputs = self.fresh_inputs(input_ids.dims(), positions, attention.clone())?;
+        let mut x = self.embed(input_ids);
+        for layer in &self.layers {
+            x = layer.forward(x, &inputs, None)?;
+        }
+        self.norm.try_forward(x)
+    }
+
+    /// Rotary tables and mask of a call without cache, after checking the position ids.
+    pub(crate) fn fresh_inputs(
+        &self,
+        [b, t]: [usize; 2],
+        positions: &[i64],
+        attention: AttentionMask,
+    ) -> Result<AttnInputs<'static, B>> {
+        if positions.len() != b * t || b == 0 || t == 0 {
+            return Err(TrainError::InvalidArgument(format!(
+                "{} position ids for a [{b}, {t}] batch",
+                positions.len()
+            )));
+        }
+        self.check_positions(positions)?;
+        let (cos, sin) =
+            rope_tables::<B>(self.config(), positions, b, t, self.dtype(), &self.device());
+        Ok(AttnInputs::fresh(cos, sin, attention))
+    }
+
+    /// [`TrainError::SequenceTooLong`] when a position id is at or beyond the position range;
+    /// [`TrainError::InvalidArgument`] for a negative one.
+    fn check_positions(&self, positions: &[i64]) -> Result<()> {
+        let limit = self.config().max_positions();
+        let Some(&max) = positions.iter().max() else {
+            return Ok(());
         };
-        let h = self.hidden(input_ids, &positions, mask, None);
-        self.logits(h)
+        if positions.iter().any(|&p| p < 0) {
+            return Err(TrainError::InvalidArgument(
+                "position ids must not be negative".into(),
+            ));
+        }
+        if max as u64 >= limit as u64 {
+            return Err(TrainError::SequenceTooLong {
+                positions: max as usize + 1,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Token embeddings `[B, T, hidden]` of `input_ids` `[B, T]`.
+    pub(crate) fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, t] = input_ids.dims();
+        self.embed_tokens
+            .val()
+            .select(0, input_ids.reshape([b * t]))
+            .reshape([b, t, self.config().hidden_size])
     }
 
     /// Runs new tokens through the model, appending to `cache`. `attention_mask[row][i]` is
     /// false for (left) padding tokens. Returns the final hidden states `[B, T, hidden]`.
+    ///
+    /// A call of more than one token (a prompt, or a chunk after a rewind) attends through
+    /// [`crate::nn::attention::flash_attention`] over the cache and the new keys; a padding
+    /// query (it sees no key) gets zero attention output. Fails with
+    /// [`TrainError::SequenceTooLong`] when the cache would outgrow the model's position range.
     pub fn forward_cached(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -154,7 +321,16 @@ impl<B: Backend> Llama<B> {
                 "input_ids, attention mask and cache disagree on batch/sequence size".into(),
             ));
         }
-        let past = cache.len();
+        let limit = self.config().max_positions();
+        for (row, m) in attention_mask.iter().enumerate() {
+            let need = cache.next_pos[row] as usize + m.iter().filter(|&&x| x).count();
+            if need > limit {
+                return Err(TrainError::SequenceTooLong {
+                    positions: need,
+                    limit,
+                });
+            }
+        }
         let mut positions = Vec::with_capacity(b * t);
         for (row, m) in attention_mask.iter().enumerate() {
             for &real in m {
@@ -168,94 +344,59 @@ impl<B: Backend> Llama<B> {
             cache.valid[row].extend_from_slice(m);
         }
         let any_pad = cache.valid.iter().any(|v| v.iter().any(|x| !x));
+        let device = self.device();
+        let s = cache.len();
         // Single-token steps on host caches mask padding from `valid` themselves.
         let host_step = t == 1 && cache.layers.iter().all(|l| matches!(l, LayerKv::Host(_)));
-        let mask = if (t > 1 || any_pad) && !host_step {
-            Some(causal_mask(b, t, past, Some(&cache.valid)))
-        } else {
-            None
-        };
-        let call = CachedCall {
-            layers: &mut cache.layers,
-            merge_interval: cache.merge_interval,
-            valid: any_pad.then_some(cache.valid.as_slice()),
-        };
-        let h = self.hidden(input_ids, &positions, mask, Some(call));
-        Ok(h)
-    }
-
-    fn hidden(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        positions: &[i64],
-        mask: Option<Vec<bool>>,
-        cache: Option<CachedCall<'_, B>>,
-    ) -> Tensor<B, 3> {
-        let [b, t] = input_ids.dims();
-        let cfg = self.config();
-        let device = self.device();
-        let dtype = self.dtype();
-        let hidden = cfg.hidden_size;
-        let x = self
-            .embed_tokens
-            .val()
-            .select(0, input_ids.reshape([b * t]))
-            .reshape([b, t, hidden]);
-        let (cos, sin) = rope_tables::<B>(cfg, positions, b, t, dtype, &device);
-        let s_total = mask.as_ref().map(|m| m.len() / (b * t)).unwrap_or(0);
-        let mask = mask.map(|m| {
-            Tensor::<B, 4, Bool>::from_data(TensorData::new(m, [b, 1, t, s_total]), &device)
+        let step_mask = (t == 1 && any_pad && !host_step).then(|| {
+            let pad: Vec<bool> = cache.valid.iter().flatten().map(|&v| !v).collect();
+            Tensor::<B, 4, Bool>::from_data(TensorData::new(pad, [b, 1, 1, s]), &device)
         });
-        let (mut slots, merge_interval, valid) = match cache {
-            Some(c) => (Some(c.layers), c.merge_interval, c.valid),
-            None => (None, 0, None),
-        };
+        let mut attention = AttentionMask::causal();
+        if any_pad {
+            attention = attention.with_key_padding(cache.valid.clone());
+        }
+        let (cos, sin) = rope_tables::<B>(self.config(), &positions, b, t, self.dtype(), &device);
         let inputs = AttnInputs {
             cos,
             sin,
-            mask,
-            valid,
-            merge_interval,
+            attention,
+            step_mask,
+            valid: any_pad.then_some(cache.valid.as_slice()),
+            merge_interval: cache.merge_interval,
         };
-        let mut x = x;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let slot = slots.as_mut().map(|c| &mut c[i]);
-            x = layer.forward(x, &inputs, slot);
+        let mut x = self.embed(input_ids);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &inputs, Some(slot))?;
         }
-        self.norm.forward(x)
+        self.norm.try_forward(x)
+    }
+
+    /// The LM-head weight `[hidden, vocab]`: `lm_head`, or the embeddings transposed when they
+    /// are tied (gradients flow to whichever it is).
+    pub fn lm_head_weight(&self) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed_tokens.val().transpose(),
+        }
     }
 
     /// Projects hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, hidden] = h.dims();
         let h = h.reshape([b * t, hidden]);
-        let w = match &self.lm_head {
-            Some(w) => w.val(),
-            None => self.embed_tokens.val().transpose(),
-        };
+        let w = self.lm_head_weight();
         let v = w.dims()[1];
         h.matmul(w).reshape([b, t, v])
     }
 
     /// Visits every linear with its HF module path (`model.layers.N.self_attn.q_proj`).
     pub fn linears(&self) -> Vec<(String, &LoraLinear<B>)> {
-        let mut out = Vec::new();
-        for (l, layer) in self.layers.iter().enumerate() {
-            let a = &layer.self_attn;
-            let m = &layer.mlp;
-            for (name, lin) in [
-                ("self_attn.q_proj", &a.q_proj),
-                ("self_attn.k_proj", &a.k_proj),
-                ("self_attn.v_proj", &a.v_proj),
-                ("self_attn.o_proj", &a.o_proj),
-                ("mlp.gate_proj", &m.gate_proj),
-                ("mlp.up_proj", &m.up_proj),
-                ("mlp.down_proj", &m.down_proj),
-            ] {
-                out.push((format!("model.layers.{l}.{name}"), lin));
-            }
-        }
-        out
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(l, layer)| layer.linears(l))
+            .collect()
     }
 
     /// Rebuilds every linear through `f(hf_path, linear)`.
@@ -284,20 +425,4 @@ impl<B: Backend> Llama<B> {
         }
         Ok(self)
     }
-}
-
-/// Host-side `[B*T*S]` mask, `true` = forbidden: key `j` is visible to query `i` of this chunk
-/// when `j <= past + i` and key `j` is not padding.
-fn causal_mask(b: usize, t: usize, past: usize, valid: Option<&[Vec<bool>]>) -> Vec<bool> {
-    let s = past + t;
-    let mut m = Vec::with_capacity(b * t * s);
-    for row in 0..b {
-        for i in 0..t {
-            for j in 0..s {
-                let pad = valid.is_some_and(|v| !v[row][j]);
-                m.push(j > past + i || pad);
-            }
-        }
-    }
-    m
 }

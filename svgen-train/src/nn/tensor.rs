@@ -6,6 +6,27 @@ use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
+use crate::error::{Result, TrainError};
+
+/// A tensor's name and dtype, for [`check_dtypes`].
+pub(crate) type Named = (&'static str, DType);
+
+/// Checks that two tensors meeting in `op` share one dtype; [`TrainError::DtypeMismatch`]
+/// naming both otherwise. Runs in release builds too: backends that bind both operands of a
+/// binary op with the left one's dtype (cubecl) would otherwise read reinterpreted memory.
+pub(crate) fn check_dtypes(op: &str, (left, ld): Named, (right, rd): Named) -> Result<()> {
+    if ld == rd {
+        return Ok(());
+    }
+    Err(TrainError::DtypeMismatch {
+        op: op.to_string(),
+        left: left.to_string(),
+        left_dtype: format!("{ld:?}"),
+        right: right.to_string(),
+        right_dtype: format!("{rd:?}"),
+    })
+}
+
 /// Transposes a row-major `[rows, cols]` matrix.
 pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; data.len()];

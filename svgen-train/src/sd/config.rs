@@ -1,4 +1,5 @@
-//! Configurations of the Stable Diffusion UNet and VAE, read from diffusers `config.json` files.
+//! Configurations of the Stable Diffusion UNet (and, re-exported, the shared VAE), read from
+//! diffusers `config.json` files.
 //!
 //! Field names and defaults are diffusers' (`UNet2DConditionModel`, `AutoencoderKL`). Options that
 //! change the architecture in ways this crate does not implement (class / addition embeddings,
@@ -8,12 +9,12 @@
 
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::diffusion::config::{unsupported, DiffusersConfig};
 use crate::error::{Result, TrainError};
-use crate::nn::json::read_json;
+
+pub use crate::diffusion::vae::AutoencoderKLConfig;
 
 /// A diffusers config value that is either one number for every block or one per block
 /// (e.g. `attention_head_dim: 8` in SD1.5, `[5, 10, 20, 20]` in SD2).
@@ -203,68 +204,8 @@ const UNET_MUST_BE_FALSE: &[&str] = &[
     "resnet_skip_time_act",
 ];
 
-fn unsupported(key: &str, value: impl std::fmt::Display) -> TrainError {
-    TrainError::UnsupportedValue {
-        key: key.into(),
-        value: value.to_string(),
-    }
-}
-
-fn check_null_and_false(v: &Value, nulls: &[&str], falses: &[&str]) -> Result<()> {
-    for &k in nulls {
-        if let Some(x) = v.get(k) {
-            if !x.is_null() {
-                return Err(unsupported(k, x));
-            }
-        }
-    }
-    for &k in falses {
-        if let Some(x) = v.get(k) {
-            if !(x.is_null() || x == &Value::Bool(false)) {
-                return Err(unsupported(k, x));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A diffusers model `config.json` this crate reads: options that must be null (or absent)
-/// or false, and the checks of the parsed value.
-trait DiffusersConfig: DeserializeOwned {
-    /// Keys that must be absent or null.
-    const MUST_BE_NULL: &'static [&'static str];
-    /// Keys that must be absent, null or false.
-    const MUST_BE_FALSE: &'static [&'static str];
-
-    /// The checks after parsing.
-    fn check(&self) -> Result<()>;
-
-    /// Reads, parses and checks `path`; a parse error names it.
-    fn read_file(path: &Path) -> Result<Self> {
-        let v = read_json(path)?;
-        Self::parse_value(&v).map_err(|e| match e {
-            TrainError::Json { message, .. } => TrainError::json(path, message),
-            other => other,
-        })
-    }
-
-    /// Parses and checks JSON text.
-    fn parse_str(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| TrainError::json("<string>", e))?;
-        Self::parse_value(&v)
-    }
-
-    /// Checks the null/false keys, parses and checks.
-    fn parse_value(v: &Value) -> Result<Self> {
-        check_null_and_false(v, Self::MUST_BE_NULL, Self::MUST_BE_FALSE)?;
-        let cfg: Self =
-            serde_json::from_value(v.clone()).map_err(|e| TrainError::json("config.json", e))?;
-        cfg.check()?;
-        Ok(cfg)
-    }
-}
-
 impl DiffusersConfig for UNet2DConditionConfig {
+    const CLASS_NAMES: &'static [&'static str] = &["UNet2DConditionModel"];
     const MUST_BE_NULL: &'static [&'static str] = UNET_MUST_BE_NULL;
     const MUST_BE_FALSE: &'static [&'static str] = UNET_MUST_BE_FALSE;
 
@@ -415,153 +356,6 @@ impl UNet2DConditionConfig {
     /// `2^(number of downsamplers)`: latent sides that are multiples of this need no size fix-up
     /// in the up path.
     pub fn upsampling_factor(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
-    }
-}
-
-/// The architecture of a diffusers `AutoencoderKL` (`vae/config.json`).
-///
-/// ```
-/// use svgen_train::sd::config::AutoencoderKLConfig;
-/// let cfg = AutoencoderKLConfig::from_json_str(r#"{"block_out_channels": [128, 256, 512, 512],
-///     "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-///     "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
-///     "layers_per_block": 2, "sample_size": 512}"#).unwrap();
-/// assert_eq!(cfg.downscale_factor(), 8);
-/// assert_eq!(cfg.scaling_factor, 0.18215);
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AutoencoderKLConfig {
-    /// `in_channels` (3, RGB).
-    pub in_channels: usize,
-    /// `out_channels` (3, RGB).
-    pub out_channels: usize,
-    /// `down_block_types` (`DownEncoderBlock2D`).
-    pub down_block_types: Vec<String>,
-    /// `up_block_types` (`UpDecoderBlock2D`).
-    pub up_block_types: Vec<String>,
-    /// `block_out_channels`.
-    pub block_out_channels: Vec<usize>,
-    /// `layers_per_block` (resnets per encoder block; decoder blocks have one more).
-    pub layers_per_block: usize,
-    /// `act_fn` (`silu`).
-    pub act_fn: String,
-    /// `latent_channels` (4).
-    pub latent_channels: usize,
-    /// `norm_num_groups`.
-    pub norm_num_groups: usize,
-    /// `sample_size` (image side the VAE was trained at).
-    pub sample_size: usize,
-    /// `scaling_factor`: latents are multiplied by it after encoding (0.18215 for SD1.x).
-    pub scaling_factor: f64,
-    /// `shift_factor` (SD3/Flux; null for SD1.x).
-    pub shift_factor: Option<f64>,
-    /// `force_upcast` (no effect in f32).
-    pub force_upcast: bool,
-    /// `use_quant_conv`.
-    pub use_quant_conv: bool,
-    /// `use_post_quant_conv`.
-    pub use_post_quant_conv: bool,
-    /// `mid_block_add_attention`.
-    pub mid_block_add_attention: bool,
-}
-
-impl Default for AutoencoderKLConfig {
-    /// diffusers' `AutoencoderKL()` defaults.
-    fn default() -> Self {
-        Self {
-            in_channels: 3,
-            out_channels: 3,
-            down_block_types: vec!["DownEncoderBlock2D".into()],
-            up_block_types: vec!["UpDecoderBlock2D".into()],
-            block_out_channels: vec![64],
-            layers_per_block: 1,
-            act_fn: "silu".into(),
-            latent_channels: 4,
-            norm_num_groups: 32,
-            sample_size: 32,
-            scaling_factor: 0.18215,
-            shift_factor: None,
-            force_upcast: true,
-            use_quant_conv: true,
-            use_post_quant_conv: true,
-            mid_block_add_attention: true,
-        }
-    }
-}
-
-impl DiffusersConfig for AutoencoderKLConfig {
-    const MUST_BE_NULL: &'static [&'static str] = &["latents_mean", "latents_std"];
-    const MUST_BE_FALSE: &'static [&'static str] = &[];
-
-    fn check(&self) -> Result<()> {
-        self.validate()
-    }
-}
-
-impl AutoencoderKLConfig {
-    /// Reads and validates a diffusers `vae/config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        Self::read_file(path)
-    }
-
-    /// Parses and validates a config from JSON text.
-    pub fn from_json_str(text: &str) -> Result<Self> {
-        Self::parse_str(text)
-    }
-
-    /// Checks that every option is one this crate implements; the error names the key and value.
-    pub fn validate(&self) -> Result<()> {
-        let n = self.block_out_channels.len();
-        if n == 0 {
-            return Err(unsupported("block_out_channels", "[] (empty)"));
-        }
-        if self.down_block_types.len() != n
-            || self
-                .down_block_types
-                .iter()
-                .any(|t| t != "DownEncoderBlock2D")
-        {
-            return Err(unsupported(
-                "down_block_types",
-                format!("{:?}", self.down_block_types),
-            ));
-        }
-        if self.up_block_types.len() != n
-            || self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D")
-        {
-            return Err(unsupported(
-                "up_block_types",
-                format!("{:?}", self.up_block_types),
-            ));
-        }
-        if self.act_fn != "silu" {
-            return Err(unsupported("act_fn", format!("\"{}\"", self.act_fn)));
-        }
-        let g = self.norm_num_groups;
-        if g == 0
-            || self
-                .block_out_channels
-                .iter()
-                .any(|&c| c == 0 || c % g != 0)
-        {
-            return Err(unsupported(
-                "norm_num_groups",
-                format!("{g} (must divide every block_out_channels entry)"),
-            ));
-        }
-        if self.latent_channels == 0 || self.in_channels == 0 || self.out_channels == 0 {
-            return Err(unsupported("latent_channels", self.latent_channels));
-        }
-        if self.layers_per_block == 0 {
-            return Err(unsupported("layers_per_block", 0));
-        }
-        Ok(())
-    }
-
-    /// Image side / latent side (`2^(blocks - 1)`, 8 for SD1.x).
-    pub fn downscale_factor(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
     }
 }

@@ -3,30 +3,30 @@
 //! PEFT, kohya), and the prompt × steps × seed × guidance grid search used to pick
 //! "SVG-friendly" settings.
 //!
-//! The text encoder is svgen-eval's CLIP text model.
+//! The text encoder is svgen-eval's CLIP text model. The VAE, the building blocks, the CLIP
+//! tokenizer loading, the grid search and the generator plumbing are shared with FLUX in
+//! [`crate::diffusion`] and re-exported here under their earlier paths.
 //!
 //! | module | contents |
 //! |---|---|
-//! | [`config`] | the UNet's and VAE's `config.json` |
-//! | [`blocks`] | the building blocks, with diffusers parameter names, and where weights come from |
-//! | [`unet`], [`vae`] | the models |
+//! | [`config`] | the UNet's (and, re-exported, the VAE's) `config.json` |
+//! | [`blocks`] | (re-exported) the building blocks, with diffusers parameter names |
+//! | [`unet`], [`vae`] | the models (the VAE re-exported) |
 //! | [`scheduler`] | DDIM, Euler, Euler ancestral, DPM-Solver++ and the training forward process |
 //! | [`lora`] | the UNet's adapters, LoRA files in every format, text-encoder LoRA |
-//! | [`pipeline`], [`tokenizer`] | text-to-image generation, the CLIP tokenizer of a pipeline folder |
+//! | [`pipeline`], [`tokenizer`] | text-to-image generation, (re-exported) the CLIP tokenizer |
 //! | [`train`] | LoRA training of the UNet |
-//! | [`grid`], [`generator`] | the grid search, Stable Diffusion as an svgen-data image generator |
+//! | [`grid`], [`generator`] | (re-exported) the grid search; Stable Diffusion as an svgen-data image generator |
 
-pub mod blocks;
 pub mod config;
 pub mod generator;
-pub mod grid;
 pub mod lora;
 pub mod pipeline;
 pub mod scheduler;
-pub mod tokenizer;
 pub mod train;
 pub mod unet;
-pub mod vae;
+
+pub use crate::diffusion::{blocks, grid, tokenizer, vae};
 
 pub use config::{AutoencoderKLConfig, UNet2DConditionConfig};
 pub use generator::SdImageGenerator;

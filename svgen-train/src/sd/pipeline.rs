@@ -29,64 +29,55 @@
 //! # Ok::<(), svgen_train::TrainError>(())
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use image::RgbImage;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::Value;
+use rand::SeedableRng;
 use svgen_eval::clip::ClipTextModel;
 use svgen_eval::config::ClipTextConfig;
 use svgen_eval::tokenizer::ClipTokenizer;
 
 use super::scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
-use super::tokenizer::load_tokenizer;
 use super::unet::UNet2DConditionModel;
-use super::vae::AutoencoderKL;
+use crate::diffusion::folder::{read_model_index, require, Component};
+use crate::diffusion::generator::PromptItem;
+use crate::diffusion::grid::{GridModel, GridPoint, GridSpec};
+use crate::diffusion::tokenizer::load_tokenizer;
+use crate::diffusion::vae::AutoencoderKL;
 use crate::error::{Result, TrainError};
+
+pub use crate::diffusion::image::to_rgb_images;
+pub use crate::diffusion::noise::{randn, randn_host};
+
+/// The components a Stable Diffusion folder needs, with the classes accepted in
+/// `model_index.json` (the scheduler entry is not checked: any SD scheduler config drives the
+/// implemented samplers).
+const COMPONENTS: &[Component] = &[
+    Component {
+        name: "text_encoder",
+        classes: &["CLIPTextModel"],
+    },
+    Component {
+        name: "tokenizer",
+        classes: &["CLIPTokenizer", "CLIPTokenizerFast"],
+    },
+    Component {
+        name: "unet",
+        classes: &["UNet2DConditionModel"],
+    },
+    Component {
+        name: "vae",
+        classes: &["AutoencoderKL"],
+    },
+];
 
 /// Largest image side accepted by [`StableDiffusion::generate`] (memory guard).
 pub const MAX_SIDE: usize = 4096;
 /// Largest number of images per prompt in one call (memory guard).
 pub const MAX_BATCH: usize = 64;
-
-/// `n` standard-normal `f32` values from `rng` (Box–Muller on `f64` uniforms).
-pub fn randn_host(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        // u1 in (0, 1] so that ln(u1) is finite.
-        let u1: f64 = 1.0 - rng.random::<f64>();
-        let u2: f64 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let theta = std::f64::consts::TAU * u2;
-        out.push((r * theta.cos()) as f32);
-        out.push((r * theta.sin()) as f32);
-    }
-    out.truncate(n);
-    out
-}
-
-/// A tensor of standard-normal values, deterministic in `seed` on every backend and machine (host
-/// [`StdRng`] + Box–Muller; not bit-compatible with `torch.randn`).
-///
-/// ```
-/// use svgen_train::sd::pipeline::randn;
-/// use svgen_train::CpuBackend;
-/// let a = randn::<CpuBackend, 4>(42, [1, 4, 8, 8], &Default::default());
-/// let b = randn::<CpuBackend, 4>(42, [1, 4, 8, 8], &Default::default());
-/// assert_eq!(a.into_data(), b.into_data());
-/// ```
-pub fn randn<B: Backend, const D: usize>(
-    seed: u64,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D> {
-    let n = shape.iter().product();
-    let mut rng = StdRng::seed_from_u64(seed);
-    Tensor::from_data(TensorData::new(randn_host(&mut rng, n), shape), device)
-}
 
 /// What to generate. `Default` is 512×512, 25 DPM-Solver++ 2M steps, guidance 7.5, seed 0, one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,19 +150,6 @@ pub struct StableDiffusion<B: Backend> {
     device: B::Device,
 }
 
-/// `dir/name`, or [`TrainError::MissingFolder`] naming it.
-pub(crate) fn require(dir: &Path, name: &str) -> Result<PathBuf> {
-    let p = dir.join(name);
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(TrainError::MissingFolder {
-            name: name.to_string(),
-            path: dir.to_path_buf(),
-        })
-    }
-}
-
 impl<B: Backend> StableDiffusion<B> {
     /// Loads a diffusers Stable Diffusion folder.
     ///
@@ -182,14 +160,7 @@ impl<B: Backend> StableDiffusion<B> {
     /// `cross_attention_dim` is not the text encoder's width or the latent channels disagree.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let index_path = require(dir, "model_index.json")?;
-        let index_text =
-            std::fs::read_to_string(&index_path).map_err(|e| TrainError::io(&index_path, e))?;
-        let index: Value =
-            serde_json::from_str(&index_text).map_err(|e| TrainError::json(&index_path, e))?;
-        if !index.is_object() {
-            return Err(TrainError::json(&index_path, "not a JSON object"));
-        }
+        read_model_index(dir, &[], COMPONENTS)?;
         let te_dir = require(dir, "text_encoder")?;
         let tok_dir = require(dir, "tokenizer")?;
         let unet_dir = require(dir, "unet")?;
@@ -201,7 +172,8 @@ impl<B: Backend> StableDiffusion<B> {
         let default_scheduler = scheduler_config
             .class_name
             .as_deref()
-            .and_then(|n| SchedulerKind::from_class_name(n).ok());
+            .and_then(|n| SchedulerKind::from_class_name(n).ok())
+            .filter(|k| k.is_stable_diffusion());
 
         let te_config = ClipTextConfig::from_file(require(&te_dir, "config.json")?)?;
         let text_encoder = ClipTextModel::from_pretrained_with_config(&te_config, &te_dir, device)?;
@@ -369,7 +341,35 @@ impl<B: Backend> StableDiffusion<B> {
         p: &GenerateParams,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor<B, 4>> {
-        let shape = self.validate(p)?;
+        self.validate(p)?;
+        // Image i of a batch is the single-image run with seed + i.
+        let items: Vec<PromptItem> = (0..p.batch as u64)
+            .map(|i| PromptItem {
+                prompt: p.prompt.clone(),
+                negative_prompt: p.negative_prompt.clone(),
+                seed: p.seed.wrapping_add(i),
+            })
+            .collect();
+        self.denoise_items(&items, p, progress)
+    }
+
+    /// Denoises one image per item (its own prompt, negative prompt and seed) in one batch, with
+    /// `p`'s other settings (its prompt, negative prompt, seed and batch are not used; explicit
+    /// `latents` must cover every item). Image `i` equals the single-image run of item `i`.
+    ///
+    /// # Errors
+    /// As [`StableDiffusion::denoise`]; [`TrainError::InvalidArgument`] for no items or more than
+    /// [`MAX_BATCH`].
+    pub fn denoise_items(
+        &self,
+        items: &[PromptItem],
+        p: &GenerateParams,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor<B, 4>> {
+        let shape = self.validate(&GenerateParams {
+            batch: items.len(),
+            ..p.clone()
+        })?;
         let [batch, c, h, w] = shape;
         let mut config = self.scheduler_config.clone();
         config.use_karras_sigmas |= p.karras_sigmas;
@@ -378,22 +378,21 @@ impl<B: Backend> StableDiffusion<B> {
 
         let cfg = p.guidance_scale > 1.0;
         let clip_skip = p.clip_skip.unwrap_or(0);
-        let cond = self.encode_prompt_skip(&[p.prompt.as_str()], clip_skip)?;
-        let [_, t_len, dim] = cond.dims();
-        let cond = cond.expand([batch, t_len, dim]);
+        let cond = self.encode_items(items.iter().map(|i| i.prompt.as_str()), clip_skip)?;
         let context = if cfg {
-            let negative = p.negative_prompt.as_deref().unwrap_or("");
-            let uncond = self
-                .encode_prompt_skip(&[negative], clip_skip)?
-                .expand([batch, t_len, dim]);
+            let negatives = items
+                .iter()
+                .map(|i| i.negative_prompt.as_deref().unwrap_or(""));
+            let uncond = self.encode_items(negatives, clip_skip)?;
             Tensor::cat(vec![uncond, cond], 0)
         } else {
             cond
         };
 
-        // One RNG per image: image i is the single-image run with seed + i.
-        let mut rngs: Vec<StdRng> = (0..batch as u64)
-            .map(|i| StdRng::seed_from_u64(p.seed.wrapping_add(i)))
+        // One RNG per image, seeded with its item's seed.
+        let mut rngs: Vec<StdRng> = items
+            .iter()
+            .map(|i| StdRng::seed_from_u64(i.seed))
             .collect();
         let per_image = c * h * w;
         let init: Vec<f32> = match &p.latents {
@@ -438,6 +437,52 @@ impl<B: Backend> StableDiffusion<B> {
             progress(i + 1, timesteps.len());
         }
         Ok(latents)
+    }
+
+    /// Prompt embeddings of several prompts, encoding each distinct prompt once.
+    fn encode_items<'a>(
+        &self,
+        prompts: impl Iterator<Item = &'a str>,
+        clip_skip: usize,
+    ) -> Result<Tensor<B, 3>> {
+        let prompts: Vec<&str> = prompts.collect();
+        let mut distinct: Vec<&str> = Vec::new();
+        let index: Vec<usize> = prompts
+            .iter()
+            .map(|p| match distinct.iter().position(|d| d == p) {
+                Some(i) => i,
+                None => {
+                    distinct.push(p);
+                    distinct.len() - 1
+                }
+            })
+            .collect();
+        let encoded = self.encode_prompt_skip(&distinct, clip_skip)?;
+        if distinct.len() == 1 {
+            let [_, t, d] = encoded.dims();
+            return Ok(encoded.expand([prompts.len(), t, d]));
+        }
+        let ids = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(
+                index.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                [index.len()],
+            ),
+            &self.device,
+        );
+        Ok(encoded.select(0, ids))
+    }
+
+    /// Generates one RGB image per item (see [`StableDiffusion::denoise_items`]).
+    ///
+    /// # Errors
+    /// As [`StableDiffusion::denoise_items`].
+    pub fn generate_items(
+        &self,
+        items: &[PromptItem],
+        p: &GenerateParams,
+    ) -> Result<Vec<RgbImage>> {
+        let latents = self.denoise_items(items, p, &mut |_, _| {})?;
+        to_rgb_images(self.decode_latents(latents))
     }
 
     /// Decodes diffusion latents to images `[B, 3, H, W]` in `[0, 1]` (diffusers' `output_type="np"`
@@ -486,37 +531,24 @@ impl<B: Backend> StableDiffusion<B> {
     }
 }
 
-/// Converts `[B, 3, H, W]` floats in `[0, 1]` to 8-bit RGB images (`round(255·x)`, as diffusers'
-/// `numpy_to_pil`).
-///
-/// # Errors
-/// [`TrainError::ShapeMismatch`] when the tensor does not have 3 channels.
-pub fn to_rgb_images<B: Backend>(images: Tensor<B, 4>) -> Result<Vec<RgbImage>> {
-    let [b, c, h, w] = images.dims();
-    if c != 3 {
-        return Err(TrainError::ShapeMismatch {
-            key: "image".into(),
-            expected: vec![b, 3, h, w],
-            found: vec![b, c, h, w],
-        });
+impl<B: Backend> GridModel for StableDiffusion<B> {
+    fn generate_point(&self, spec: &GridSpec, point: &GridPoint) -> Result<RgbImage> {
+        let params = GenerateParams {
+            prompt: point.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            steps: point.steps,
+            guidance_scale: point.guidance_scale,
+            seed: point.seed,
+            width: spec.width,
+            height: spec.height,
+            scheduler: point.scheduler,
+            karras_sigmas: spec.karras_sigmas,
+            latents: None,
+            batch: 1,
+            clip_skip: spec.clip_skip,
+        };
+        self.generate(&params)?
+            .pop()
+            .ok_or_else(|| TrainError::InvalidArgument("the pipeline returned no image".into()))
     }
-    let data: Vec<f32> = images
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| TrainError::InvalidArgument(format!("image tensor unreadable: {e:?}")))?;
-    let plane = h * w;
-    let mut out = Vec::with_capacity(b);
-    for i in 0..b {
-        let base = i * 3 * plane;
-        let mut img = RgbImage::new(w as u32, h as u32);
-        for (k, px) in img.pixels_mut().enumerate() {
-            for ch in 0..3 {
-                let v = data[base + ch * plane + k];
-                px.0[ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-            }
-        }
-        out.push(img);
-    }
-    Ok(out)
 }

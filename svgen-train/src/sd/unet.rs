@@ -12,12 +12,14 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::diffusion::blocks::{
+    open_diffusers_weights, timestep_embedding, Attention, Conv2d, Downsample2D, GroupNorm,
+    ResnetBlock2D, ResnetSpec, TimestepEmbedding, Transformer2DModel, TransformerSpec, Upsample2D,
+    WeightSource,
+};
+use crate::diffusion::folder::missing_folder;
 use crate::error::{Result, TrainError};
 use crate::nn::lora::LoraLinear;
-use crate::sd::blocks::{
-    timestep_embedding, Attention, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetSpec,
-    TensorMap, TimestepEmbedding, Transformer2DModel, TransformerSpec, Upsample2D, WeightSource,
-};
 use crate::sd::config::UNet2DConditionConfig;
 
 /// One down block: `CrossAttnDownBlock2D` (with `attentions`) or `DownBlock2D` (without).
@@ -98,7 +100,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             return Err(missing_folder(dir));
         }
         let config = UNet2DConditionConfig::from_file(&dir.join("config.json"))?;
-        let mut weights = TensorMap::open(dir, "diffusion_pytorch_model")?;
+        let mut weights = open_diffusers_weights(dir)?;
         let model = Self::load(config, &mut weights, device)?;
         weights.finish()?;
         Ok(model)
@@ -483,20 +485,5 @@ impl<B: Backend> UNet2DConditionModel<B> {
         for (_, a) in self.attentions_mut() {
             a.slice_size = slice;
         }
-    }
-}
-
-/// The typed error for a missing model sub-folder: its name and the folder that should hold it.
-pub(crate) fn missing_folder(dir: &Path) -> TrainError {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.display().to_string());
-    TrainError::MissingFolder {
-        name,
-        path: dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.to_path_buf()),
     }
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::error::{Result, TrainError};
 use crate::nn::lora::LoraLinear;
-use crate::nn::tensor::host_f32;
+use crate::nn::tensor::{check_dtypes, host_f32};
 use crate::train::run::{non_finite_loss, ToF64};
 use crate::weights::HostTensor;
 
@@ -91,6 +91,29 @@ impl<B: Backend> LoraOptimizer<B> {
         let (w, m, v) = self.adamw.update(w, g, prev, lr, step);
         self.moments.insert(key, (m, v));
         w
+    }
+
+    /// [`Self::update`] after checking that the weight, the gradient and the moments are all
+    /// `f32`: [`TrainError::DtypeMismatch`] naming the matrix otherwise. In `bf16`,
+    /// `0.999·v` rounds back to `v` (8 mantissa bits), so AdamW's second moment would never
+    /// decay; adapters and their optimiser state are `f32` whatever the base model's dtype.
+    pub(crate) fn try_update(
+        &mut self,
+        key: String,
+        w: Tensor<B, 2>,
+        g: &Tensor<B, 2>,
+        lr: f64,
+        clip: f64,
+        step: usize,
+    ) -> Result<Tensor<B, 2>> {
+        let op = format!("AdamW update of `{key}`");
+        check_dtypes(&op, ("weight", w.dtype()), ("f32", DType::F32))?;
+        check_dtypes(&op, ("weight", w.dtype()), ("gradient", g.dtype()))?;
+        if let Some((m, v)) = self.moments.get(&key) {
+            check_dtypes(&op, ("weight", w.dtype()), ("exp_avg", m.dtype()))?;
+            check_dtypes(&op, ("weight", w.dtype()), ("exp_avg_sq", v.dtype()))?;
+        }
+        Ok(self.update(key, w, g, lr, clip, step))
     }
 
     /// The moments as `exp_avg.<key>` / `exp_avg_sq.<key>` host tensors.

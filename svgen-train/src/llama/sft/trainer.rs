@@ -1,6 +1,13 @@
-//! The LoRA SFT trainer: length-bucketed batches, gradient accumulation, AdamW with warmup +
-//! cosine, gradient-norm clipping, validation loss, checkpoints with exact resume, CSV/JSON loss
-//! logs, a PNG loss curve and a progress bar.
+//! The LoRA SFT trainer: packed (or length-bucketed) micro-batches, optional activation
+//! checkpointing, gradient accumulation, AdamW with warmup + cosine, gradient-norm clipping,
+//! validation loss, checkpoints with exact resume, CSV/JSON loss logs, a PNG loss curve and a
+//! progress bar.
+//!
+//! **Packing** (on by default) follows TRL's `packing=True` with best-fit-decreasing bins and
+//! HF's `DataCollatorWithFlattening` layout: samples are placed whole into rows of at most
+//! `max_len` tokens, a micro-batch is `batch_size` such rows, and attention and positions are
+//! per sample (see [`SftBatch`]), so the loss is the loss of the same samples unpacked. Samples
+//! longer than `max_len` are dropped and counted ([`SftTrainer::dropped`]), never truncated.
 //!
 //! The optimiser is a plain AdamW (PyTorch `torch.optim.AdamW` semantics) over the LoRA
 //! parameters only ([`crate::train`], shared with the Stable Diffusion trainer); its state is
@@ -20,13 +27,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainError};
 use crate::llama::lora::LoraConfig;
 use crate::llama::sft::data::SftSample;
-use crate::llama::sft::loss::batch_loss;
+use crate::llama::sft::loss::{batch_loss, loss_and_grads, SftBatch};
 use crate::llama::Llama;
 use crate::nn::lora::{seed_lora_dropout, LoraLinear};
 use crate::train::{
-    accumulate_grads, adapter_grads, adapter_params, check_finite_loss, clip_grad_norm,
-    impl_checkpointed_run, progress_bar, read_run_state, warmup_cosine_lr, write_loss_logs,
-    write_run_state, CheckpointedRun, LoggedStep, LoraOptimizer, ToF64, TrainSummary,
+    accumulate_grads, adapter_params, check_finite_loss, clip_grad_norm, impl_checkpointed_run,
+    progress_bar, read_run_state, warmup_cosine_lr, write_loss_logs, write_run_state,
+    CheckpointedRun, LoggedStep, LoraOptimizer, ToF64, TrainSummary,
 };
 
 /// Trainer settings.
@@ -60,6 +67,27 @@ pub struct SftConfig {
     pub pad_id: u32,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Recompute each decoder layer's activations in the backward pass (HF's
+    /// `gradient_checkpointing`): memory holds the layer inputs and one layer's activations
+    /// instead of every layer's, for about one more forward pass of compute.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    /// Pack several samples per row, up to `max_len` tokens (see the module documentation);
+    /// `false`: one sample per row, rows of similar length batched together.
+    #[serde(default = "default_packing")]
+    pub packing: bool,
+    /// The longest sample, and packed row, in tokens. Longer samples are dropped and counted,
+    /// never truncated.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+}
+
+fn default_packing() -> bool {
+    true
+}
+
+fn default_max_len() -> usize {
+    4096
 }
 
 impl Default for SftConfig {
@@ -79,6 +107,9 @@ impl Default for SftConfig {
             seed: 0,
             pad_id: 0,
             progress: false,
+            gradient_checkpointing: false,
+            packing: default_packing(),
+            max_len: default_max_len(),
         }
     }
 }
@@ -134,15 +165,72 @@ pub struct TrainerState {
     pub log: Vec<LogEntry>,
 }
 
-/// Length-bucketed, seeded micro-batch plan: for epoch `e`, samples sorted by length are cut
-/// into micro-batches whose order is shuffled with `seed + e`.
-fn epoch_plan(lengths: &[usize], batch: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-    let mut idx: Vec<usize> = (0..lengths.len()).collect();
-    idx.sort_by_key(|&i| (lengths[i], i));
-    let mut batches: Vec<Vec<usize>> = idx.chunks(batch).map(<[usize]>::to_vec).collect();
+/// The rows of one epoch's micro-batches (each row: indices of the samples it holds), in a
+/// seeded order. Unpacked: the `kept` samples sorted by length, cut into micro-batches of
+/// `batch` rows of one sample, whose order is shuffled with `seed + epoch`. Packed: the `bins`
+/// (fixed for the run) shuffled with `seed + epoch` and cut into micro-batches of `batch` rows.
+fn epoch_plan(
+    lengths: &[usize],
+    kept: &[usize],
+    bins: Option<&[Vec<usize>]>,
+    batch: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<Vec<usize>>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(epoch as u64));
-    batches.shuffle(&mut rng);
-    batches
+    match bins {
+        Some(bins) => {
+            let mut order: Vec<&Vec<usize>> = bins.iter().collect();
+            order.shuffle(&mut rng);
+            order
+                .chunks(batch)
+                .map(|c| c.iter().map(|r| r.to_vec()).collect())
+                .collect()
+        }
+        None => {
+            let mut idx = kept.to_vec();
+            idx.sort_by_key(|&i| (lengths[i], i));
+            let mut batches: Vec<Vec<Vec<usize>>> = idx
+                .chunks(batch)
+                .map(|c| c.iter().map(|&i| vec![i]).collect())
+                .collect();
+            batches.shuffle(&mut rng);
+            batches
+        }
+    }
+}
+
+/// Best-fit-decreasing packing of the `kept` samples (lengths at most `capacity`) into rows of
+/// at most `capacity` tokens: longest first, each into the fullest row it fits in. Returns the
+/// rows as sample indices.
+pub(crate) fn pack_best_fit(lengths: &[usize], kept: &[usize], capacity: usize) -> Vec<Vec<usize>> {
+    let mut order = kept.to_vec();
+    order.sort_by_key(|&i| (std::cmp::Reverse(lengths[i]), i));
+    let mut rows: Vec<Vec<usize>> = Vec::new();
+    // free space → rows with exactly that much free space
+    let mut free: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in order {
+        let len = lengths[i];
+        let slot = free
+            .range_mut(len..)
+            .next()
+            .and_then(|(&space, rows)| rows.pop().map(|r| (space, r)));
+        let (space, row) = match slot {
+            Some((space, row)) => {
+                if free.get(&space).is_some_and(Vec::is_empty) {
+                    free.remove(&space);
+                }
+                (space, row)
+            }
+            None => {
+                rows.push(Vec::new());
+                (capacity, rows.len() - 1)
+            }
+        };
+        rows[row].push(i);
+        free.entry(space - len).or_default().push(row);
+    }
+    rows
 }
 
 /// Supervised fine-tuning of LoRA adapters on a frozen Llama.
@@ -155,6 +243,7 @@ pub struct SftTrainer<B: AutodiffBackend> {
     state: TrainerState,
     last_checkpoint: Option<PathBuf>,
     base_name: String,
+    dropped: usize,
 }
 
 impl<B: AutodiffBackend> SftTrainer<B> {
@@ -171,9 +260,10 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 "the model has no LoRA adapters to train".into(),
             ));
         }
-        if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.total_steps == 0 {
+        if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.total_steps == 0 || cfg.max_len < 2 {
             return Err(TrainError::InvalidArgument(
-                "batch_size, grad_accum and total_steps must be positive".into(),
+                "batch_size, grad_accum and total_steps must be positive, max_len at least 2"
+                    .into(),
             ));
         }
         let optim = LoraOptimizer::new(cfg.betas, cfg.eps, cfg.weight_decay);
@@ -186,6 +276,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             state: TrainerState::default(),
             last_checkpoint: None,
             base_name: base_name.into(),
+            dropped: 0,
         })
     }
 
@@ -219,6 +310,11 @@ impl<B: AutodiffBackend> SftTrainer<B> {
     /// The position and log.
     pub fn state(&self) -> &TrainerState {
         &self.state
+    }
+
+    /// Training samples of the last [`Self::train`] call dropped as longer than `max_len`.
+    pub fn dropped(&self) -> usize {
+        self.dropped
     }
 
     /// Writes `checkpoint-{step}/` (adapter, optimiser moments, trainer state) and returns it.
@@ -262,7 +358,22 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         }
         std::fs::create_dir_all(&self.out_dir).map_err(|e| TrainError::io(&self.out_dir, e))?;
         let lengths: Vec<usize> = train.iter().map(SftSample::len).collect();
-        let per_epoch = train.len().div_ceil(self.cfg.batch_size);
+        let kept: Vec<usize> = (0..train.len())
+            .filter(|&i| lengths[i] <= self.cfg.max_len)
+            .collect();
+        self.dropped = train.len() - kept.len();
+        if kept.is_empty() {
+            return Err(TrainError::InvalidArgument(format!(
+                "no training sample fits max_len = {} tokens ({} dropped)",
+                self.cfg.max_len, self.dropped
+            )));
+        }
+        let bins = self
+            .cfg
+            .packing
+            .then(|| pack_best_fit(&lengths, &kept, self.cfg.max_len));
+        let rows_per_epoch = bins.as_ref().map_or(kept.len(), Vec::len);
+        let per_epoch = rows_per_epoch.div_ceil(self.cfg.batch_size);
         let end = stop_after
             .unwrap_or(self.cfg.total_steps)
             .min(self.cfg.total_steps);
@@ -272,24 +383,28 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         while self.state.step < end {
             let started = Instant::now();
             // Gather this step's micro-batches (data position = micro_batches consumed).
-            let mut micro: Vec<Vec<usize>> = Vec::with_capacity(self.cfg.grad_accum);
+            let mut micro: Vec<SftBatch> = Vec::with_capacity(self.cfg.grad_accum);
             for k in 0..self.cfg.grad_accum {
                 let pos = self.state.micro_batches + k;
                 let (epoch, i) = (pos / per_epoch, pos % per_epoch);
                 if epoch != plan_epoch {
-                    plan = epoch_plan(&lengths, self.cfg.batch_size, self.cfg.seed, epoch);
+                    plan = epoch_plan(
+                        &lengths,
+                        &kept,
+                        bins.as_deref(),
+                        self.cfg.batch_size,
+                        self.cfg.seed,
+                        epoch,
+                    );
                     plan_epoch = epoch;
                 }
-                micro.push(plan[i].clone());
+                let rows: Vec<Vec<&SftSample>> = plan[i]
+                    .iter()
+                    .map(|row| row.iter().map(|&j| &train[j]).collect())
+                    .collect();
+                micro.push(SftBatch::packed(&rows, self.cfg.pad_id)?);
             }
-            let counted: Vec<usize> = micro
-                .iter()
-                .map(|b| {
-                    b.iter()
-                        .map(|&i| train[i].labels[1..].iter().filter(|&&l| l >= 0).count())
-                        .sum()
-                })
-                .collect();
+            let counted: Vec<usize> = micro.iter().map(SftBatch::counted).collect();
             let total: usize = counted.iter().sum();
             if total == 0 {
                 return Err(TrainError::InvalidArgument(
@@ -299,7 +414,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
             let mut grads_acc: BTreeMap<String, Tensor<B::InnerBackend, 2>> = BTreeMap::new();
             let mut loss_sum = 0.0f64;
             let mut tokens = 0usize;
-            for (k, batch) in micro.iter().enumerate() {
+            for (k, (batch, &n)) in micro.iter().zip(&counted).enumerate() {
                 // Dropout masks depend only on the data position: resume is exact.
                 seed_lora_dropout(
                     self.cfg
@@ -307,21 +422,18 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                         .wrapping_add((self.state.micro_batches + k) as u64),
                 );
-                let refs: Vec<&SftSample> = batch.iter().map(|&i| &train[i]).collect();
-                tokens += refs.iter().map(|s| s.len()).sum::<usize>();
-                let (loss, n) = batch_loss(&self.model, &refs, self.cfg.pad_id)?;
+                tokens += batch.tokens;
                 let weight = n as f64 / total as f64;
-                let scaled = loss.mul_scalar(weight);
-                let value = scaled.clone().into_scalar().to_f64_lossy();
+                let out =
+                    loss_and_grads(&self.model, batch, weight, self.cfg.gradient_checkpointing)?;
                 check_finite_loss(
-                    value,
+                    out.loss,
                     self.state.step + 1,
                     &self.last_checkpoint,
                     bar.as_ref(),
                 )?;
-                loss_sum += value;
-                let grads = scaled.backward();
-                accumulate_grads(&mut grads_acc, adapter_grads(self.model.linears(), &grads));
+                loss_sum += out.loss;
+                accumulate_grads(&mut grads_acc, out.grads);
             }
             let (grad_norm, clip) = clip_grad_norm(
                 &grads_acc,
@@ -331,7 +443,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 &self.last_checkpoint,
             )?;
             let lr = self.cfg.lr_at(self.state.step);
-            self.adamw_step(grads_acc, clip, lr);
+            self.adamw_step(grads_acc, clip, lr)?;
             self.state.step += 1;
             self.state.micro_batches += self.cfg.grad_accum;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -370,36 +482,39 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         grads: BTreeMap<String, Tensor<B::InnerBackend, 2>>,
         clip: f64,
         lr: f64,
-    ) {
+    ) -> Result<()> {
         let step = self.state.step + 1;
         let optim = &mut self.optim;
         // Cloning a module only clones tensor handles.
         let model = self.model.clone();
-        let mut update = |key: String, p: Param<Tensor<B, 2>>| -> Param<Tensor<B, 2>> {
-            let Some(g) = grads.get(&key) else { return p };
-            let w = optim.update(key, p.val().inner(), g, lr, clip, step);
-            Param::from_tensor(Tensor::from_inner(w).require_grad())
+        let mut update = |key: String, p: Param<Tensor<B, 2>>| -> Result<Param<Tensor<B, 2>>> {
+            let Some(g) = grads.get(&key) else {
+                return Ok(p);
+            };
+            let w = optim.try_update(key, p.val().inner(), g, lr, clip, step)?;
+            Ok(Param::from_tensor(Tensor::from_inner(w).require_grad()))
         };
-        let model = model
-            .try_map_linears(|path, lin| {
-                let LoraLinear {
-                    weight,
-                    bias,
-                    adapter,
-                } = lin;
-                let adapter = adapter.map(|mut a| {
-                    a.lora_a = update(format!("{path}.lora_A"), a.lora_a);
-                    a.lora_b = update(format!("{path}.lora_B"), a.lora_b);
-                    a
-                });
-                Ok(LoraLinear {
-                    weight,
-                    bias,
-                    adapter,
-                })
+        self.model = model.try_map_linears(|path, lin| {
+            let LoraLinear {
+                weight,
+                bias,
+                adapter,
+            } = lin;
+            let adapter = match adapter {
+                Some(mut a) => {
+                    a.lora_a = update(format!("{path}.lora_A"), a.lora_a)?;
+                    a.lora_b = update(format!("{path}.lora_B"), a.lora_b)?;
+                    Some(a)
+                }
+                None => None,
+            };
+            Ok(LoraLinear {
+                weight,
+                bias,
+                adapter,
             })
-            .unwrap_or_else(|_| unreachable!("the update closure cannot fail"));
-        self.model = model;
+        })?;
+        Ok(())
     }
 
     /// Writes `loss_log.csv`, `loss_log.json` and `loss_curve.png` into the output folder.

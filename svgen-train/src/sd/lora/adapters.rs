@@ -12,11 +12,11 @@ use super::diffusers::{save_lora_weights, UNET_PREFIX};
 use super::file::{LoraFile, LoraFormat};
 use super::peft::save_peft_adapter;
 use super::text_encoder::text_encoder_error;
+use crate::diffusion::noise::randn_host;
 use crate::error::{Result, TrainError};
 use crate::nn::lora::{LoraAdapter, LoraLinear};
 use crate::nn::peft::peft_adapter_state;
 use crate::nn::tensor::{trainable_param, transpose};
-use crate::sd::pipeline::randn_host;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::weights::HostTensor;
 

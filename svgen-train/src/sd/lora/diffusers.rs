@@ -2,12 +2,13 @@
 //! `lora_adapter_metadata` header (read and written), and the older `lora.down` / `lora.up` keys
 //! and attention-processor form (read).
 
-use std::collections::HashMap;
-use std::io::Read;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use serde_json::Value;
+use svgen_eval::hf_config::HfConfig;
+use svgen_eval::weights::{write_safetensors, HostTensor, StoreDtype, Weights};
 
 use super::adapters::{check_savable, lora_state};
 use super::config::UNetLoraConfig;
@@ -15,7 +16,6 @@ use super::file::Half;
 use crate::error::{Result, TrainError};
 use crate::nn::lora::LoraLinear;
 use crate::nn::peft::PeftScaling;
-use crate::weights::{write_safetensors, StoreDtype};
 
 /// Prefix of UNet keys in diffusers' pipeline LoRA files.
 pub const UNET_PREFIX: &str = "unet.";
@@ -51,34 +51,17 @@ pub(super) fn split_processor_key(key: &str) -> Option<(String, Half)> {
     None
 }
 
-/// Reads the `__metadata__` map of a safetensors header (without reading the tensors).
+/// Reads the `__metadata__` map of a safetensors header (through svgen-eval's loader, which checks
+/// the header but reads no tensor data).
+///
+/// # Errors
+/// [`TrainError::Io`], [`TrainError::Safetensors`] for a malformed header.
 pub fn read_safetensors_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
-    let path = path.as_ref();
-    let bad = |m: &str| TrainError::Safetensors {
-        path: path.to_path_buf(),
-        message: m.to_string(),
-    };
-    let mut f = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let file_len = f.metadata().map_err(|e| TrainError::io(path, e))?.len();
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| TrainError::io(path, e))?;
-    let n = u64::from_le_bytes(n);
-    if n > 100 << 20 || n + 8 > file_len {
-        return Err(bad("header length out of range"));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header)
-        .map_err(|e| TrainError::io(path, e))?;
-    let v: Value = serde_json::from_slice(&header).map_err(|e| bad(&e.to_string()))?;
-    let mut out = HashMap::new();
-    if let Some(m) = v.get("__metadata__").and_then(Value::as_object) {
-        for (k, val) in m {
-            if let Some(s) = val.as_str() {
-                out.insert(k.clone(), s.to_string());
-            }
-        }
-    }
-    Ok(out)
+    let w = Weights::open_file(path)?;
+    Ok(w.metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }
 
 /// The part of diffusers' `lora_adapter_metadata` for the model whose keys start with `prefix`
@@ -90,7 +73,8 @@ pub(super) fn scaling_from_metadata(
     prefix: &str,
     bare: bool,
 ) -> Result<Option<PeftScaling>> {
-    let v: Value = serde_json::from_str(text).map_err(|e| TrainError::json(path, e))?;
+    let origin = format!("{} ({LORA_METADATA_KEY})", path.display());
+    let v = HfConfig::parse(text, &origin)?.into_value();
     let Some(obj) = v.as_object() else {
         return Err(TrainError::json(
             path,
@@ -108,7 +92,6 @@ pub(super) fn scaling_from_metadata(
     } else {
         return Ok(None);
     };
-    let origin = format!("{} ({LORA_METADATA_KEY})", path.display());
     PeftScaling::from_json(&cfg, &origin).map(Some)
 }
 
@@ -134,10 +117,33 @@ pub fn save_lora_weights<B: Backend>(
     let path = dir.join(LORA_WEIGHT_NAME);
     let meta_text = serde_json::to_string_pretty(&Value::Object(meta))
         .map_err(|e| TrainError::json(&path, e))?;
-    let metadata = HashMap::from([
+    let metadata = BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         (LORA_METADATA_KEY.to_string(), meta_text),
     ]);
-    write_safetensors(&path, &state, StoreDtype::F32, Some(metadata))?;
+    write_safetensors(&path, &to_host(state), StoreDtype::F32, Some(&metadata))?;
     Ok(path)
+}
+
+/// The adapter state (in the crate's own host type, as the shared PEFT helpers return it) as
+/// svgen-eval host tensors for its writer.
+pub(super) fn to_host(
+    state: BTreeMap<String, crate::weights::HostTensor>,
+) -> BTreeMap<String, HostTensor> {
+    state
+        .into_iter()
+        .map(|(k, t)| {
+            let data = match t.data {
+                crate::weights::HostData::F32(v) => svgen_eval::weights::HostData::F32(v),
+                crate::weights::HostData::I64(v) => svgen_eval::weights::HostData::I64(v),
+            };
+            (
+                k,
+                HostTensor {
+                    shape: t.shape,
+                    data,
+                },
+            )
+        })
+        .collect()
 }

@@ -10,12 +10,11 @@ use super::diffusers::{
 };
 use super::kohya::{self, KOHYA_TE_PREFIX, KOHYA_UNET_PREFIX};
 use super::peft::{self, PEFT_MODEL_PREFIX};
-use super::read_safetensors_metadata;
 use super::text_encoder::{is_sdxl_text_encoder_key, TEXT_ENCODER_PREFIX};
 use crate::error::{Result, TrainError};
-use crate::nn::json::read_json;
 use crate::nn::peft::PeftScaling;
-use crate::weights::{read_safetensors, HostTensor};
+use svgen_eval::hf_config::HfConfig;
+use svgen_eval::weights::{HostTensor, Weights};
 
 /// The key family of a LoRA file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +206,7 @@ impl LoraFile {
             } else if peft.is_file() {
                 let cfg_path = path.join("adapter_config.json");
                 if cfg_path.is_file() {
-                    let v = read_json(&cfg_path)?;
+                    let v = HfConfig::read(&cfg_path)?.into_value();
                     scaling = Some(PeftScaling::from_json(&v, &cfg_path.display().to_string())?);
                 }
                 peft
@@ -220,19 +219,20 @@ impl LoraFile {
         } else {
             path.to_path_buf()
         };
-        let meta = read_safetensors_metadata(&file)?;
+        let weights = Weights::open_file(&file)?;
         let mut te_scaling = None;
-        if let Some(text) = meta.get(LORA_METADATA_KEY) {
+        if let Some(text) = weights.metadata().get(LORA_METADATA_KEY) {
             if scaling.is_none() {
                 scaling = scaling_from_metadata(text, &file, UNET_PREFIX, true)?;
             }
             te_scaling = scaling_from_metadata(text, &file, TEXT_ENCODER_PREFIX, false)?;
         }
-        let tensors = read_safetensors(&file)?;
+        let tensors = weights.read_all()?;
         Self::from_parts(file, tensors, scaling, te_scaling)
     }
 
-    /// Classifies the tensors of a LoRA file (see [`LoraFile::read`]).
+    /// Classifies the tensors of a LoRA file (see [`LoraFile::read`]), in any stored dtype
+    /// (svgen-eval's [`HostTensor`]).
     pub fn from_tensors(
         path: PathBuf,
         tensors: BTreeMap<String, HostTensor>,

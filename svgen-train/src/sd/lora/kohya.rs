@@ -1,8 +1,9 @@
 //! kohya sd-scripts' format (also A1111, ComfyUI): `lora_unet_<path with . → _>` and
 //! `lora_te_…` module names, `lora_down` / `lora_up` halves and a scalar `.alpha` per module.
 
+use svgen_eval::weights::HostTensor;
+
 use crate::error::{Result, TrainError};
-use crate::weights::{HostData, HostTensor};
 
 /// Prefix of UNet keys in kohya files.
 pub const KOHYA_UNET_PREFIX: &str = "lora_unet_";
@@ -29,9 +30,11 @@ pub(super) fn alpha(key: &str, t: HostTensor) -> Result<f64> {
             found: t.shape,
         });
     }
-    let v = match t.data {
-        HostData::F32(v) => v.first().map(|&x| x as f64),
-        HostData::I64(v) => v.first().map(|&x| x as f64),
+    // Float alphas (any precision) or integer ones.
+    let v = if t.dtype().is_float() {
+        t.into_f32(key)?.first().map(|&x| f64::from(x))
+    } else {
+        t.into_i64(key)?.first().map(|&x| x as f64)
     };
     v.filter(|a| a.is_finite())
         .ok_or_else(|| TrainError::UnsupportedLora {

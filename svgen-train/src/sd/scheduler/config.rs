@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use svgen_eval::hf_config::HfConfig;
 
 use crate::error::{Result, TrainError};
 
@@ -147,48 +148,6 @@ impl Default for SchedulerConfig {
     }
 }
 
-fn unsupported(key: &str, value: &Value) -> TrainError {
-    TrainError::UnsupportedValue {
-        key: key.to_string(),
-        value: value.to_string(),
-    }
-}
-
-fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).filter(|v| !v.is_null())
-}
-
-fn get_f64(map: &Map<String, Value>, key: &str, default: f64) -> Result<f64> {
-    match field(map, key) {
-        None => Ok(default),
-        Some(v) => v.as_f64().ok_or_else(|| unsupported(key, v)),
-    }
-}
-
-fn get_usize(map: &Map<String, Value>, key: &str, default: usize) -> Result<usize> {
-    match field(map, key) {
-        None => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .and_then(|x| usize::try_from(x).ok())
-            .ok_or_else(|| unsupported(key, v)),
-    }
-}
-
-fn get_bool(map: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
-    match field(map, key) {
-        None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| unsupported(key, v)),
-    }
-}
-
-fn get_str<'a>(map: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
-    match field(map, key) {
-        None => Ok(None),
-        Some(v) => v.as_str().map(Some).ok_or_else(|| unsupported(key, v)),
-    }
-}
-
 impl SchedulerConfig {
     /// Stable Diffusion 1.5's scheduler config (`scaled_linear` 0.00085–0.012, 1000 steps,
     /// `steps_offset` 1, `set_alpha_to_one` false, `clip_sample` false, ε-prediction).
@@ -211,53 +170,49 @@ impl SchedulerConfig {
     /// I/O and JSON errors, and [`TrainError::UnsupportedValue`] naming a key whose value we cannot use
     /// (e.g. `beta_schedule: "sigmoid"`, `prediction_type: "flow"`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_json(&crate::nn::json::read_json(path.as_ref())?)
+        Self::from_config(&HfConfig::read(path)?)
     }
 
     /// Parses the JSON object of a `scheduler_config.json`.
     ///
     /// # Errors
-    /// As [`SchedulerConfig::from_file`]; a non-object is a [`TrainError::Config`].
+    /// As [`SchedulerConfig::from_file`]; a non-object is a [`TrainError::Json`].
     pub fn from_json(value: &Value) -> Result<Self> {
-        let map = value
-            .as_object()
-            .ok_or_else(|| TrainError::Config("scheduler config is not a JSON object".into()))?;
+        Self::from_config(&HfConfig::from_value(
+            value.clone(),
+            "scheduler_config.json",
+        )?)
+    }
+
+    fn from_config(c: &HfConfig) -> Result<Self> {
         let d = Self::default();
-        let beta_schedule = match get_str(map, "beta_schedule")? {
-            None | Some("linear") => BetaSchedule::Linear,
-            Some("scaled_linear") => BetaSchedule::ScaledLinear,
-            Some("squaredcos_cap_v2") => BetaSchedule::SquaredCosCapV2,
-            Some(_) => return Err(unsupported("beta_schedule", &map["beta_schedule"])),
-        };
-        let prediction_type = match get_str(map, "prediction_type")? {
-            None | Some("epsilon") => PredictionType::Epsilon,
-            Some("v_prediction") => PredictionType::VPrediction,
-            Some("sample") => PredictionType::Sample,
-            Some(_) => return Err(unsupported("prediction_type", &map["prediction_type"])),
-        };
-        let timestep_spacing = match get_str(map, "timestep_spacing")? {
-            None => None,
-            Some("leading") => Some(TimestepSpacing::Leading),
-            Some("trailing") => Some(TimestepSpacing::Trailing),
-            Some("linspace") => Some(TimestepSpacing::Linspace),
-            Some(_) => return Err(unsupported("timestep_spacing", &map["timestep_spacing"])),
-        };
-        let trained_betas = match field(map, "trained_betas") {
-            None => None,
-            Some(v) => {
-                let arr = v
-                    .as_array()
-                    .ok_or_else(|| unsupported("trained_betas", v))?;
-                let betas = arr
-                    .iter()
-                    .map(|b| b.as_f64().ok_or_else(|| unsupported("trained_betas", b)))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(betas)
-            }
-        };
-        let string = |key: &str, default: &str| -> Result<String> {
-            Ok(get_str(map, key)?.unwrap_or(default).to_string())
-        };
+        let beta_schedule = c.choice(
+            "beta_schedule",
+            BetaSchedule::Linear,
+            &[
+                ("linear", BetaSchedule::Linear),
+                ("scaled_linear", BetaSchedule::ScaledLinear),
+                ("squaredcos_cap_v2", BetaSchedule::SquaredCosCapV2),
+            ],
+        )?;
+        let prediction_type = c.choice(
+            "prediction_type",
+            PredictionType::Epsilon,
+            &[
+                ("epsilon", PredictionType::Epsilon),
+                ("v_prediction", PredictionType::VPrediction),
+                ("sample", PredictionType::Sample),
+            ],
+        )?;
+        let timestep_spacing = c.choice(
+            "timestep_spacing",
+            None,
+            &[
+                ("leading", Some(TimestepSpacing::Leading)),
+                ("trailing", Some(TimestepSpacing::Trailing)),
+                ("linspace", Some(TimestepSpacing::Linspace)),
+            ],
+        )?;
         let mut unsupported_sigma_options = Vec::new();
         for key in [
             "use_exponential_sigmas",
@@ -265,45 +220,39 @@ impl SchedulerConfig {
             "use_lu_lambdas",
             "use_flow_sigmas",
         ] {
-            if get_bool(map, key)? == Some(true) {
+            if c.get::<bool>(key)? == Some(true) {
                 unsupported_sigma_options.push(key.to_string());
             }
         }
         let cfg = Self {
-            class_name: get_str(map, "_class_name")?.map(str::to_string),
-            num_train_timesteps: get_usize(map, "num_train_timesteps", d.num_train_timesteps)?,
-            beta_start: get_f64(map, "beta_start", d.beta_start)?,
-            beta_end: get_f64(map, "beta_end", d.beta_end)?,
+            class_name: c.get("_class_name")?,
+            num_train_timesteps: c.get_or("num_train_timesteps", d.num_train_timesteps)?,
+            beta_start: c.get_or("beta_start", d.beta_start)?,
+            beta_end: c.get_or("beta_end", d.beta_end)?,
             beta_schedule,
-            trained_betas,
+            trained_betas: c.get("trained_betas")?,
             prediction_type,
             timestep_spacing,
-            steps_offset: get_usize(map, "steps_offset", d.steps_offset)?,
-            set_alpha_to_one: get_bool(map, "set_alpha_to_one")?,
-            clip_sample: get_bool(map, "clip_sample")?,
-            clip_sample_range: get_f64(map, "clip_sample_range", d.clip_sample_range)?,
-            rescale_betas_zero_snr: get_bool(map, "rescale_betas_zero_snr")?.unwrap_or(false),
-            interpolation_type: string("interpolation_type", &d.interpolation_type)?,
-            final_sigmas_type: string("final_sigmas_type", &d.final_sigmas_type)?,
-            timestep_type: string("timestep_type", &d.timestep_type)?,
-            solver_order: get_usize(map, "solver_order", d.solver_order)?,
-            algorithm_type: string("algorithm_type", &d.algorithm_type)?,
-            solver_type: string("solver_type", &d.solver_type)?,
-            lower_order_final: get_bool(map, "lower_order_final")?.unwrap_or(d.lower_order_final),
-            euler_at_final: get_bool(map, "euler_at_final")?.unwrap_or(d.euler_at_final),
-            lambda_min_clipped: get_f64(map, "lambda_min_clipped", d.lambda_min_clipped)?,
-            thresholding: get_bool(map, "thresholding")?.unwrap_or(false),
-            use_karras_sigmas: get_bool(map, "use_karras_sigmas")?.unwrap_or(false),
-            sigma_min: match field(map, "sigma_min") {
-                None => None,
-                Some(v) => Some(v.as_f64().ok_or_else(|| unsupported("sigma_min", v))?),
-            },
-            sigma_max: match field(map, "sigma_max") {
-                None => None,
-                Some(v) => Some(v.as_f64().ok_or_else(|| unsupported("sigma_max", v))?),
-            },
+            steps_offset: c.get_or("steps_offset", d.steps_offset)?,
+            set_alpha_to_one: c.get("set_alpha_to_one")?,
+            clip_sample: c.get("clip_sample")?,
+            clip_sample_range: c.get_or("clip_sample_range", d.clip_sample_range)?,
+            rescale_betas_zero_snr: c.get_or("rescale_betas_zero_snr", false)?,
+            interpolation_type: c.get_or("interpolation_type", d.interpolation_type)?,
+            final_sigmas_type: c.get_or("final_sigmas_type", d.final_sigmas_type)?,
+            timestep_type: c.get_or("timestep_type", d.timestep_type)?,
+            solver_order: c.get_or("solver_order", d.solver_order)?,
+            algorithm_type: c.get_or("algorithm_type", d.algorithm_type)?,
+            solver_type: c.get_or("solver_type", d.solver_type)?,
+            lower_order_final: c.get_or("lower_order_final", d.lower_order_final)?,
+            euler_at_final: c.get_or("euler_at_final", d.euler_at_final)?,
+            lambda_min_clipped: c.get_or("lambda_min_clipped", d.lambda_min_clipped)?,
+            thresholding: c.get_or("thresholding", false)?,
+            use_karras_sigmas: c.get_or("use_karras_sigmas", false)?,
+            sigma_min: c.get("sigma_min")?,
+            sigma_max: c.get("sigma_max")?,
             unsupported_sigma_options,
-            variance_type: get_str(map, "variance_type")?.map(str::to_string),
+            variance_type: c.get("variance_type")?,
         };
         cfg.validate_common()?;
         Ok(cfg)

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use super::config::{PredictionType, TimestepSpacing};
 use super::karras::{karras_sigmas, log_f32, sigma_to_t};
 use super::timesteps::{interp_index, spaced_timesteps};
-use super::{Scheduler, SchedulerKind};
+use super::{Sampler, Scheduler};
 
 impl Scheduler {
     /// The timesteps and sigmas of the Euler samplers for `n` steps (`linspace` spacing keeps
@@ -23,7 +23,7 @@ impl Scheduler {
         let train = self.training_sigmas();
         let interpolated: Vec<f64> = ts.iter().map(|&t| interp_index(t, &train)).collect();
         let (ts, mut sigmas): (Vec<f64>, Vec<f32>) =
-            if self.kind == SchedulerKind::Euler && self.config.use_karras_sigmas {
+            if self.kind == Sampler::Euler && self.config.use_karras_sigmas {
                 let log_sigmas = log_f32(&train);
                 let lo = self
                     .config
@@ -39,12 +39,11 @@ impl Scheduler {
             } else {
                 (ts, interpolated.iter().map(|&s| s as f32).collect())
             };
-        let last =
-            if self.kind == SchedulerKind::Euler && self.config.final_sigmas_type == "sigma_min" {
-                train[0]
-            } else {
-                0.0
-            };
+        let last = if self.kind == Sampler::Euler && self.config.final_sigmas_type == "sigma_min" {
+            train[0]
+        } else {
+            0.0
+        };
         sigmas.push(last);
         self.sigmas = sigmas;
         ts

@@ -25,7 +25,7 @@
 //!
 //! | module | contents |
 //! |---|---|
-//! | `config`, `kind` | [`SchedulerConfig`] (`scheduler_config.json`), [`SchedulerKind`] |
+//! | `config` | [`SchedulerConfig`] (`scheduler_config.json`); [`SchedulerKind`] is shared with FLUX |
 //! | `betas` | the training betas and ᾱ |
 //! | `timesteps`, `karras` | inference timestep spacings, Karras sigmas |
 //! | `ddim`, `euler`, `dpm_solver` | the samplers' updates |
@@ -46,16 +46,53 @@ mod ddim;
 mod dpm_solver;
 mod euler;
 mod karras;
-mod kind;
 mod noise;
 mod timesteps;
 
+pub use crate::diffusion::scheduler_kind::SchedulerKind;
 pub use config::{
     BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, MAX_TRAIN_TIMESTEPS,
 };
-pub use kind::SchedulerKind;
 pub use noise::{add_noise, velocity};
 use timesteps::{round_even, spaced_timesteps};
+
+/// The Stable Diffusion samplers (the [`SchedulerKind`]s this module runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sampler {
+    Ddim,
+    Euler,
+    EulerAncestral,
+    DpmSolverMultistep,
+}
+
+impl Sampler {
+    /// The sampler of `kind`; FLUX's flow-matching Euler is refused by name.
+    fn of(kind: SchedulerKind) -> Result<Self> {
+        match kind {
+            SchedulerKind::Ddim => Ok(Self::Ddim),
+            SchedulerKind::Euler => Ok(Self::Euler),
+            SchedulerKind::EulerAncestral => Ok(Self::EulerAncestral),
+            SchedulerKind::DpmSolverMultistep => Ok(Self::DpmSolverMultistep),
+            SchedulerKind::FlowMatchEuler => Err(TrainError::UnsupportedValue {
+                key: "scheduler".into(),
+                value: format!(
+                    "{} (a flow-matching scheduler for FLUX; Stable Diffusion runs DDIM, Euler, \
+                     Euler ancestral or DPM-Solver++ 2M)",
+                    kind.class_name()
+                ),
+            }),
+        }
+    }
+
+    fn kind(self) -> SchedulerKind {
+        match self {
+            Self::Ddim => SchedulerKind::Ddim,
+            Self::Euler => SchedulerKind::Euler,
+            Self::EulerAncestral => SchedulerKind::EulerAncestral,
+            Self::DpmSolverMultistep => SchedulerKind::DpmSolverMultistep,
+        }
+    }
+}
 
 /// A configured noise scheduler: timesteps, noise levels and the denoising update of one sampler.
 ///
@@ -64,7 +101,7 @@ use timesteps::{round_even, spaced_timesteps};
 /// [`Scheduler::step`]. DPM-Solver++ 2M keeps the previous step's prediction, so its steps must be run in
 /// order (step 0 restarts it).
 pub struct Scheduler {
-    kind: SchedulerKind,
+    kind: Sampler,
     config: SchedulerConfig,
     alphas_cumprod: Vec<f32>,
     final_alpha_cumprod: f32,
@@ -99,26 +136,19 @@ impl Scheduler {
     /// (e.g. `algorithm_type: "sde-dpmsolver++"`, `solver_order: 3`, `use_exponential_sigmas: true`,
     /// `thresholding: true`, `prediction_type: "sample"` with Euler ancestral).
     pub fn from_config(kind: SchedulerKind, cfg: SchedulerConfig) -> Result<Self> {
+        let kind = Sampler::of(kind)?;
         cfg.validate_common()?;
         let bad = |key: &str, value: &str| TrainError::UnsupportedValue {
             key: key.into(),
             value: format!("\"{value}\""),
         };
-        if cfg.thresholding
-            && matches!(
-                kind,
-                SchedulerKind::Ddim | SchedulerKind::DpmSolverMultistep
-            )
-        {
+        if cfg.thresholding && matches!(kind, Sampler::Ddim | Sampler::DpmSolverMultistep) {
             return Err(TrainError::UnsupportedValue {
                 key: "thresholding".into(),
                 value: "true".into(),
             });
         }
-        if matches!(
-            kind,
-            SchedulerKind::Euler | SchedulerKind::DpmSolverMultistep
-        ) {
+        if matches!(kind, Sampler::Euler | Sampler::DpmSolverMultistep) {
             if let Some(opt) = cfg.unsupported_sigma_options.first() {
                 return Err(TrainError::UnsupportedValue {
                     key: opt.clone(),
@@ -130,7 +160,7 @@ impl Scheduler {
             }
         }
         match kind {
-            SchedulerKind::Euler => {
+            Sampler::Euler => {
                 if cfg.interpolation_type != "linear" {
                     return Err(bad("interpolation_type", &cfg.interpolation_type));
                 }
@@ -138,12 +168,12 @@ impl Scheduler {
                     return Err(bad("timestep_type", &cfg.timestep_type));
                 }
             }
-            SchedulerKind::EulerAncestral => {
+            Sampler::EulerAncestral => {
                 if cfg.prediction_type == PredictionType::Sample {
                     return Err(bad("prediction_type", "sample"));
                 }
             }
-            SchedulerKind::DpmSolverMultistep => {
+            Sampler::DpmSolverMultistep => {
                 if cfg.algorithm_type != "dpmsolver++" {
                     return Err(bad("algorithm_type", &cfg.algorithm_type));
                 }
@@ -162,10 +192,10 @@ impl Scheduler {
                     }
                 }
             }
-            SchedulerKind::Ddim => {}
+            Sampler::Ddim => {}
         }
         let mut alphas_cumprod = cfg.alphas_cumprod();
-        if cfg.rescale_betas_zero_snr && kind != SchedulerKind::Ddim {
+        if cfg.rescale_betas_zero_snr && kind != Sampler::Ddim {
             // diffusers' sigma schedulers avoid an infinite σ at the last training step.
             if let Some(last) = alphas_cumprod.last_mut() {
                 *last = 2f32.powi(-24);
@@ -191,7 +221,7 @@ impl Scheduler {
             lower_order_nums: 0,
             next_step: 0,
         };
-        if kind != SchedulerKind::Ddim {
+        if kind != Sampler::Ddim {
             let mut sigmas: Vec<f32> = s.training_sigmas().into_iter().rev().collect();
             sigmas.push(0.0);
             s.sigmas = sigmas;
@@ -232,7 +262,7 @@ impl Scheduler {
 
     /// The sampler.
     pub fn kind(&self) -> SchedulerKind {
-        self.kind
+        self.kind.kind()
     }
 
     /// The configuration it was built from.
@@ -270,7 +300,7 @@ impl Scheduler {
 
     fn spacing(&self) -> TimestepSpacing {
         self.config.timestep_spacing.unwrap_or(match self.kind {
-            SchedulerKind::Ddim => TimestepSpacing::Leading,
+            Sampler::Ddim => TimestepSpacing::Leading,
             _ => TimestepSpacing::Linspace,
         })
     }
@@ -291,11 +321,11 @@ impl Scheduler {
         let tf = t_train as f64;
         self.timesteps = match self.kind {
             // DDIM rounds the linspace timesteps; Euler keeps them (as float32).
-            SchedulerKind::Ddim => spaced_timesteps(spacing, n, t_train, offset, round_even),
-            SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
+            Sampler::Ddim => spaced_timesteps(spacing, n, t_train, offset, round_even),
+            Sampler::Euler | Sampler::EulerAncestral => {
                 self.euler_timesteps(spacing, n, t_train, offset)
             }
-            SchedulerKind::DpmSolverMultistep => self.dpm_timesteps(spacing, n, t_train, offset)?,
+            Sampler::DpmSolverMultistep => self.dpm_timesteps(spacing, n, t_train, offset)?,
         };
         if let Some(bad) = self.timesteps.iter().find(|&&t| t < 0.0 || t >= tf) {
             return Err(TrainError::InvalidArgument(format!(
@@ -315,8 +345,8 @@ impl Scheduler {
     /// √(σ_max² + 1) with `leading` spacing) for the Euler samplers.
     pub fn init_noise_sigma(&self) -> f64 {
         match self.kind {
-            SchedulerKind::Ddim | SchedulerKind::DpmSolverMultistep => 1.0,
-            SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
+            Sampler::Ddim | Sampler::DpmSolverMultistep => 1.0,
+            Sampler::Euler | Sampler::EulerAncestral => {
                 let max = self.sigmas.iter().copied().fold(0.0f32, f32::max);
                 match self.spacing() {
                     TimestepSpacing::Linspace | TimestepSpacing::Trailing => f64::from(max),
@@ -350,7 +380,7 @@ impl Scheduler {
     ) -> Result<Tensor<B, 4>> {
         self.check_index(step_index)?;
         Ok(match self.kind {
-            SchedulerKind::Euler | SchedulerKind::EulerAncestral => {
+            Sampler::Euler | Sampler::EulerAncestral => {
                 let sigma = self.sigmas[step_index];
                 sample.div_scalar((sigma * sigma + 1.0).sqrt())
             }
@@ -391,9 +421,9 @@ impl Scheduler {
             same("noise", noise.dims())?;
         }
         match self.kind {
-            SchedulerKind::Ddim => Ok(self.step_ddim(model_output, step_index, sample)),
-            SchedulerKind::Euler => Ok(self.step_euler(model_output, step_index, sample)),
-            SchedulerKind::EulerAncestral => {
+            Sampler::Ddim => Ok(self.step_ddim(model_output, step_index, sample)),
+            Sampler::Euler => Ok(self.step_euler(model_output, step_index, sample)),
+            Sampler::EulerAncestral => {
                 let noise = noise.ok_or_else(|| {
                     TrainError::InvalidArgument(
                         "the Euler ancestral sampler needs `noise` at every step".into(),
@@ -401,7 +431,7 @@ impl Scheduler {
                 })?;
                 Ok(self.step_euler_ancestral(model_output, step_index, sample, noise))
             }
-            SchedulerKind::DpmSolverMultistep => {
+            Sampler::DpmSolverMultistep => {
                 if step_index == 0 {
                     self.previous_x0 = None;
                     self.lower_order_nums = 0;

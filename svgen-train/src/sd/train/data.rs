@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use svgen_data::stages::{decode_image, DecodeLimits};
+
 use crate::error::{Result, TrainError};
 
 /// One training example. The image is held encoded (as read from the file or shard) and decoded
@@ -32,9 +34,11 @@ fn check_image(bytes: &[u8], what: &str) -> Result<()> {
 }
 
 impl ImageCaption {
-    /// Decodes the image to RGB; a corrupt image is a typed error naming the example.
+    /// Decodes the image to RGB through svgen-data's bounded decoder (at most
+    /// [`DecodeLimits::default`] pixels and allocation, checked from the header before any pixel
+    /// is decoded); a corrupt or oversized image is a typed error naming the example.
     pub fn image(&self) -> Result<image::RgbImage> {
-        image::load_from_memory(&self.encoded)
+        decode_image(&self.encoded, &DecodeLimits::default())
             .map(|i| i.to_rgb8())
             .map_err(|e| TrainError::InvalidArgument(format!("image {}: {e}", self.id)))
     }
@@ -152,4 +156,36 @@ pub fn preprocess(img: &image::RgbImage, resolution: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caption(encoded: Vec<u8>) -> ImageCaption {
+        ImageCaption {
+            id: "huge".into(),
+            encoded,
+            caption: "a header that claims too many pixels".into(),
+        }
+    }
+
+    #[test]
+    fn oversized_images_are_refused_before_decoding() {
+        // A PPM header claiming 50000 × 50000 pixels (7.5 GB of RGB) with almost no data: the
+        // bounded decoder refuses it from the header instead of allocating.
+        let mut huge = b"P6\n50000 50000\n255\n".to_vec();
+        huge.extend_from_slice(&[0; 64]);
+        let err = caption(huge).image().unwrap_err();
+        assert!(
+            matches!(&err, TrainError::InvalidArgument(m) if m.starts_with("image huge:")),
+            "{err}"
+        );
+        // A small image of the same format decodes.
+        let mut small = b"P6\n2 1\n255\n".to_vec();
+        small.extend_from_slice(&[255, 0, 0, 0, 0, 255]);
+        let img = caption(small).image().unwrap();
+        assert_eq!(img.dimensions(), (2, 1));
+        assert_eq!(img.get_pixel(1, 0).0, [0, 0, 255]);
+    }
 }

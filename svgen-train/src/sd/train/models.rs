@@ -7,12 +7,12 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use svgen_eval::clip::ClipTextModel;
 use svgen_eval::{ClipTextConfig, ClipTokenizer};
 
+use crate::diffusion::folder::require;
+use crate::diffusion::tokenizer::load_tokenizer;
+use crate::diffusion::vae::AutoencoderKL;
 use crate::error::Result;
-use crate::sd::pipeline::require;
 use crate::sd::scheduler::SchedulerConfig;
-use crate::sd::tokenizer::load_tokenizer;
 use crate::sd::unet::UNet2DConditionModel;
-use crate::sd::vae::AutoencoderKL;
 
 /// The frozen parts of the pipeline the trainer needs.
 pub struct SdTrainingModels<B: AutodiffBackend> {

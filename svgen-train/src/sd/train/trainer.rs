@@ -17,10 +17,10 @@ use super::data::{preprocess, ImageCaption};
 use super::loss::diffusion_loss;
 use super::models::SdTrainingModels;
 use super::optim::{lora_gradients, LoraAdamW};
+use crate::diffusion::noise::randn_host;
 use crate::error::{Result, TrainError};
 use crate::nn::lora::seed_lora_dropout;
 use crate::sd::lora::{apply_lora, check_savable, LoraFile, UNetLoraConfig, LORA_WEIGHT_NAME};
-use crate::sd::pipeline::randn_host;
 use crate::sd::scheduler::PredictionType;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::train::{
