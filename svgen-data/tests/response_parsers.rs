@@ -9,11 +9,24 @@ use svgen_data::FailureKind;
 
 #[test]
 fn json_bodies_parse_and_garbage_is_a_protocol_error() {
-    assert_eq!(parse_json_body(br#"{"a": [1]}"#).unwrap(), json!({"a": [1]}));
-    for bad in [&b""[..], b"<html>502</html>", b"{\"a\": 1", b"{} {}", b"\xff\xfe"] {
+    assert_eq!(
+        parse_json_body(br#"{"a": [1]}"#).unwrap(),
+        json!({"a": [1]})
+    );
+    for bad in [
+        &b""[..],
+        b"<html>502</html>",
+        b"{\"a\": 1",
+        b"{} {}",
+        b"\xff\xfe",
+    ] {
         let e = parse_json_body(bad).unwrap_err();
         assert_eq!(e.kind, FailureKind::Protocol, "{bad:?}");
-        assert!(e.message.starts_with("malformed JSON response"), "{}", e.message);
+        assert!(
+            e.message.starts_with("malformed JSON response"),
+            "{}",
+            e.message
+        );
     }
 }
 
@@ -26,7 +39,10 @@ fn error_messages_come_from_the_openai_error_or_a_short_prefix() {
     assert_eq!(shown.chars().count(), 200);
     assert!(shown.chars().all(|c| c == 'é'));
     // Invalid UTF-8 is shown lossily, never a panic.
-    assert_eq!(error_message_from_body(b"bad \xff gateway"), "bad \u{fffd} gateway");
+    assert_eq!(
+        error_message_from_body(b"bad \xff gateway"),
+        "bad \u{fffd} gateway"
+    );
 }
 
 #[test]
@@ -40,10 +56,17 @@ fn chat_responses_give_the_answer_or_a_protocol_error() {
     );
     assert_eq!(answer(json!("No.")).unwrap(), Simplification::Rejected);
     for bad in [json!(""), json!("  \"\" "), json!(null), json!(3)] {
-        assert_eq!(answer(bad.clone()).unwrap_err().kind, FailureKind::Protocol, "{bad}");
+        assert_eq!(
+            answer(bad.clone()).unwrap_err().kind,
+            FailureKind::Protocol,
+            "{bad}"
+        );
     }
     for body in [json!({}), json!({"choices": []}), json!([1, 2])] {
-        assert_eq!(parse_chat_response(&body).unwrap_err().kind, FailureKind::Protocol);
+        assert_eq!(
+            parse_chat_response(&body).unwrap_err().kind,
+            FailureKind::Protocol
+        );
     }
 }
 
