@@ -120,20 +120,28 @@ impl ImageGenerator for OpenAiImages {
         let (resp, _) = self
             .client
             .post_json("images/generations", &self.request_body(request.prompt))?;
-        let b64 = resp
-            .pointer("/data/0/b64_json")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                StageError::new(
-                    FailureKind::Protocol,
-                    "response has no data[0].b64_json string",
-                )
-            })?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|e| StageError::new(FailureKind::Protocol, format!("bad base64: {e}")))?;
-        Ok(GeneratedImage { bytes, seed: None })
+        parse_images_response(&resp)
     }
+}
+
+/// Reads an Images API response: the base64 `data[0].b64_json` image.
+///
+/// # Errors
+/// [`FailureKind::Protocol`] when it is missing, not a string, or not base64.
+pub fn parse_images_response(resp: &serde_json::Value) -> Result<GeneratedImage, StageError> {
+    let b64 = resp
+        .pointer("/data/0/b64_json")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            StageError::new(
+                FailureKind::Protocol,
+                "response has no data[0].b64_json string",
+            )
+        })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| StageError::new(FailureKind::Protocol, format!("bad base64: {e}")))?;
+    Ok(GeneratedImage { bytes, seed: None })
 }
 
 /// Makes an id safe as a file name: keeps `[A-Za-z0-9._-]`, maps everything else to `_`.
@@ -163,15 +171,22 @@ pub fn file_stem_for_id(id: &str) -> String {
 fn read_image_file(path: &Path) -> Result<Vec<u8>, StageError> {
     let f = std::fs::File::open(path)
         .map_err(|e| StageError::bad_input(format!("cannot open {}: {e}", path.display())))?;
+    // Refused from its size before anything is read; the bounded read covers a growing file.
+    let too_large = || {
+        StageError::bad_input(format!(
+            "{} is larger than {MAX_IMAGE_FILE_BYTES} bytes",
+            path.display()
+        ))
+    };
+    if f.metadata().is_ok_and(|m| m.len() > MAX_IMAGE_FILE_BYTES) {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     f.take(MAX_IMAGE_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| StageError::bad_input(format!("cannot read {}: {e}", path.display())))?;
     if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
-        return Err(StageError::bad_input(format!(
-            "{} is larger than {MAX_IMAGE_FILE_BYTES} bytes",
-            path.display()
-        )));
+        return Err(too_large());
     }
     Ok(bytes)
 }

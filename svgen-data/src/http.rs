@@ -279,8 +279,16 @@ fn read_body(resp: ureq::Response, max: u64) -> Result<Vec<u8>, StageError> {
 }
 
 fn read_json(resp: ureq::Response, max: u64) -> Result<serde_json::Value, StageError> {
-    let body = read_body(resp, max)?;
-    serde_json::from_slice(&body).map_err(|e| {
+    parse_json_body(&read_body(resp, max)?)
+}
+
+/// Parses a response body (already read within its size cap) as JSON; a malformed body is a
+/// [`FailureKind::Protocol`] error. Pure, so that it is fuzzed without a server.
+///
+/// # Errors
+/// [`FailureKind::Protocol`] for anything but one JSON value.
+pub fn parse_json_body(body: &[u8]) -> Result<serde_json::Value, StageError> {
+    serde_json::from_slice(body).map_err(|e| {
         StageError::new(
             FailureKind::Protocol,
             format!("malformed JSON response: {e}"),
@@ -290,16 +298,20 @@ fn read_json(resp: ureq::Response, max: u64) -> Result<serde_json::Value, StageE
 
 /// The `error.message` of an OpenAI error body, else a short prefix of the body.
 fn api_error_message(resp: ureq::Response, max: u64) -> String {
-    let body = match read_body(resp, max) {
-        Ok(b) => b,
-        Err(e) => return e.message,
-    };
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+    match read_body(resp, max) {
+        Ok(body) => error_message_from_body(&body),
+        Err(e) => e.message,
+    }
+}
+
+/// The `error.message` of an OpenAI error body, else its first 200 characters (lossy UTF-8).
+pub fn error_message_from_body(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         if let Some(m) = v.pointer("/error/message").and_then(|m| m.as_str()) {
             return m.to_string();
         }
     }
-    let text = String::from_utf8_lossy(&body);
+    let text = String::from_utf8_lossy(body);
     text.chars().take(200).collect()
 }
 

@@ -170,6 +170,10 @@ pub(crate) fn push_strings(col: &ArrayRef, out: &mut Vec<Option<String>>) -> Res
 
 fn read_svg_file(path: &Path) -> Result<String, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    // Refused from its size before anything is read; the bounded read covers a growing file.
+    if f.metadata().is_ok_and(|m| m.len() > MAX_SVG_BYTES) {
+        return Err(format!("larger than {MAX_SVG_BYTES} bytes"));
+    }
     let mut bytes = Vec::new();
     f.take(MAX_SVG_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -163,18 +163,25 @@ impl CaptionSimplifier for ChatSimplifier {
         let (resp, _attempts) = self
             .client
             .post_json("chat/completions", &self.request_body(caption))?;
-        let content = resp
-            .pointer("/choices/0/message/content")
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| {
-                StageError::new(
-                    FailureKind::Protocol,
-                    "response has no choices[0].message.content string",
-                )
-            })?;
-        parse_answer(content)
-            .ok_or_else(|| StageError::new(FailureKind::Protocol, "empty completion"))
+        parse_chat_response(&resp)
     }
+}
+
+/// Reads a chat-completions response: `choices[0].message.content`, through [`parse_answer`].
+///
+/// # Errors
+/// [`FailureKind::Protocol`] when the content is missing, not a string, or empty.
+pub fn parse_chat_response(resp: &serde_json::Value) -> Result<Simplification, StageError> {
+    let content = resp
+        .pointer("/choices/0/message/content")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| {
+            StageError::new(
+                FailureKind::Protocol,
+                "response has no choices[0].message.content string",
+            )
+        })?;
+    parse_answer(content).ok_or_else(|| StageError::new(FailureKind::Protocol, "empty completion"))
 }
 
 #[derive(Serialize, Deserialize)]

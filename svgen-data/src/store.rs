@@ -201,15 +201,20 @@ impl RunStore for LocalDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(DataError::io(&path, e)),
         };
+        let too_large = |path: PathBuf| DataError::Parse {
+            path,
+            message: format!("larger than {MAX_STATE_OBJECT_BYTES} bytes"),
+        };
+        // Refused from its size before anything is read; the bounded read covers a growing file.
+        if f.metadata().is_ok_and(|m| m.len() > MAX_STATE_OBJECT_BYTES) {
+            return Err(too_large(path));
+        }
         let mut bytes = Vec::new();
         f.take(MAX_STATE_OBJECT_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| DataError::io(&path, e))?;
         if bytes.len() as u64 > MAX_STATE_OBJECT_BYTES {
-            return Err(DataError::Parse {
-                path,
-                message: format!("larger than {MAX_STATE_OBJECT_BYTES} bytes"),
-            });
+            return Err(too_large(path));
         }
         Ok(Some(bytes))
     }
