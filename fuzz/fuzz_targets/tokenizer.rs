@@ -1,6 +1,7 @@
 //! Fuzz target: a `tokenizer.json` and a text → the tokenizer paths of svgen: svgen-core's
 //! `HfTokenizer` (token budgets), svgen-eval's `ClipTokenizer` (fixed-length CLIP batches) and
-//! svgen-train's `LlamaTokenizer` (the thesis' special tokens and the Llama 3 chat format).
+//! svgen-train's `LlamaTokenizer` (the thesis' special tokens, the prompt formats) and, with the
+//! text as a template, its Jinja `ChatTemplate`.
 //!
 //! Input layout: `tokenizer.json bytes [0xFF text]` (0xFF never occurs in UTF-8, so the split is
 //! unambiguous); without a 0xFF the text is a fixed SVG prompt.
@@ -18,6 +19,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use svgen_core::{HfTokenizer, TokenCounter};
 use svgen_eval::ClipTokenizer;
+use svgen_train::llama::chat_template::{ChatOptions, ChatTemplate};
 use svgen_train::llama::tokenizer::{ChatMessage, PromptFormat, THESIS_SPECIAL_TOKENS};
 use svgen_train::LlamaTokenizer;
 
@@ -78,11 +80,25 @@ fuzz_target!(|data: &[u8]| {
             let _ = llama.decode(&ids, true);
         }
         let _ = llama.encode_prompt(&PromptFormat::InstructionResponse, &text);
+        let _ = llama.encode_prompt(&PromptFormat::default(), &text);
         let _ = llama.encode_prompt(
-            &PromptFormat::Llama3Chat {
+            &PromptFormat::Chat {
                 system: Some("s".into()),
             },
             &text,
         );
+    }
+
+    // svgen-train: the text as a checkpoint's chat template (Jinja, rendered with a fuel
+    // budget), over a fixed conversation: a typed error or a bounded string, never a hang.
+    if let Ok(template) = ChatTemplate::new(
+        text.as_str(),
+        [("bos_token", "<|begin_of_text|>"), ("eos_token", "<|eot_id|>")],
+    ) {
+        let messages = [
+            serde_json::json!({"role": "system", "content": "Draw icons as SVG."}),
+            serde_json::json!({"role": "user", "content": "a red apple"}),
+        ];
+        let _ = template.render(&messages, &ChatOptions::generation());
     }
 });
