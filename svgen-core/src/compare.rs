@@ -1,8 +1,8 @@
 //! Numeric comparison of two float sequences for parity checks (tests, parity examples,
 //! benchmarks).
 //!
-//! `a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)` is the usual way to write a
-//! "max abs diff", and it is wrong twice: `f32::max` ignores NaN, so a NaN output passes any
+//! The usual hand-written "max abs diff" zips the two slices, takes `|x - y|` and folds with
+//! `f32::max` from zero. It is wrong twice: `f32::max` ignores NaN, so a NaN output passes any
 //! tolerance, and `zip` stops at the shorter side, so missing values pass too. Every comparison
 //! here fails on both instead, with a [`CompareError`] that says where.
 //!
