@@ -34,15 +34,13 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::tile::{lane_max, lane_sum, tile_scores, LANES};
 use crate::cpu::{exp_lane, madd};
 use crate::nn::attention::mask::{QueryRange, ResolvedMask};
 
 /// Queries per block (rows of a score tile).
 pub(crate) const Q_BLOCK: usize = 32;
-/// Keys per tile of the online softmax.
-pub(crate) const KV_TILE: usize = 64;
-/// Lane width of the hand-shaped loops (8 f32 = one AVX2 register).
-const LANES: usize = 8;
+pub(crate) use crate::cpu::tile::KV_TILE;
 /// Rows whose accumulators share one pass over a tile in the row × tile products.
 const ROW_GROUP: usize = 8;
 
@@ -591,47 +589,6 @@ fn tile_t_times_rows<const FMA: bool>(
             }
         }
     }
-}
-
-/// One query row (`[d]`) against keys `t0..t0 + KV_TILE` of `Kᵀ` (`[d, t_pad]`): a broadcast
-/// query channel times one row of `Kᵀ` per step, the whole row of scores in registers.
-#[inline(always)]
-fn tile_scores<const FMA: bool>(q: &[f32], kt: &[f32], t_pad: usize, t0: usize) -> [f32; KV_TILE] {
-    let mut acc = [0.0f32; KV_TILE];
-    for (c, &qc) in q.iter().enumerate() {
-        let k_row: &[f32; KV_TILE] = kt[c * t_pad + t0..c * t_pad + t0 + KV_TILE]
-            .try_into()
-            .expect("whole tile");
-        for (a, &kv) in acc.iter_mut().zip(k_row) {
-            *a = madd::<FMA>(qc, kv, *a);
-        }
-    }
-    acc
-}
-
-/// Maximum of a score row, reduced lane-wise.
-#[inline(always)]
-fn lane_max(s: &[f32; KV_TILE]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    for chunk in s.chunks_exact(LANES) {
-        for (a, &x) in m.iter_mut().zip(chunk) {
-            *a = if x > *a { x } else { *a };
-        }
-    }
-    m.iter()
-        .fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a })
-}
-
-/// Sum of a score row, reduced lane-wise.
-#[inline(always)]
-fn lane_sum(s: &[f32; KV_TILE]) -> f32 {
-    let mut m = [0.0f32; LANES];
-    for chunk in s.chunks_exact(LANES) {
-        for (a, &x) in m.iter_mut().zip(chunk) {
-            *a += x;
-        }
-    }
-    m.iter().sum()
 }
 
 /// One (batch row, kv head)'s keys and values for the backward pass.

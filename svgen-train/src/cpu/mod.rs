@@ -31,6 +31,7 @@ mod exp;
 pub(crate) mod flash_attention;
 pub mod geglu;
 pub mod group_norm;
+mod tile;
 
 pub use exp::exp_f32;
 pub(crate) use exp::{exp_lane, madd};
