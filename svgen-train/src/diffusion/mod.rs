@@ -11,6 +11,7 @@
 //! | `config`, `folder` | diffusers `config.json` reading; `model_index.json` and component folders |
 //! | [`tokenizer`] | the CLIP tokenizer of a pipeline's `tokenizer/` folder |
 //! | [`noise`], [`image`] | seeded Gaussian noise; `[B, 3, H, W]` floats to RGB images |
+//! | `request` | size, batch, steps and latents checks every pipeline makes first |
 //! | [`scheduler_kind`] | [`SchedulerKind`](scheduler_kind::SchedulerKind): every pipeline's sampler names |
 //! | [`grid`] | the grid search over prompts × steps × seeds × guidance × samplers |
 //! | [`generator`] | batched in-process generators for svgen-data's dataset pipeline |
@@ -22,6 +23,7 @@ pub mod generator;
 pub mod grid;
 pub mod image;
 pub mod noise;
+pub(crate) mod request;
 pub mod scheduler_kind;
 pub mod tokenizer;
 pub mod vae;

@@ -56,16 +56,14 @@ use crate::diffusion::generator::PromptItem;
 use crate::diffusion::grid::{GridModel, GridPoint, GridSpec};
 use crate::diffusion::image::to_rgb_images;
 use crate::diffusion::noise::randn_host;
+use crate::diffusion::request::{check_latents, check_size_batch_steps};
 use crate::diffusion::scheduler_kind::SchedulerKind;
 use crate::diffusion::tokenizer::load_tokenizer;
 use crate::diffusion::vae::AutoencoderKL;
 use crate::error::{Result, TrainError};
 use crate::t5::{T5EncoderModel, T5Tokenizer};
 
-/// Largest image side accepted (memory guard).
-pub const MAX_SIDE: usize = 4096;
-/// Largest number of images in one call (memory guard).
-pub const MAX_BATCH: usize = 64;
+pub use crate::diffusion::request::{MAX_BATCH, MAX_SIDE};
 /// diffusers' limit on `max_sequence_length`.
 pub const MAX_SEQUENCE_LENGTH: usize = 512;
 
@@ -519,52 +517,20 @@ impl<B: Backend> FluxPipeline<B> {
 
     fn validate(&self, p: &FluxParams, batch: usize) -> Result<[usize; 3]> {
         let f = self.size_multiple();
-        let bad = |m: String| Err(TrainError::InvalidArgument(m));
-        if p.width == 0
-            || p.height == 0
-            || !p.width.is_multiple_of(f)
-            || !p.height.is_multiple_of(f)
-        {
-            return bad(format!(
-                "width and height must be positive multiples of {f}, got {}x{}",
-                p.width, p.height
-            ));
-        }
-        if p.width > MAX_SIDE || p.height > MAX_SIDE {
-            return bad(format!(
-                "image sides above {MAX_SIDE} px are not supported, got {}x{}",
-                p.width, p.height
-            ));
-        }
-        if batch == 0 || batch > MAX_BATCH {
-            return bad(format!("batch must be in 1..={MAX_BATCH}, got {batch}"));
-        }
-        if p.steps == 0 {
-            return bad("steps must be at least 1".into());
-        }
+        check_size_batch_steps(p.width, p.height, f, batch, p.steps)?;
         for (name, v) in [
             ("guidance_scale", p.guidance_scale),
             ("true_cfg_scale", p.true_cfg_scale),
         ] {
             if !v.is_finite() {
-                return bad(format!("{name} {v} is not finite"));
+                return Err(TrainError::InvalidArgument(format!(
+                    "{name} {v} is not finite"
+                )));
             }
         }
         let tokens = (p.height / f) * (p.width / f);
         let shape = [batch, tokens, self.transformer.config().in_channels];
-        if let Some(l) = &p.latents {
-            let n: usize = shape.iter().product();
-            if l.len() != n {
-                return Err(TrainError::ShapeMismatch {
-                    key: "latents".into(),
-                    expected: shape.to_vec(),
-                    found: vec![l.len()],
-                });
-            }
-            if l.iter().any(|x| !x.is_finite()) {
-                return bad("latents contain NaN or infinite values".into());
-            }
-        }
+        check_latents(p.latents.as_deref(), &shape)?;
         Ok(shape)
     }
 

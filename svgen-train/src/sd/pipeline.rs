@@ -45,6 +45,7 @@ use super::unet::UNet2DConditionModel;
 use crate::diffusion::folder::{read_model_index, require, Component};
 use crate::diffusion::generator::PromptItem;
 use crate::diffusion::grid::{GridModel, GridPoint, GridSpec};
+use crate::diffusion::request::{check_latents, check_size_batch_steps};
 use crate::diffusion::tokenizer::load_tokenizer;
 use crate::diffusion::vae::AutoencoderKL;
 use crate::error::{Result, TrainError};
@@ -74,10 +75,7 @@ const COMPONENTS: &[Component] = &[
     },
 ];
 
-/// Largest image side accepted by [`StableDiffusion::generate`] (memory guard).
-pub const MAX_SIDE: usize = 4096;
-/// Largest number of images per prompt in one call (memory guard).
-pub const MAX_BATCH: usize = 64;
+pub use crate::diffusion::request::{MAX_BATCH, MAX_SIDE};
 
 /// What to generate. `Default` is 512×512, 25 DPM-Solver++ 2M steps, guidance 7.5, seed 0, one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -286,31 +284,12 @@ impl<B: Backend> StableDiffusion<B> {
 
     fn validate(&self, p: &GenerateParams) -> Result<[usize; 4]> {
         let f = self.vae_scale_factor();
-        let bad = |m: String| Err(TrainError::InvalidArgument(m));
-        if p.width == 0
-            || p.height == 0
-            || !p.width.is_multiple_of(f)
-            || !p.height.is_multiple_of(f)
-        {
-            return bad(format!(
-                "width and height must be positive multiples of {f}, got {}x{}",
-                p.width, p.height
-            ));
-        }
-        if p.width > MAX_SIDE || p.height > MAX_SIDE {
-            return bad(format!(
-                "image sides above {MAX_SIDE} px are not supported, got {}x{}",
-                p.width, p.height
-            ));
-        }
-        if p.batch == 0 || p.batch > MAX_BATCH {
-            return bad(format!("batch must be in 1..={MAX_BATCH}, got {}", p.batch));
-        }
-        if p.steps == 0 {
-            return bad("steps must be at least 1".into());
-        }
+        check_size_batch_steps(p.width, p.height, f, p.batch, p.steps)?;
         if !p.guidance_scale.is_finite() {
-            return bad(format!("guidance_scale {} is not finite", p.guidance_scale));
+            return Err(TrainError::InvalidArgument(format!(
+                "guidance_scale {} is not finite",
+                p.guidance_scale
+            )));
         }
         let shape = [
             p.batch,
@@ -318,19 +297,7 @@ impl<B: Backend> StableDiffusion<B> {
             p.height / f,
             p.width / f,
         ];
-        if let Some(l) = &p.latents {
-            let n: usize = shape.iter().product();
-            if l.len() != n {
-                return Err(TrainError::ShapeMismatch {
-                    key: "latents".into(),
-                    expected: shape.to_vec(),
-                    found: vec![l.len()],
-                });
-            }
-            if l.iter().any(|x| !x.is_finite()) {
-                return bad("latents contain NaN or infinite values".into());
-            }
-        }
+        check_latents(p.latents.as_deref(), &shape)?;
         Ok(shape)
     }
 
