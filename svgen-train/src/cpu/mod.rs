@@ -7,6 +7,8 @@
 //! | multi-head attention (online softmax, rayon) | Stable Diffusion `Attention` | [`attention`] |
 //! | GroupNorm (two passes per group, rayon) | Stable Diffusion `GroupNorm` | [`group_norm`] |
 //! | GEGLU product with a vectorising `erf` | Stable Diffusion `FeedForward` | [`geglu`] |
+//! | SiLU and tanh GELU around one vectorising `exp` | ResNet blocks, FLUX and T5 feed-forwards | [`activation`] |
+//! | interleaved rotary embedding in one pass | FLUX `Rope::apply` | [`rope`] |
 //! | single-token attention over a host KV cache | the Llama decode step | `decode` |
 //! | FlashAttention-2 forward and backward (blocked, rayon) | training attention ([`crate::nn::attention`]) | `flash_attention` |
 //!
@@ -25,12 +27,14 @@ use core::any::TypeId;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
+pub mod activation;
 pub mod attention;
 pub(crate) mod decode;
 mod exp;
 pub(crate) mod flash_attention;
 pub mod geglu;
 pub mod group_norm;
+pub mod rope;
 mod tile;
 
 pub use exp::exp_f32;

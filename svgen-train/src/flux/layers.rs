@@ -9,7 +9,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -27,7 +26,7 @@ pub(crate) fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) 
     let x = x.cast(DType::F32);
     let mean = x.clone().mean_dim(D - 1);
     let centered = x - mean;
-    let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+    let var = (centered.clone() * centered.clone()).mean_dim(D - 1);
     (centered / var.add_scalar(eps).sqrt()).cast(dtype)
 }
 
@@ -91,6 +90,9 @@ impl<B: Backend> Rope<B> {
     /// Rotates `x` `[B, N, heads, head_dim]` (channel pairs `(2i, 2i+1)` as complex numbers), in
     /// f32, back to `x`'s dtype.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if let Some(y) = cpu::rope::forward(&x, &self.cos, &self.sin) {
+            return y;
+        }
         let dtype = x.dtype();
         let [b, n, h, d] = x.dims();
         let x = x.cast(DType::F32);
@@ -131,7 +133,7 @@ impl<B: Backend> RmsNorm<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let dtype = x.dtype();
         let x = x.cast(DType::F32);
-        let ms = x.clone().powi_scalar(2).mean_dim(3);
+        let ms = (x.clone() * x.clone()).mean_dim(3);
         let d = self.weight.dims()[0];
         (x / ms.add_scalar(self.eps).sqrt() * self.weight.val().reshape([1, 1, 1, d])).cast(dtype)
     }
@@ -156,7 +158,7 @@ impl<B: Backend> Mlp2<B> {
 
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.linear_2
-            .forward(activation::silu(self.linear_1.forward(x)))
+            .forward(cpu::activation::silu(self.linear_1.forward(x)))
     }
 }
 
@@ -284,7 +286,7 @@ impl<B: Backend> FeedForward<B> {
     /// `[B, N, d]` → `[B, N, d]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.out
-            .forward(activation::gelu_approximate(self.proj.forward(x)))
+            .forward(cpu::activation::gelu_tanh(self.proj.forward(x)))
     }
 }
 

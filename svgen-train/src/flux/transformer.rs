@@ -8,7 +8,6 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use svgen_eval::weights::{Weights, DIFFUSERS_STEM};
@@ -17,6 +16,7 @@ use super::config::FluxTransformerConfig;
 use super::layers::{
     joint_attention, layer_norm, modulate, AdaNorm, FeedForward, QkvProjection, Rope, TimeTextEmbed,
 };
+use crate::cpu;
 use crate::diffusion::folder::{missing_folder, require};
 use crate::error::{Result, TrainError};
 
@@ -161,7 +161,7 @@ impl<B: Backend> FluxSingleTransformerBlock<B> {
         // (shift, scale, gate)
         let m = self.norm.vectors(silu_temb.clone());
         let nh = modulate(layer_norm(h.clone(), NORM_EPS), m[0].clone(), m[1].clone());
-        let mlp = activation::gelu_approximate(self.proj_mlp.forward(nh.clone()));
+        let mlp = cpu::activation::gelu_tanh(self.proj_mlp.forward(nh.clone()));
         let [q, k, v] = self.attn.forward(nh);
         let o = joint_attention(rope.apply(q), rope.apply(k), v);
         let out = self.proj_out.forward(Tensor::cat(vec![o, mlp], 2));
@@ -372,7 +372,7 @@ impl<B: Backend> FluxTransformer2DModel<B> {
         let temb = self
             .time_text_embed
             .forward(timestep, guidance, pooled_projections.cast(dtype));
-        let silu_temb = activation::silu(temb);
+        let silu_temb = cpu::activation::silu(temb);
         let mut ctx = self
             .context_embedder
             .forward(encoder_hidden_states.cast(dtype));

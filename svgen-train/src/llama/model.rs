@@ -36,7 +36,7 @@ impl<B: Backend> RmsNorm<B> {
         } else {
             x
         };
-        let var = x.clone().powi_scalar(2).mean_dim(2);
+        let var = (x.clone() * x.clone()).mean_dim(2);
         let x = x * var.add_scalar(self.eps).sqrt().recip();
         let x = if dtype != DType::F32 {
             x.cast(dtype)

@@ -16,6 +16,7 @@ use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 use svgen_eval::weights::{Weights, TRANSFORMERS_STEM};
 
 use super::config::{T5Config, T5FeedForward};
+use crate::cpu;
 use crate::error::{Result, TrainError};
 
 /// Largest sequence an encoder call accepts (T5 has no position table; this bounds the
@@ -43,7 +44,7 @@ impl<B: Backend> T5LayerNorm<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
         let x32 = x.cast(DType::F32);
-        let var = x32.clone().powi_scalar(2).mean_dim(D - 1);
+        let var = (x32.clone() * x32.clone()).mean_dim(D - 1);
         let normed = (x32 * var.add_scalar(self.eps).sqrt().recip()).cast(dtype);
         let weight = self.weight.val();
         let mut shape = [1usize; D];
@@ -344,7 +345,7 @@ impl<B: Backend> T5EncoderModel<B> {
             let normed = f.layer_norm.forward(x.clone());
             let hidden = match &f.wi_1 {
                 Some(wi_1) => {
-                    activation::gelu_approximate(f.wi_0.forward(normed.clone()))
+                    cpu::activation::gelu_tanh(f.wi_0.forward(normed.clone()))
                         * wi_1.forward(normed)
                 }
                 None => activation::relu(f.wi_0.forward(normed)),

@@ -2,12 +2,12 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Tensor, TensorData};
 
 use super::weights::{load_linear, WeightSource};
+use crate::cpu;
 use crate::error::Result;
 
 /// diffusers' `get_timestep_embedding` (`Timesteps`): `[B]` float timesteps -> `[B, dim]`
@@ -80,6 +80,6 @@ impl<B: Backend> TimestepEmbedding<B> {
     /// `[B, d_in]` -> `[B, d_emb]`.
     pub fn forward(&self, t: Tensor<B, 2>) -> Tensor<B, 2> {
         self.linear_2
-            .forward(activation::silu(self.linear_1.forward(t)))
+            .forward(cpu::activation::silu(self.linear_1.forward(t)))
     }
 }

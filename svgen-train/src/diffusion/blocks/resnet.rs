@@ -2,13 +2,13 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::conv::Conv2d;
 use super::norm::GroupNorm;
 use super::weights::{load_linear, WeightSource};
+use crate::cpu;
 use crate::error::Result;
 
 /// `ResnetBlock2D` (`resnet_time_scale_shift = "default"`, SiLU):
@@ -95,7 +95,7 @@ impl<B: Backend> ResnetBlock2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, temb_act: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
         let h = self
             .conv1
-            .forward(activation::silu(self.norm1.forward(x.clone())));
+            .forward(cpu::activation::silu(self.norm1.forward(x.clone())));
         let h = match (&self.time_emb_proj, temb_act) {
             (Some(proj), Some(t)) => {
                 let t = proj.forward(t.clone());
@@ -104,7 +104,7 @@ impl<B: Backend> ResnetBlock2D<B> {
             }
             _ => h,
         };
-        let h = self.conv2.forward(activation::silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(cpu::activation::silu(self.norm2.forward(h)));
         let x = match &self.conv_shortcut {
             Some(c) => c.forward(x),
             None => x,

@@ -7,12 +7,12 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::{s, Tensor};
 
 use svgen_eval::weights::diffusers_legacy_attention_key;
 
+use crate::cpu;
 use crate::diffusion::blocks::{
     open_diffusers_weights, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetSpec,
     SpatialSelfAttention, Upsample2D, WeightSource,
@@ -244,7 +244,7 @@ impl<B: Backend> Encoder<B> {
         }
         let x = self.mid_block.forward(x);
         self.conv_out
-            .forward(activation::silu(self.conv_norm_out.forward(x)))
+            .forward(cpu::activation::silu(self.conv_norm_out.forward(x)))
     }
 }
 
@@ -349,7 +349,7 @@ impl<B: Backend> Decoder<B> {
             }
         }
         self.conv_out
-            .forward(activation::silu(self.conv_norm_out.forward(x)))
+            .forward(cpu::activation::silu(self.conv_norm_out.forward(x)))
     }
 }
 
