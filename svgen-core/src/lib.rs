@@ -45,6 +45,7 @@
 
 pub mod compare;
 pub mod error;
+pub mod io;
 pub mod metrics;
 pub mod render;
 pub mod svg;
@@ -61,4 +62,4 @@ pub use error::SvgError;
 pub use metrics::{compare_svgs, RasterDiff};
 pub use render::{render, try_render, Fit, RenderOptions, RenderSize};
 pub use svg::{ExternalResources, ParseOptions, Svg, SvgStats, TextPolicy, ViewBox};
-pub use tokens::{Cl100k, HfTokenizer, TokenCounter, TokenizerError};
+pub use tokens::{parse_tokenizer_json, Cl100k, HfTokenizer, TokenCounter, TokenizerError};

@@ -109,3 +109,31 @@ fn hf_tokenizer_errors_are_typed() {
         Err(TokenizerError::Invalid { .. })
     ));
 }
+
+/// `tokenizer` fuzz target, 3 December 2026: a syntax error inside the `decoder` object made
+/// the `tokenizers` crate panic; every svgen loader goes through `parse_tokenizer_json`, which
+/// returns an error instead.
+#[test]
+fn tokenizer_json_that_panicked_the_tokenizers_crate_is_an_error() {
+    let path = format!(
+        "{}/tests/fixtures/fuzz/tokenizer-bad-decoder.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(svgen_core::parse_tokenizer_json(&bytes).is_err());
+    assert!(matches!(
+        HfTokenizer::from_bytes(&bytes, "fuzz"),
+        Err(TokenizerError::Invalid { path: None, .. })
+    ));
+    assert!(matches!(
+        HfTokenizer::from_file(&path),
+        Err(TokenizerError::Invalid { path: Some(_), .. })
+    ));
+    // A well-formed tokenizer still parses through the same function.
+    let good = std::fs::read(format!(
+        "{}/tests/fixtures/tokenizer.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert!(svgen_core::parse_tokenizer_json(&good).is_ok());
+}

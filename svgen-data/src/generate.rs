@@ -9,7 +9,7 @@
 //! The Stable Diffusion generator of `svgen-train` implements [`ImageGenerator`] too.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -169,26 +169,9 @@ pub fn file_stem_for_id(id: &str) -> String {
 }
 
 fn read_image_file(path: &Path) -> Result<Vec<u8>, StageError> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| StageError::bad_input(format!("cannot open {}: {e}", path.display())))?;
     // Refused from its size before anything is read; the bounded read covers a growing file.
-    let too_large = || {
-        StageError::bad_input(format!(
-            "{} is larger than {MAX_IMAGE_FILE_BYTES} bytes",
-            path.display()
-        ))
-    };
-    if f.metadata().is_ok_and(|m| m.len() > MAX_IMAGE_FILE_BYTES) {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    f.take(MAX_IMAGE_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| StageError::bad_input(format!("cannot read {}: {e}", path.display())))?;
-    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
+    svgen_core::io::read_capped(path, MAX_IMAGE_FILE_BYTES)
+        .map_err(|e| StageError::bad_input(e.to_string()))
 }
 
 /// Pre-generated images in a folder, named `{id}.png` (or `.jpg`, `.jpeg`, `.webp`, `.bmp`),

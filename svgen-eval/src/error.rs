@@ -19,6 +19,15 @@ pub enum EvalError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file of outside data (a tokenizer file) is over its cap ([`svgen_core::io`]); refused
+    /// before it is read.
+    #[error("{path} is larger than {limit} bytes")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
     /// A JSON configuration file is malformed or holds an unsupported value (its I/O errors are
     /// [`EvalError::Io`]).
     #[error(transparent)]
@@ -150,3 +159,17 @@ impl From<WeightError> for EvalError {
 
 /// Result alias of svgen-eval.
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+impl From<svgen_core::io::ReadError> for EvalError {
+    fn from(e: svgen_core::io::ReadError) -> Self {
+        use svgen_core::io::ReadError;
+        match e {
+            ReadError::Io { path, source } => Self::Io { path, source },
+            ReadError::TooLarge { path, limit } => Self::FileTooLarge { path, limit },
+            ReadError::NotUtf8 { path } => Self::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+            },
+        }
+    }
+}

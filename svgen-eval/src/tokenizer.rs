@@ -60,7 +60,10 @@ fn tok_err(e: impl std::fmt::Display) -> EvalError {
 /// Reads `pad_token` from a sibling `tokenizer_config.json` / `special_tokens_map.json` when present.
 fn configured_pad_token(dir: &Path) -> Option<String> {
     for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+        let Ok(text) = svgen_core::io::read_to_string_capped(
+            dir.join(name),
+            svgen_core::io::MAX_METADATA_BYTES,
+        ) else {
             continue;
         };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -85,7 +88,7 @@ impl ClipTokenizer {
     /// (OpenAI's convention).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| EvalError::io(path, e))?;
+        let bytes = svgen_core::io::read_capped(path, svgen_core::io::MAX_METADATA_BYTES)?;
         let pad = path.parent().and_then(configured_pad_token);
         Self::from_bytes(&bytes, pad.as_deref())
     }
@@ -97,7 +100,7 @@ impl ClipTokenizer {
 
     /// Parses `tokenizer.json` bytes; `pad_token` defaults to `<|endoftext|>`.
     pub fn from_bytes(json: &[u8], pad_token: Option<&str>) -> Result<Self> {
-        let inner = Tokenizer::from_bytes(json).map_err(tok_err)?;
+        let inner = svgen_core::parse_tokenizer_json(json).map_err(tok_err)?;
         let id = |t: &str| {
             inner.token_to_id(t).ok_or_else(|| {
                 EvalError::Tokenizer(format!("token `{t}` is not in the vocabulary"))

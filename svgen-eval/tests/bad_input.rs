@@ -150,3 +150,21 @@ fn bad_inputs_are_typed_errors() {
         matches!(model.get_text_features(ids, Some(mask)), Err(EvalError::InvalidInput { name, .. }) if name == "attention_mask")
     );
 }
+
+/// A tokenizer file over `svgen_core::io::MAX_METADATA_BYTES` is refused from its size, before
+/// it is read (the file is sparse: `set_len` allocates nothing).
+#[test]
+fn oversized_tokenizer_file_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(svgen_core::io::MAX_METADATA_BYTES + 1)
+        .unwrap();
+    let err = svgen_eval::ClipTokenizer::from_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, EvalError::FileTooLarge { path: p, limit }
+            if *p == path && *limit == svgen_core::io::MAX_METADATA_BYTES),
+        "{err}"
+    );
+}

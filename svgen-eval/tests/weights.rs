@@ -935,3 +935,26 @@ fn concurrent_takes_read_the_same_data() {
     });
     w.finish().unwrap();
 }
+
+/// Fuzz finding (`safetensors_load`, 3 December 2026): a `U64` tensor holding a value above
+/// `i64::MAX` is read, and asking for it as i64 is a typed error naming the key, not a wrapped
+/// negative number (the harness had expected every integer tensor to convert).
+#[test]
+fn u64_values_above_i64_max_are_a_typed_error() {
+    let mut data = Vec::new();
+    for v in [1u64, u64::MAX] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    let header = serde_json::json!({
+        "F16.f64": {"dtype": "U64", "shape": [2, 1], "data_offsets": [0, 16]}
+    });
+    let w = Weights::from_memory(file_bytes(header, &data), "fuzz.safetensors").unwrap();
+    let host = w.take_any("F16.f64").unwrap();
+    assert_eq!(host.numel(), Some(2));
+    assert!(
+        matches!(host.into_i64("F16.f64"),
+            Err(WeightError::UnsupportedDtype { key, .. }) if key == "F16.f64"),
+        "a U64 above i64::MAX must not convert"
+    );
+    w.finish().unwrap();
+}

@@ -14,6 +14,15 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of outside data (tokenizer, chat template, caption, training image, run state) is
+    /// over its cap ([`svgen_core::io`]); refused before it is read.
+    #[error("{path} is larger than {limit} bytes")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
     /// A JSON file (config, index, adapter config, JSONL line) is malformed.
     #[error("invalid JSON in {path}: {message}")]
     Json {
@@ -187,6 +196,22 @@ pub enum TrainError {
 }
 
 impl TrainError {
+    /// A bounded read of `path` ([`svgen_core::io::read_capped`]) with the crate's errors.
+    pub(crate) fn read_capped(
+        path: impl AsRef<std::path::Path>,
+        limit: u64,
+    ) -> Result<Vec<u8>, Self> {
+        svgen_core::io::read_capped(path, limit).map_err(Self::from)
+    }
+
+    /// [`TrainError::read_capped`] for UTF-8 text.
+    pub(crate) fn read_text_capped(
+        path: impl AsRef<std::path::Path>,
+        limit: u64,
+    ) -> Result<String, Self> {
+        svgen_core::io::read_to_string_capped(path, limit).map_err(Self::from)
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
@@ -293,3 +318,17 @@ impl From<svgen_eval::ConfigError> for TrainError {
 
 /// Result alias of this crate.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+impl From<svgen_core::io::ReadError> for TrainError {
+    fn from(e: svgen_core::io::ReadError) -> Self {
+        use svgen_core::io::ReadError;
+        match e {
+            ReadError::Io { path, source } => Self::Io { path, source },
+            ReadError::TooLarge { path, limit } => Self::FileTooLarge { path, limit },
+            ReadError::NotUtf8 { path } => Self::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+            },
+        }
+    }
+}

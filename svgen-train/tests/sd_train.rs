@@ -319,6 +319,40 @@ fn diverging_run_is_a_typed_error() {
     );
 }
 
+/// Files are read bounded: a caption or image over its cap is refused from its size, before a
+/// byte is read (the files are sparse: `set_len` allocates nothing).
+#[test]
+fn oversized_caption_and_image_files_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 1);
+    let caption = dir.path().join("img0.txt");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&caption)
+        .unwrap()
+        .set_len(svgen_core::io::MAX_CAPTION_BYTES + 1)
+        .unwrap();
+    let err = ImageCaption::from_folder(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::FileTooLarge { path, limit }
+            if path.ends_with("img0.txt") && *limit == svgen_core::io::MAX_CAPTION_BYTES),
+        "{err}"
+    );
+    std::fs::write(&caption, "a caption").unwrap();
+    let image = dir.path().join("img0.png");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(svgen_data::generate::MAX_IMAGE_FILE_BYTES + 1)
+        .unwrap();
+    let err = ImageCaption::from_folder(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::FileTooLarge { path, .. } if path.ends_with("img0.png")),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_data_and_settings_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();

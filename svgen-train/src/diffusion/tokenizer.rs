@@ -33,7 +33,10 @@ const CLIP_SPLIT: &str =
 /// The `pad_token` named by `tokenizer_config.json` or `special_tokens_map.json`, if any.
 fn configured_pad_token(dir: &Path) -> Option<String> {
     for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+        let Ok(text) = svgen_core::io::read_to_string_capped(
+            dir.join(name),
+            svgen_core::io::MAX_METADATA_BYTES,
+        ) else {
             continue;
         };
         let Ok(v) = serde_json::from_str::<Value>(&text) else {
@@ -64,7 +67,7 @@ pub fn load_tokenizer(dir: impl AsRef<Path>) -> Result<ClipTokenizer> {
     let pad = configured_pad_token(dir);
     let fast = dir.join("tokenizer.json");
     if fast.is_file() {
-        let bytes = std::fs::read(&fast).map_err(|e| TrainError::io(&fast, e))?;
+        let bytes = TrainError::read_capped(&fast, svgen_core::io::MAX_METADATA_BYTES)?;
         return Ok(ClipTokenizer::from_bytes(&bytes, pad.as_deref())?);
     }
     let vocab = dir.join("vocab.json");
@@ -77,10 +80,10 @@ pub fn load_tokenizer(dir: impl AsRef<Path>) -> Result<ClipTokenizer> {
             });
         }
     }
-    let vocab_text = std::fs::read_to_string(&vocab).map_err(|e| TrainError::io(&vocab, e))?;
+    let vocab_text = TrainError::read_text_capped(&vocab, svgen_core::io::MAX_METADATA_BYTES)?;
     let vocab_json: Value =
         serde_json::from_str(&vocab_text).map_err(|e| TrainError::json(&vocab, e))?;
-    let merges_text = std::fs::read_to_string(&merges).map_err(|e| TrainError::io(&merges, e))?;
+    let merges_text = TrainError::read_text_capped(&merges, svgen_core::io::MAX_METADATA_BYTES)?;
     clip_tokenizer_from_vocab_merges(&vocab_json, &merges_text, pad.as_deref())
 }
 

@@ -337,13 +337,16 @@ impl LlamaTokenizer {
         }
         let inner = match config.as_ref().filter(|c| is_llama_class(c)) {
             Some(c) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+                let text = TrainError::read_text_capped(&path, svgen_core::io::MAX_METADATA_BYTES)?;
                 let file: Json = serde_json::from_str(&text).map_err(|e| tok_err(&path, e))?;
                 let rebuilt = llama_class_pipeline(file, c, &path)?;
                 let text = serde_json::to_string(&rebuilt).map_err(|e| tok_err(&path, e))?;
-                text.parse::<Tokenizer>().map_err(|e| tok_err(&path, e))?
+                svgen_core::parse_tokenizer_json(text.as_bytes()).map_err(|e| tok_err(&path, e))?
             }
-            None => Tokenizer::from_file(&path).map_err(|e| tok_err(&path, e))?,
+            None => {
+                let bytes = TrainError::read_capped(&path, svgen_core::io::MAX_METADATA_BYTES)?;
+                svgen_core::parse_tokenizer_json(&bytes).map_err(|e| tok_err(&path, e))?
+            }
         };
         Ok(Self {
             inner,

@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 use crate::error::{Result, TrainError};
 
 /// Largest `tokenizer.json` read (bytes). T5's is about 2.4 MB.
-pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+pub const MAX_TOKENIZER_BYTES: u64 = svgen_core::io::MAX_METADATA_BYTES;
 
 /// Largest `max_length` accepted.
 pub const MAX_T5_LENGTH: usize = 4096;
@@ -63,16 +63,7 @@ impl T5Tokenizer {
                 path: dir.to_path_buf(),
             });
         }
-        let len = std::fs::metadata(&path)
-            .map_err(|e| TrainError::io(&path, e))?
-            .len();
-        if len > MAX_TOKENIZER_BYTES {
-            return Err(tok_err(
-                &path,
-                format!("{len} bytes, more than {MAX_TOKENIZER_BYTES}"),
-            ));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        let bytes = TrainError::read_capped(&path, MAX_TOKENIZER_BYTES)?;
         let (mut pad, mut eos) = ("<pad>".to_string(), "</s>".to_string());
         let cfg_path = dir.join("tokenizer_config.json");
         if cfg_path.is_file() {
@@ -101,8 +92,7 @@ impl T5Tokenizer {
     /// # Errors
     /// [`TrainError::Tokenizer`] when it does not parse or lacks one of the tokens.
     pub fn from_bytes(json: &[u8], pad_token: &str, eos_token: &str) -> Result<Self> {
-        let mut inner =
-            Tokenizer::from_bytes(json).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+        let mut inner = svgen_core::parse_tokenizer_json(json).map_err(TrainError::Tokenizer)?;
         // Our own truncation and padding below.
         inner
             .with_truncation(None)

@@ -133,7 +133,7 @@ pub(crate) fn read_run_state<S: DeserializeOwned>(
     dir: &Path,
 ) -> Result<(S, BTreeMap<String, HostTensor>, PathBuf)> {
     let state_path = dir.join("trainer_state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let text = TrainError::read_text_capped(&state_path, svgen_core::io::MAX_METADATA_BYTES)?;
     let state = serde_json::from_str(&text).map_err(|e| TrainError::json(&state_path, e))?;
     let opt_path = dir.join("optimizer.safetensors");
     let opt = read_safetensors(&opt_path)?;

@@ -227,7 +227,7 @@ impl ChatTemplate {
         };
         let special_tokens = special_tokens_of(&config);
         let mut sources = BTreeMap::new();
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| TrainError::io(p, e));
+        let read = |p: &Path| TrainError::read_text_capped(p, svgen_core::io::MAX_METADATA_BYTES);
         let file = dir.join("chat_template.jinja");
         if file.is_file() {
             sources.insert("default".to_string(), read(&file)?);

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use svgen_data::generate::MAX_IMAGE_FILE_BYTES;
 use svgen_data::stages::{decode_image, DecodeLimits};
 
 use crate::error::{Result, TrainError};
@@ -54,7 +55,9 @@ impl ImageCaption {
 impl ImageCaption {
     /// Every image in `dir` (png, jpg, bmp, pnm; sorted by name) with the caption in the
     /// same-named `.txt` file. An image without caption file, or one that cannot be decoded
-    /// (WebP and GIF are not built in), is a typed error naming it.
+    /// (WebP and GIF are not built in), is a typed error naming it. Files are read bounded:
+    /// images up to svgen-data's `MAX_IMAGE_FILE_BYTES` (64 MiB), captions up to
+    /// [`svgen_core::io::MAX_CAPTION_BYTES`]; a larger one is [`TrainError::FileTooLarge`].
     pub fn from_folder(dir: impl AsRef<Path>) -> Result<Vec<Self>> {
         let dir = dir.as_ref();
         let rd = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
@@ -73,8 +76,8 @@ impl ImageCaption {
         let mut out = Vec::with_capacity(files.len());
         for p in files {
             let txt = p.with_extension("txt");
-            let caption = std::fs::read_to_string(&txt).map_err(|e| TrainError::io(&txt, e))?;
-            let bytes = std::fs::read(&p).map_err(|e| TrainError::io(&p, e))?;
+            let caption = TrainError::read_text_capped(&txt, svgen_core::io::MAX_CAPTION_BYTES)?;
+            let bytes = TrainError::read_capped(&p, MAX_IMAGE_FILE_BYTES)?;
             check_image(&bytes, &p.display().to_string())?;
             out.push(Self {
                 id: p
