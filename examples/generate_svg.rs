@@ -75,6 +75,14 @@ struct Args {
     /// Write the valid SVGs as out-N.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Dtype of the weights on the device: f32, bf16 or f16 (refused before loading when the
+    /// backend cannot compute in it).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Keep the adapter as a separate branch instead of folding it into the base weights
+    /// (`W + s·A·B`, the default: no extra kernels per linear and token).
+    #[arg(long)]
+    no_merge: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -95,14 +103,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(message) = tok.ensure_thesis_tokens()?.message() {
         println!("{message}");
     }
-    let mut model =
-        Llama::<DefaultBackend>::from_pretrained(&a.model, LoadOptions::default(), &device)?;
+    let options = LoadOptions::from_flag(&a.dtype)?;
+    options.check_backend::<DefaultBackend>(&device)?;
+    let mut model = Llama::<DefaultBackend>::from_pretrained(&a.model, options, &device)?;
     if tok.len() > model.config().vocab_size {
         model = model.resize_token_embeddings(tok.len())?;
     }
     if let Some(dir) = &a.adapter {
         check_adapter_tokens(dir, &tok)?;
         model = model.with_peft_adapter(dir)?.0;
+        if !a.no_merge {
+            model = model.merge_lora();
+        }
     }
     let format = match a.format {
         Format::Thesis => PromptFormat::Thesis(ThesisPrompt::new(&a.prompt_template)?),

@@ -193,6 +193,15 @@ pub enum TrainError {
         /// Its dtype.
         right_dtype: String,
     },
+    /// The backend cannot compute in the requested weight dtype (e.g. `bf16` on a backend
+    /// without it); raised before any weight is read.
+    #[error("backend `{backend}` cannot compute in {dtype}")]
+    DtypeNotSupported {
+        /// The requested dtype.
+        dtype: String,
+        /// The backend's name.
+        backend: String,
+    },
 }
 
 impl TrainError {

@@ -83,8 +83,9 @@ fn grads_seeded(
 ) -> (f64, Grads) {
     svgen_train::nn::seed_lora_dropout(seed);
     let out = loss_and_grads(model, batch, 1.0, checkpointing).unwrap();
+    let loss = out.loss_value();
     let grads = out.grads.into_iter().map(|(k, g)| (k, host(g))).collect();
-    (out.loss, grads)
+    (loss, grads)
 }
 
 /// Every gradient of `got` against `want` (same keys), relative to each reference's RMS.

@@ -155,14 +155,9 @@ fn pick(
     for l in logits.iter_mut() {
         *l /= cfg.temperature;
     }
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    let mut keep = order.len();
-    if cfg.top_k > 0 {
-        keep = keep.min(cfg.top_k);
-    }
+    let order = candidates(logits, cfg);
     let max = logits[order[0]];
-    let mut probs: Vec<f64> = order[..keep]
+    let mut probs: Vec<f64> = order
         .iter()
         .map(|&i| ((logits[i] - max) as f64).exp())
         .collect();
@@ -192,6 +187,28 @@ fn pick(
         }
     }
     order[probs.len() - 1] as u32
+}
+
+/// The tokens sampling draws from, the most likely first (`order[0]` is the largest logit by
+/// `total_cmp`, ties broken by the lower id). No sort of the whole vocabulary unless top-p
+/// needs it: top-k selects its `k` tokens in linear time (`select_nth_unstable_by`) and sorts
+/// only those (top-p then walks them); with neither, the vocabulary stays in id order behind
+/// its largest logit. The kept set and its order are those of a full descending sort.
+fn candidates(logits: &[f32], cfg: &GenerationConfig) -> Vec<usize> {
+    let desc = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    if cfg.top_k > 0 {
+        if cfg.top_k < order.len() {
+            order.select_nth_unstable_by(cfg.top_k - 1, desc);
+            order.truncate(cfg.top_k);
+        }
+        order.sort_unstable_by(desc);
+    } else if cfg.top_p < 1.0 {
+        order.sort_unstable_by(desc);
+    } else if let Some(first) = order.iter().copied().min_by(desc) {
+        order.swap(0, first);
+    }
+    order
 }
 
 /// Generates continuations for a batch of prompts with a KV cache.
@@ -480,5 +497,73 @@ mod tests {
             hit[pick(&mut [0.0, 0.0, 0.0], &[], &flat, &mut rng) as usize] = true;
         }
         assert_eq!(hit, [true; 3]);
+    }
+
+    /// The sampler before top-k selection: a full descending sort of the vocabulary.
+    fn full_sort_candidates(logits: &[f32], cfg: &GenerationConfig) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if cfg.top_k > 0 {
+            order.truncate(cfg.top_k);
+        }
+        order
+    }
+
+    #[test]
+    fn top_k_selection_keeps_the_full_sort_order() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for trial in 0..50 {
+            // Coarse values give many ties.
+            let logits: Vec<f32> = (0..257)
+                .map(|_| (rng.random::<f32>() * 20.0).round() - 10.0)
+                .collect();
+            for (top_k, top_p) in [(1, 1.0), (5, 1.0), (40, 0.9), (300, 0.5), (0, 0.8)] {
+                let cfg = GenerationConfig {
+                    temperature: 1.0,
+                    top_k,
+                    top_p,
+                    ..Default::default()
+                };
+                assert_eq!(
+                    candidates(&logits, &cfg),
+                    full_sort_candidates(&logits, &cfg),
+                    "trial {trial}, top_k {top_k}, top_p {top_p}"
+                );
+            }
+            // Neither: the same set, the largest logit first.
+            let plain = GenerationConfig {
+                temperature: 1.0,
+                ..Default::default()
+            };
+            let got = candidates(&logits, &plain);
+            let want = full_sort_candidates(&logits, &plain);
+            assert_eq!(got[0], want[0]);
+            let mut sorted = got.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..logits.len()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn plain_sampling_follows_the_softmax() {
+        let cfg = GenerationConfig {
+            temperature: 1.0,
+            ..Default::default()
+        };
+        let logits = [0.0f32, 1.0, -1.0, 2.0];
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let n = 20_000;
+        let mut hits = [0usize; 4];
+        for _ in 0..n {
+            hits[pick(&mut logits.clone(), &[], &cfg, &mut rng) as usize] += 1;
+        }
+        for (i, &h) in hits.iter().enumerate() {
+            let p = (logits[i] as f64).exp() / z;
+            // Five standard deviations of a binomial frequency.
+            let sd = (p * (1.0 - p) / n as f64).sqrt();
+            let f = h as f64 / n as f64;
+            assert!((f - p).abs() < 5.0 * sd, "token {i}: {f} vs {p}");
+        }
     }
 }

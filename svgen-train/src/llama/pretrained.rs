@@ -28,6 +28,35 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// Options for a `--dtype` flag value: `f32`, `bf16` or `f16`.
+    pub fn from_flag(dtype: &str) -> Result<Self> {
+        let dtype = match dtype {
+            "f32" => DType::F32,
+            "bf16" => DType::BF16,
+            "f16" => DType::F16,
+            other => {
+                return Err(TrainError::InvalidArgument(format!(
+                    "--dtype {other}: expected f32, bf16 or f16"
+                )))
+            }
+        };
+        Ok(Self { dtype })
+    }
+
+    /// [`TrainError::DtypeNotSupported`] unless backend `B` computes in this dtype on `device`
+    /// (`Backend::supports_dtype`: storage and arithmetic).
+    pub fn check_backend<B: Backend>(&self, device: &B::Device) -> Result<()> {
+        if !self.dtype.is_float() || !B::supports_dtype(device, self.dtype) {
+            return Err(TrainError::DtypeNotSupported {
+                dtype: format!("{:?}", self.dtype),
+                backend: B::name(device),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The HF `[out, in]` shape of every linear of one layer, by module path suffix.
 pub(crate) fn linear_shapes(cfg: &LlamaConfig) -> [(&'static str, [usize; 2]); 7] {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
@@ -54,6 +83,7 @@ impl<B: Backend> Llama<B> {
         options: LoadOptions,
         device: &B::Device,
     ) -> Result<Self> {
+        options.check_backend::<B>(device)?;
         let dir = dir.as_ref();
         let config = LlamaConfig::from_file(dir)?;
         let weights = Weights::open(dir, TRANSFORMERS_STEM)?;
@@ -202,5 +232,40 @@ impl<B: Backend> Llama<B> {
             Some(&meta),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn dtype_flags_are_checked_against_the_backend_before_loading() {
+        let dev = Default::default();
+        for (flag, dtype) in [
+            ("f32", DType::F32),
+            ("bf16", DType::BF16),
+            ("f16", DType::F16),
+        ] {
+            let o = LoadOptions::from_flag(flag).expect("known flag");
+            assert_eq!(o.dtype, dtype);
+            o.check_backend::<Flex>(&dev)
+                .expect("Flex computes in every float dtype");
+        }
+        assert!(matches!(
+            LoadOptions::from_flag("f8"),
+            Err(TrainError::InvalidArgument(_))
+        ));
+        // A dtype no backend computes weights in is refused before any file is opened.
+        let int = LoadOptions { dtype: DType::I32 };
+        assert!(matches!(
+            int.check_backend::<Flex>(&dev),
+            Err(TrainError::DtypeNotSupported { .. })
+        ));
+        assert!(matches!(
+            Llama::<Flex>::from_pretrained("/nonexistent/model", int, &dev),
+            Err(TrainError::DtypeNotSupported { .. })
+        ));
     }
 }

@@ -15,8 +15,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
-use rand::{Rng, SeedableRng};
+#[cfg(test)]
+use burn::tensor::TensorData;
+use burn::tensor::{Distribution, Tensor};
 
 use crate::error::{Result, TrainError};
 use crate::nn::tensor::check_dtypes;
@@ -157,16 +158,26 @@ impl<B: Backend> LoraLinear<B> {
     }
 }
 
+/// The LoRA dropout stream of this thread: the micro-batch seed and how many masks have been
+/// drawn since it was set. Each mask gets its own seed, `mix(seed, index)`, so a mask depends
+/// only on the micro-batch seed and its place in the forward pass, never on what else used the
+/// backend's random generator before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DropoutStream {
+    seed: u64,
+    drawn: u64,
+}
+
 thread_local! {
-    static DROPOUT_RNG: std::cell::RefCell<rand::rngs::StdRng> =
-        std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(0));
+    static DROPOUT_STREAM: std::cell::Cell<DropoutStream> =
+        const { std::cell::Cell::new(DropoutStream { seed: 0, drawn: 0 }) };
 }
 
 /// Seeds this thread's LoRA dropout masks. The trainer calls it before every micro-batch
 /// with a value derived from the data position, so an interrupted and resumed run draws the
-/// same masks (the backend's global RNG is shared between threads and not resumable).
+/// same masks (see [`lora_dropout`] for how each mask is drawn on the device).
 pub fn seed_lora_dropout(seed: u64) {
-    DROPOUT_RNG.with(|r| *r.borrow_mut() = rand::rngs::StdRng::seed_from_u64(seed));
+    DROPOUT_STREAM.with(|c| c.set(DropoutStream { seed, drawn: 0 }));
 }
 
 thread_local! {
@@ -175,18 +186,18 @@ thread_local! {
 
 /// The position of this thread's LoRA dropout stream, to draw the same masks again when a
 /// checkpointed layer is recomputed.
-#[derive(Debug, Clone)]
-pub(crate) struct DropoutState(rand::rngs::StdRng);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DropoutState(DropoutStream);
 
 impl DropoutState {
     /// The current position.
     pub(crate) fn save() -> Self {
-        Self(DROPOUT_RNG.with(|r| r.borrow().clone()))
+        Self(DROPOUT_STREAM.with(|c| c.get()))
     }
 
     /// Rewinds (or forwards) the stream to this position.
     pub(crate) fn restore(&self) {
-        DROPOUT_RNG.with(|r| *r.borrow_mut() = self.0.clone());
+        DROPOUT_STREAM.with(|c| c.set(self.0));
     }
 }
 
@@ -199,26 +210,147 @@ pub(crate) fn with_dropout_forced<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// Inverted dropout with a host-drawn mask; identity when `p == 0`, and outside autodiff
-/// unless forced ([`with_dropout_forced`]).
+/// The seed of the next mask of this thread's stream (SplitMix64 of the micro-batch seed and
+/// the mask's index), advancing the stream by one.
+fn next_mask_seed() -> u64 {
+    DROPOUT_STREAM.with(|c| {
+        let s = c.get();
+        c.set(DropoutStream {
+            drawn: s.drawn.wrapping_add(1),
+            ..s
+        });
+        splitmix64(s.seed ^ splitmix64(s.drawn))
+    })
+}
+
+/// SplitMix64's output function.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Inverted dropout (`x·m/(1-p)`, `m ~ Bernoulli(1-p)`) with the mask drawn **on the device**
+/// by the backend's own generator; identity when `p == 0`, and outside autodiff unless forced
+/// ([`with_dropout_forced`]).
+///
+/// PEFT semantics: one `lora_dropout` module per adapted linear, applied once to that linear's
+/// input before `lora_A`, so one mask of the input's shape per linear per forward pass (the
+/// `q`, `k` and `v` projections of one layer each draw their own mask for the same input).
+///
+/// Determinism: Burn's generator is seeded per backend and process (`B::seed`), not per
+/// tensor. Every mask therefore reseeds it with [`next_mask_seed`] and draws at once, both
+/// under [`crate::nn::tensor::seeded_random`]'s lock, so a mask is a function of the
+/// micro-batch seed and the mask's index only; a checkpointed layer replays its masks by
+/// restoring the [`DropoutState`], and a resumed run replays a micro-batch by reseeding with
+/// the same data position. Code outside this crate that draws from the same backend on another
+/// thread without the lock could still interleave; the trainers draw from one thread.
 fn lora_dropout<B: Backend>(x: Tensor<B, 2>, p: f64) -> Tensor<B, 2> {
     if p <= 0.0 || !(B::ad_enabled(&x.device()) || DROPOUT_FORCED.with(|c| c.get())) {
         return x;
     }
-    let [n, d] = x.dims();
     let keep = 1.0 - p;
-    let mask: Vec<f32> = DROPOUT_RNG.with(|r| {
-        let mut r = r.borrow_mut();
-        (0..n * d)
-            .map(|_| {
-                if r.random::<f64>() < keep {
-                    (1.0 / keep) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    });
-    let m = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, d]), (&x.device(), x.dtype()));
-    x * m
+    let device = x.device();
+    let mask = crate::nn::tensor::seeded_random::<B, 2>(
+        next_mask_seed(),
+        x.shape(),
+        Distribution::Bernoulli(keep),
+        &device,
+        x.dtype(),
+    );
+    x * mask.mul_scalar(1.0 / keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use svgen_core::compare::{assert_close, Tolerance};
+
+    fn input(n: usize, d: usize) -> Tensor<Flex, 2> {
+        let v: Vec<f32> = (0..n * d).map(|i| 0.5 + (i % 7) as f32).collect();
+        Tensor::from_data(TensorData::new(v, [n, d]), &Default::default())
+    }
+
+    fn forced(x: Tensor<Flex, 2>, p: f64) -> Vec<f32> {
+        with_dropout_forced(|| lora_dropout(x, p))
+            .into_data()
+            .to_vec()
+            .expect("f32 data")
+    }
+
+    #[test]
+    fn masks_are_inverted_bernoulli_with_rate_p() {
+        let (n, d, p) = (64, 128, 0.25);
+        let x = input(n, d);
+        let xs: Vec<f32> = x.clone().into_data().to_vec().expect("f32 data");
+        seed_lora_dropout(11);
+        let y = forced(x, p);
+        let dropped = y.iter().filter(|v| **v == 0.0).count() as f64 / (n * d) as f64;
+        // 8192 draws: the standard deviation of the rate is sqrt(p(1-p)/8192) ≈ 0.0048.
+        assert!((dropped - p).abs() < 0.03, "dropped fraction {dropped}");
+        let (kept_y, kept_x): (Vec<f32>, Vec<f32>) = y
+            .iter()
+            .zip(&xs)
+            .filter(|(y, _)| **y != 0.0)
+            .map(|(y, x)| (*y, *x / (1.0 - p) as f32))
+            .unzip();
+        assert_close("kept", &kept_y, &kept_x, Tolerance::relative(1e-6));
+    }
+
+    #[test]
+    fn masks_depend_only_on_the_micro_batch_seed_and_index() {
+        let x = input(16, 32);
+        seed_lora_dropout(5);
+        let first = forced(x.clone(), 0.5);
+        let at_second = DropoutState::save();
+        let second = forced(x.clone(), 0.5);
+        assert_ne!(first, second, "two linears of one forward share no mask");
+        // Unrelated seeded draws in between do not move the stream.
+        let _ = seeded_random_noise();
+        at_second.restore();
+        assert_eq!(forced(x.clone(), 0.5), second, "a restored stream replays");
+        seed_lora_dropout(5);
+        assert_eq!(
+            forced(x.clone(), 0.5),
+            first,
+            "a reseeded micro-batch replays"
+        );
+        seed_lora_dropout(6);
+        assert_ne!(
+            forced(x, 0.5),
+            first,
+            "another micro-batch draws other masks"
+        );
+    }
+
+    fn seeded_random_noise() -> Tensor<Flex, 1> {
+        crate::nn::tensor::seeded_random(
+            99,
+            [10].into(),
+            Distribution::Default,
+            &Default::default(),
+            burn::tensor::DType::F32,
+        )
+    }
+
+    #[test]
+    fn dropout_is_identity_without_autodiff_or_at_zero_rate() {
+        let x = input(4, 8);
+        let xs: Vec<f32> = x.clone().into_data().to_vec().expect("f32 data");
+        let plain: Vec<f32> = lora_dropout(x.clone(), 0.5)
+            .into_data()
+            .to_vec()
+            .expect("f32");
+        assert_eq!(plain, xs);
+        assert_eq!(forced(x, 0.0), xs);
+        let xa = Tensor::<Autodiff<Flex>, 2>::from_data(
+            TensorData::new(xs.clone(), [4, 8]),
+            &Default::default(),
+        );
+        seed_lora_dropout(1);
+        let ya: Vec<f32> = lora_dropout(xa, 0.5).into_data().to_vec().expect("f32");
+        assert!(ya.contains(&0.0), "autodiff forward drops");
+    }
 }

@@ -4,7 +4,7 @@
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Distribution, Shape, Tensor, TensorData};
 
 use crate::error::{Result, TrainError};
 
@@ -73,4 +73,25 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> 
     };
     // Conversion to f32 above makes this infallible for float tensors.
     data.into_vec::<f32>().unwrap_or_default()
+}
+
+/// Serialises [`seeded_random`]: Burn's generator is one per backend and process.
+static SEEDED_DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `Tensor::random` drawn on the device right after `B::seed(device, seed)`, the two under one
+/// process-wide lock so that no other seeded draw of this crate runs between them: the result
+/// depends only on `seed` (and the backend), whatever other threads of this crate draw.
+pub(crate) fn seeded_random<B: Backend, const D: usize>(
+    seed: u64,
+    shape: Shape,
+    dist: Distribution,
+    device: &B::Device,
+    dtype: DType,
+) -> Tensor<B, D> {
+    // A poisoned lock only means another draw panicked; the guard protects no data.
+    let _guard = SEEDED_DRAW
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    B::seed(device, seed);
+    Tensor::random(shape, dist, (device, dtype))
 }

@@ -15,7 +15,7 @@ pub(crate) use checkpoint::{
 };
 pub(crate) use log::{write_loss_logs, LoggedStep};
 pub(crate) use optim::{
-    accumulate_grads, adapter_grads, adapter_params, clip_grad_norm, LoraOptimizer,
+    accumulate_grads, adapter_grads, adapter_params, clip_grad_norm, read_step, LoraOptimizer,
 };
 pub(crate) use run::{check_finite_loss, progress_bar, ToF64};
 pub(crate) use schedule::warmup_cosine_lr;

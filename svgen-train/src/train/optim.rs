@@ -12,7 +12,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use crate::error::{Result, TrainError};
 use crate::nn::lora::LoraLinear;
 use crate::nn::tensor::{check_dtypes, host_f32};
-use crate::train::run::{non_finite_loss, ToF64};
+use crate::train::run::non_finite_loss;
 use crate::weights::HostTensor;
 
 /// AdamW hyper-parameters (PyTorch `torch.optim.AdamW` semantics).
@@ -216,21 +216,63 @@ pub(crate) fn accumulate_grads<B: Backend>(
     }
 }
 
-/// The global L2 norm of `grads` and the factor `torch.nn.utils.clip_grad_norm_` scales them by
+/// What an optimiser step reads back from the device, in **one** transfer: the weighted loss
+/// of every micro-batch, and the sum of squares of every gradient (one device reduction per
+/// gradient, stacked on the device). The host then adds them in `f64` in a fixed order, so the
+/// logged loss and gradient norm are the values the per-tensor reads gave.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StepReadout {
+    /// The micro-batch losses, in order.
+    pub losses: Vec<f64>,
+    /// `Σ g²` of each gradient, in the map's (sorted) order.
+    pub grad_squares: Vec<f64>,
+}
+
+/// Reads `losses` (each `[1]`) and the sums of squares of `grads` with one device sync.
+pub(crate) fn read_step<B: Backend>(
+    losses: Vec<Tensor<B, 1>>,
+    grads: &BTreeMap<String, Tensor<B, 2>>,
+) -> StepReadout {
+    let n = losses.len();
+    let mut parts: Vec<Tensor<B, 1>> = losses;
+    parts.extend(grads.values().map(|g| g.clone().powi_scalar(2).sum()));
+    if parts.is_empty() {
+        return StepReadout {
+            losses: Vec::new(),
+            grad_squares: Vec::new(),
+        };
+    }
+    // One dtype to stack in: f64 if any part is f64, else f32 (exact for bf16/f16 values).
+    let dtype = if parts.iter().any(|p| p.dtype() == DType::F64) {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let parts: Vec<Tensor<B, 1>> = parts
+        .into_iter()
+        .map(|p| if p.dtype() != dtype { p.cast(dtype) } else { p })
+        .collect();
+    let values: Vec<f64> = Tensor::cat(parts, 0).into_data().iter::<f64>().collect();
+    let (losses, grad_squares) = values.split_at(n);
+    StepReadout {
+        losses: losses.to_vec(),
+        grad_squares: grad_squares.to_vec(),
+    }
+}
+
+/// The global L2 norm of the gradients whose sums of squares are `grad_squares`
+/// ([`read_step`]) and the factor `torch.nn.utils.clip_grad_norm_` scales them by
 /// (`max_norm / (norm + 1e-6)` above `max_norm`, else `1`; `max_norm = 0`: no clipping). A
 /// non-finite norm is [`TrainError::NonFiniteLoss`] for (1-based) `step`, reporting the step's
 /// `loss` and the last good checkpoint.
-pub(crate) fn clip_grad_norm<B: Backend>(
-    grads: &BTreeMap<String, Tensor<B, 2>>,
+pub(crate) fn clip_grad_norm(
+    grad_squares: &[f64],
     max_norm: f64,
     step: usize,
     loss: f64,
     last_checkpoint: &Option<PathBuf>,
 ) -> Result<(f64, f64)> {
-    let sq: f64 = grads
-        .values()
-        .map(|g| g.clone().powi_scalar(2).sum().into_scalar().to_f64_lossy())
-        .sum();
+    let sq: f64 = grad_squares.iter().sum();
     let norm = sq.sqrt();
     if !norm.is_finite() {
         return Err(non_finite_loss(step, loss, last_checkpoint));

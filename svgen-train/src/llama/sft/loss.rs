@@ -219,15 +219,24 @@ pub fn batch_loss<B: Backend>(
 /// One micro-batch's loss and the gradients of its adapter matrices ([`loss_and_grads`]).
 #[derive(Debug)]
 pub struct MicroBatchGrads<B: Backend> {
-    /// The loss times the weight it was given.
-    pub loss: f64,
+    /// The loss times the weight it was given, `[1]`, still on the device: the trainer reads
+    /// all of a step's micro-batch losses in one transfer after the backward passes.
+    pub loss: Tensor<B, 1>,
     /// Counted tokens.
     pub count: usize,
     /// Gradient of the weighted loss for every adapter matrix that has one, keyed
     /// `<module path>.lora_A` / `.lora_B`, in our layout (`[in, r]`, `[r, out]`), and for the
     /// trainable token rows, keyed `trainable_tokens.embed_tokens` / `trainable_tokens.lm_head`
-    /// (`[k, hidden]`). Empty when the loss is not finite (the backward pass is skipped).
+    /// (`[k, hidden]`). When the loss is not finite these are too (the backward pass runs
+    /// without reading the loss first; the trainer refuses the step after reading it).
     pub grads: BTreeMap<String, Tensor<B, 2>>,
+}
+
+impl<B: Backend> MicroBatchGrads<B> {
+    /// The weighted loss as a host value (one device sync).
+    pub fn loss_value(&self) -> f64 {
+        self.loss.clone().into_scalar().to_f64_lossy()
+    }
 }
 
 /// The loss of `batch` times `weight` (the share of the optimiser step's tokens it holds) and
@@ -254,14 +263,7 @@ pub fn loss_and_grads<B: AutodiffBackend>(
     if !checkpointing {
         let (loss, count) = sft_loss(model, batch)?;
         let scaled = loss.mul_scalar(weight);
-        let value = scaled.clone().into_scalar().to_f64_lossy();
-        if !value.is_finite() {
-            return Ok(MicroBatchGrads {
-                loss: value,
-                count,
-                grads: BTreeMap::new(),
-            });
-        }
+        let value = scaled.clone().detach().inner();
         let grads = scaled.backward();
         let mut out = adapter_grads(model.linears(), &grads);
         out.extend(model.token_grads(&grads));
@@ -310,15 +312,7 @@ fn checkpointed<B: AutodiffBackend>(
         &ChunkedLossOptions::default(),
     )?;
     let scaled = loss.mul_scalar(weight);
-    let value = scaled.clone().into_scalar().to_f64_lossy();
-    if !value.is_finite() {
-        after_forward.restore();
-        return Ok(MicroBatchGrads {
-            loss: value,
-            count,
-            grads: BTreeMap::new(),
-        });
-    }
+    let value = scaled.clone().detach().inner();
     let grads = scaled.backward();
     let mut g = top.grad(&grads).ok_or_else(|| {
         TrainError::InvalidArgument("the loss does not depend on the model".into())

@@ -33,7 +33,7 @@ use crate::llama::Llama;
 use crate::nn::lora::{seed_lora_dropout, LoraLinear};
 use crate::train::{
     accumulate_grads, adapter_params, check_finite_loss, clip_grad_norm, impl_checkpointed_run,
-    progress_bar, read_run_state, warmup_cosine_lr, write_loss_logs, write_run_state,
+    progress_bar, read_run_state, read_step, warmup_cosine_lr, write_loss_logs, write_run_state,
     CheckpointedRun, LoggedStep, LoraOptimizer, ToF64, TrainSummary,
 };
 
@@ -430,7 +430,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 ));
             }
             let mut grads_acc: BTreeMap<String, Tensor<B::InnerBackend, 2>> = BTreeMap::new();
-            let mut loss_sum = 0.0f64;
+            let mut losses = Vec::with_capacity(micro.len());
             let mut tokens = 0usize;
             for (k, (batch, &n)) in micro.iter().zip(&counted).enumerate() {
                 // Dropout masks depend only on the data position: resume is exact.
@@ -444,17 +444,23 @@ impl<B: AutodiffBackend> SftTrainer<B> {
                 let weight = n as f64 / total as f64;
                 let out =
                     loss_and_grads(&self.model, batch, weight, self.cfg.gradient_checkpointing)?;
+                losses.push(out.loss);
+                accumulate_grads(&mut grads_acc, out.grads);
+            }
+            // The step's one device sync: every micro-batch loss and the gradient norm.
+            let read = read_step(losses, &grads_acc);
+            let mut loss_sum = 0.0f64;
+            for &value in &read.losses {
                 check_finite_loss(
-                    out.loss,
+                    value,
                     self.state.step + 1,
                     &self.last_checkpoint,
                     bar.as_ref(),
                 )?;
-                loss_sum += out.loss;
-                accumulate_grads(&mut grads_acc, out.grads);
+                loss_sum += value;
             }
             let (grad_norm, clip) = clip_grad_norm(
-                &grads_acc,
+                &read.grad_squares,
                 self.cfg.max_grad_norm,
                 self.state.step + 1,
                 loss_sum,

@@ -25,8 +25,8 @@ use crate::sd::scheduler::PredictionType;
 use crate::sd::unet::UNet2DConditionModel;
 use crate::train::{
     accumulate_grads, check_finite_loss, clip_grad_norm, impl_checkpointed_run, progress_bar,
-    read_run_state, warmup_cosine_lr, write_loss_logs, write_run_state, CheckpointedRun,
-    LoggedStep, ToF64, TrainSummary,
+    read_run_state, read_step, warmup_cosine_lr, write_loss_logs, write_run_state, CheckpointedRun,
+    LoggedStep, TrainSummary,
 };
 
 /// Trainer settings (diffusers' `train_text_to_image_lora.py` names where they exist).
@@ -438,7 +438,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
         while self.state.step < end {
             let started = Instant::now();
             let mut acc: BTreeMap<String, Tensor<B::InnerBackend, 2>> = BTreeMap::new();
-            let mut loss_sum = 0.0;
+            let mut losses = Vec::with_capacity(self.cfg.grad_accum);
             let mut images = 0;
             for k in 0..self.cfg.grad_accum {
                 let pos = self.state.micro_batches + k;
@@ -456,7 +456,14 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
                     Tensor::from_inner(text),
                 )?
                 .div_scalar(self.cfg.grad_accum as f64);
-                let value: f64 = loss.clone().into_scalar().to_f64_lossy();
+                losses.push(loss.clone().detach().inner());
+                let grads = loss.backward();
+                accumulate_grads(&mut acc, lora_gradients(&self.models.unet, &grads));
+            }
+            // The step's one device sync: every micro-batch loss and the gradient norm.
+            let read = read_step(losses, &acc);
+            let mut loss_sum = 0.0f64;
+            for &value in &read.losses {
                 check_finite_loss(
                     value,
                     self.state.step + 1,
@@ -464,11 +471,9 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
                     bar.as_ref(),
                 )?;
                 loss_sum += value;
-                let grads = loss.backward();
-                accumulate_grads(&mut acc, lora_gradients(&self.models.unet, &grads));
             }
             let (grad_norm, clip) = clip_grad_norm(
-                &acc,
+                &read.grad_squares,
                 self.cfg.max_grad_norm,
                 self.state.step + 1,
                 loss_sum,
