@@ -95,8 +95,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(message) = tok.ensure_thesis_tokens()?.message() {
         println!("{message}");
     }
-    let mut model =
-        Llama::<DefaultBackend>::from_pretrained(&a.model, LoadOptions::default(), &device)?;
+    // f32 on the CPU, the checkpoint's `torch_dtype` (bf16 for Llama 3) on GPU backends.
+    let load = LoadOptions::for_checkpoint::<DefaultBackend>(&a.model)?;
+    let mut model = Llama::<DefaultBackend>::from_pretrained(&a.model, load, &device)?;
     if tok.len() > model.config().vocab_size {
         model = model.resize_token_embeddings(tok.len())?;
     }
