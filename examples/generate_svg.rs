@@ -76,9 +76,10 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Dtype of the weights on the device: f32, bf16 or f16 (refused before loading when the
-    /// backend cannot compute in it).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// backend cannot compute in it). Default: f32 on the CPU, the checkpoint's `torch_dtype`
+    /// on GPU backends.
+    #[arg(long)]
+    dtype: Option<String>,
     /// Keep the adapter as a separate branch instead of folding it into the base weights
     /// (`W + s·A·B`, the default: no extra kernels per linear and token).
     #[arg(long)]
@@ -103,7 +104,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(message) = tok.ensure_thesis_tokens()?.message() {
         println!("{message}");
     }
-    let options = LoadOptions::from_flag(&a.dtype)?;
+    // `--dtype` when given; else f32 on the CPU and the checkpoint's `torch_dtype` (bf16 for
+    // Llama 3) on GPU backends. Refused before loading when the backend cannot compute in it.
+    let options = match &a.dtype {
+        Some(flag) => LoadOptions::from_flag(flag)?,
+        None => LoadOptions::for_checkpoint::<DefaultBackend>(&a.model)?,
+    };
     options.check_backend::<DefaultBackend>(&device)?;
     let mut model = Llama::<DefaultBackend>::from_pretrained(&a.model, options, &device)?;
     if tok.len() > model.config().vocab_size {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 pub use svgen_eval::weights::{
     safetensors_bytes, transpose, write_safetensors, Dtype, HostData, HostTensor, StoreDtype,
-    WeightError, Weights, DIFFUSERS_STEM, PEFT_STEM, TRANSFORMERS_STEM,
+    TransposeOn, WeightError, Weights, DIFFUSERS_STEM, PEFT_STEM, TRANSFORMERS_STEM,
 };
 
 use crate::error::Result;

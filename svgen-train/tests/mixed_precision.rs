@@ -314,3 +314,35 @@ fn mixed_dtypes_are_typed_errors() {
         Err(TrainError::DtypeMismatch { op, .. }) if op == "RMSNorm"
     ));
 }
+
+#[test]
+fn a_kv_cache_filled_in_one_dtype_refuses_keys_in_another() {
+    let f32_model = load_as::<B>(DType::F32);
+    let bf16_model = load_as::<B>(DType::BF16);
+    let layers = f32_model.layers.len();
+    let prompt = vec![vec![1i64, 2, 3, 4]];
+    let next = vec![vec![5i64]];
+    // Filled in f32 (the host-memory cache of Flex), then handed to the bf16 model; and the
+    // other way round (a backend-tensor cache in bf16, then f32 keys).
+    for (first, second) in [(&f32_model, &bf16_model), (&bf16_model, &f32_model)] {
+        let mut cache = KvCache::<B>::new(layers, 1);
+        first
+            .forward_cached(ids(&prompt), &[vec![true; 4]], &mut cache)
+            .unwrap();
+        match second.forward_cached(ids(&next), &[vec![true]], &mut cache) {
+            Err(TrainError::DtypeMismatch {
+                op,
+                left,
+                left_dtype,
+                right,
+                right_dtype,
+            }) => {
+                assert_eq!(op, "KV cache append");
+                assert_eq!((left.as_str(), right.as_str()), ("cached keys", "new keys"));
+                assert_eq!(left_dtype, format!("{:?}", first.dtype()));
+                assert_eq!(right_dtype, format!("{:?}", second.dtype()));
+            }
+            other => panic!("{:?}", other.map(|t| t.dims())),
+        }
+    }
+}

@@ -101,6 +101,36 @@ pub struct Weights {
     metadata: BTreeMap<String, String>,
     float_dtype: Option<DType>,
     require_grad: bool,
+    transpose_on: Option<TransposeOn>,
+}
+
+/// Where [`Weights::linear_weight`] turns a checkpoint's `[out, in]` linear into Burn's
+/// `[in, out]` layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransposeOn {
+    /// On the host, tiled and multi-threaded, before the upload: the device tensor is
+    /// contiguous `[in, out]`.
+    Host,
+    /// On the device: the `[out, in]` bytes are uploaded as stored and `transpose()` swaps the
+    /// strides (a view, no copy, no kernel). Every backend op reads strided layouts, and the
+    /// cubecl matmul takes a transposed right-hand side natively.
+    Device,
+}
+
+impl TransposeOn {
+    /// [`TransposeOn::Host`] on the CPU backend `Flex` and `Autodiff<Flex>` (its host matmul is tuned for contiguous
+    /// weights and the host transpose is then the only copy), [`TransposeOn::Device`] elsewhere
+    /// (the upload is the only copy; no host pass over the weights).
+    pub fn for_backend<B: Backend>() -> Self {
+        use burn::backend::{Autodiff, Flex};
+        use core::any::TypeId;
+        let b = TypeId::of::<B>();
+        if b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>() {
+            Self::Host
+        } else {
+            Self::Device
+        }
+    }
 }
 
 impl std::fmt::Debug for Weights {
@@ -111,6 +141,7 @@ impl std::fmt::Debug for Weights {
             .field("tensors", &self.keys.len())
             .field("float_dtype", &self.float_dtype)
             .field("require_grad", &self.require_grad)
+            .field("transpose_on", &self.transpose_on)
             .finish()
     }
 }
@@ -300,6 +331,7 @@ impl Weights {
             metadata: BTreeMap::new(),
             float_dtype: None,
             require_grad: true,
+            transpose_on: None,
         };
         for (i, (path, source)) in sources.into_iter().enumerate() {
             let (h, data_start) = read_header(&path, &source)?;
@@ -351,6 +383,12 @@ impl Weights {
     /// created in `dtype` (default: the device's default float dtype).
     pub fn with_dtype(mut self, dtype: DType) -> Self {
         self.float_dtype = Some(dtype);
+        self
+    }
+
+    /// Where [`Weights::linear_weight`] transposes (default: [`TransposeOn::for_backend`]).
+    pub fn with_transpose_on(mut self, on: TransposeOn) -> Self {
+        self.transpose_on = Some(on);
         self
     }
 
@@ -689,8 +727,9 @@ impl Weights {
         Ok(self.make_param(self.tensor(key, expected, device)?))
     }
 
-    /// The weight of a linear layer: HF `[out, in]` at `key`, returned in Burn's `[in, out]` layout
-    /// (transposed on the host in the stored dtype, tiled and multi-threaded).
+    /// The weight of a linear layer: HF `[out, in]` at `key`, returned in Burn's `[in, out]` layout,
+    /// transposed where [`Weights::with_transpose_on`] says (by default on the host, tiled and
+    /// multi-threaded, for `Flex`, and on the device as a strided view for the other backends).
     ///
     /// # Errors
     /// As [`Weights::tensor`].
@@ -701,8 +740,14 @@ impl Weights {
         d_out: usize,
         device: &B::Device,
     ) -> Result<Tensor<B, 2>> {
-        let host = self.take(key, &[d_out, d_in])?.transposed(key)?;
-        self.make_tensor(key, host, device)
+        let host = self.take(key, &[d_out, d_in])?;
+        match self
+            .transpose_on
+            .unwrap_or_else(TransposeOn::for_backend::<B>)
+        {
+            TransposeOn::Host => self.make_tensor(key, host.transposed(key)?, device),
+            TransposeOn::Device => Ok(self.make_tensor::<B, 2>(key, host, device)?.transpose()),
+        }
     }
 
     /// A Burn [`Linear`] from `{prefix}.weight` `[out, in]` and, when `bias`, `{prefix}.bias`

@@ -109,6 +109,19 @@ impl<B: Backend> Attention<B> {
                         *layer = LayerKv::Host(host);
                     }
                 }
+                // The cache may have been filled by another model (one `KvCache` handed to
+                // two): appending keys of another dtype would concatenate mixed buffers.
+                let cached = match layer {
+                    LayerKv::Segments(s) => s.dtype(),
+                    LayerKv::Host(_) => Some(DType::F32),
+                };
+                if let Some(cached) = cached {
+                    check_dtypes(
+                        "KV cache append",
+                        ("cached keys", cached),
+                        ("new keys", k.dtype()),
+                    )?;
+                }
                 match layer {
                     LayerKv::Segments(layer) => {
                         let new = KvSegment {

@@ -62,6 +62,14 @@ impl<B: Backend> SegmentKv<B> {
         self.main.is_none() && self.tail.is_none()
     }
 
+    /// The dtype of the cached keys and values, `None` while empty.
+    pub(super) fn dtype(&self) -> Option<burn::tensor::DType> {
+        self.main
+            .as_ref()
+            .or(self.tail.as_ref())
+            .map(|s| s.k.dtype())
+    }
+
     fn main_len(&self) -> usize {
         self.main.as_ref().map_or(0, KvSegment::len)
     }

@@ -55,6 +55,57 @@ impl LoadOptions {
         }
         Ok(())
     }
+
+    /// The options a checkpoint folder should load with on backend `B`: `f32` on the CPU
+    /// backend `Flex` (and `Autodiff<Flex>`), whose host kernels compute in `f32`; on every
+    /// other backend the checkpoint's own dtype ([`Self::checkpoint_dtype`]). An 8B checkpoint
+    /// stored in bf16 thus takes 16 GB on a GPU instead of 32.
+    ///
+    /// # Errors
+    /// As [`Self::checkpoint_dtype`].
+    pub fn for_checkpoint<B: Backend>(dir: impl AsRef<Path>) -> Result<Self> {
+        let stored = Self::checkpoint_dtype(dir)?;
+        Ok(Self {
+            dtype: if is_host_f32::<B>() {
+                DType::F32
+            } else {
+                stored
+            },
+        })
+    }
+
+    /// The dtype `config.json` declares: `torch_dtype` (or `dtype`, as newer transformers
+    /// write it) — `bfloat16`, `float16` or `float32`; `f32` when neither key is there.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] / [`TrainError::Json`] for a missing or unreadable `config.json`;
+    /// [`TrainError::InvalidArgument`] for another dtype string.
+    pub fn checkpoint_dtype(dir: impl AsRef<Path>) -> Result<DType> {
+        let path = dir.as_ref().join("config.json");
+        let text = TrainError::read_text_capped(&path, svgen_core::io::MAX_METADATA_BYTES)?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| TrainError::json(&path, e))?;
+        let stored = ["torch_dtype", "dtype"]
+            .iter()
+            .find_map(|k| json.get(*k).and_then(|v| v.as_str()));
+        match stored {
+            None | Some("float32") => Ok(DType::F32),
+            Some("bfloat16") => Ok(DType::BF16),
+            Some("float16") => Ok(DType::F16),
+            Some(other) => Err(TrainError::InvalidArgument(format!(
+                "{}: `torch_dtype` {other:?} is not float32, bfloat16 or float16",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Whether `B` is the CPU backend `Flex`, plain or under autodiff (host kernels in `f32`).
+fn is_host_f32<B: Backend>() -> bool {
+    use burn::backend::{Autodiff, Flex};
+    use core::any::TypeId;
+    let b = TypeId::of::<B>();
+    b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>()
 }
 
 /// The HF `[out, in]` shape of every linear of one layer, by module path suffix.

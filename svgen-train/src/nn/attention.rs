@@ -46,6 +46,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 use crate::cpu::flash_attention::{self as kernel, FlashShape};
 use crate::error::{Result, TrainError};
+use crate::nn::tensor::check_dtypes;
 use crate::nn::{cast_float, same_backend};
 
 mod blockwise;
@@ -238,9 +239,11 @@ pub fn flash_attention<B: Backend>(
     options: &AttentionOptions,
 ) -> Result<Tensor<B, 4>> {
     let (dq, dk, dv) = (q.dtype(), k.dtype(), v.dtype());
-    if dq != dk || dq != dv || !dq.is_float() {
+    check_dtypes("attention", ("q", dq), ("k", dk))?;
+    check_dtypes("attention", ("q", dq), ("v", dv))?;
+    if !dq.is_float() {
         return Err(TrainError::InvalidArgument(format!(
-            "attention: q, k and v must share one float dtype, found {dq:?}, {dk:?}, {dv:?}"
+            "attention: q, k and v must be floating point, found {dq:?}"
         )));
     }
     if v.dims() != k.dims() {

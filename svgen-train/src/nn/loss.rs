@@ -138,11 +138,15 @@ pub fn linear_cross_entropy<B: Backend>(
     options: &ChunkedLossOptions,
 ) -> Result<Tensor<B, 1>> {
     let plan = LossPlan::new(hidden.dims(), weight.dims(), targets, options)?;
-    if hidden.dtype() != weight.dtype() || !hidden.dtype().is_float() {
+    crate::nn::tensor::check_dtypes(
+        "cross-entropy",
+        ("hidden states", hidden.dtype()),
+        ("LM head weight", weight.dtype()),
+    )?;
+    if !hidden.dtype().is_float() {
         return Err(TrainError::InvalidArgument(format!(
-            "cross-entropy: hidden states ({:?}) and weight ({:?}) must share one float dtype",
-            hidden.dtype(),
-            weight.dtype()
+            "cross-entropy: hidden states must be floating point, found {:?}",
+            hidden.dtype()
         )));
     }
     let (h, w) = (prim(hidden), prim(weight));

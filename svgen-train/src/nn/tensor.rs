@@ -27,15 +27,13 @@ pub(crate) fn check_dtypes(op: &str, (left, ld): Named, (right, rd): Named) -> R
     })
 }
 
-/// Transposes a row-major `[rows, cols]` matrix.
+/// Transposes a row-major `[rows, cols]` matrix (svgen-eval's tiled, multi-threaded
+/// [`svgen_eval::weights::transpose`]; the SD loaders and the HF/PEFT writers go through here).
+///
+/// # Panics
+/// When `data.len() != rows * cols` (callers pass checked shapes).
 pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
+    svgen_eval::weights::transpose(data, rows, cols)
 }
 
 /// A frozen (gradient-free) parameter from row-major host data, stored in `dtype` on `device`.
