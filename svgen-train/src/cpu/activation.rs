@@ -121,7 +121,9 @@ mod tests {
         let mut y = x.clone();
         gelu_tanh_in_place(&mut y);
         let c = (2.0 / core::f64::consts::PI).sqrt();
-        let r = reference(&x, |v| 0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh()));
+        let r = reference(&x, |v| {
+            0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
+        });
         assert_close("gelu_tanh", &y, &r, Tolerance::relative(1e-6));
     }
 
@@ -152,8 +154,18 @@ mod tests {
         let a = Tensor::<Autodiff<Flex>, 1>::from_data(TensorData::new(vec![0.5f32], [1]), &dev)
             .require_grad();
         let g = silu(a.clone()).sum().backward();
-        let grad = a.grad(&g).expect("grad").into_data().into_vec::<f32>().expect("f32");
+        let grad = a
+            .grad(&g)
+            .expect("grad")
+            .into_data()
+            .into_vec::<f32>()
+            .expect("f32");
         let s = 1.0 / (1.0 + (-0.5f64).exp());
-        assert_close("silu grad", &grad, &[(s * (1.0 + 0.5 * (1.0 - s))) as f32], tol);
+        assert_close(
+            "silu grad",
+            &grad,
+            &[(s * (1.0 + 0.5 * (1.0 - s))) as f32],
+            tol,
+        );
     }
 }

@@ -64,8 +64,7 @@ pub(crate) fn forward<B: Backend>(
     sin: &Tensor<B, 4>,
 ) -> Option<Tensor<B, 4>> {
     let [_, n, heads, d] = x.dims();
-    if cos.dims() != [1, n, 1, d] || sin.dims() != [1, n, 1, d] || !d.is_multiple_of(2) || n == 0
-    {
+    if cos.dims() != [1, n, 1, d] || sin.dims() != [1, n, 1, d] || !d.is_multiple_of(2) || n == 0 {
         return None;
     }
     on_host([x, cos, sin], x.dims(), &x.device(), |[mut x, c, s]| {
@@ -111,10 +110,19 @@ mod tests {
             .apply(Tensor::from_data(TensorData::new(x.clone(), shape), &dev));
         let fast = fast.into_data().into_vec::<f32>().expect("f32");
         let generic = generic.into_data().into_vec::<f32>().expect("f32");
-        assert_close("rope fast vs generic", &fast, &generic, Tolerance::absolute(1e-6));
+        assert_close(
+            "rope fast vs generic",
+            &fast,
+            &generic,
+            Tolerance::absolute(1e-6),
+        );
         // the definition: pair (x₀, x₁) as x₀ + i·x₁ times e^{i·pos·θ}, in f64
         let mut reference = vec![0.0f32; x.len()];
-        for (j, (row, out)) in x.chunks_exact(d).zip(reference.chunks_exact_mut(d)).enumerate() {
+        for (j, (row, out)) in x
+            .chunks_exact(d)
+            .zip(reference.chunks_exact_mut(d))
+            .enumerate()
+        {
             let t = j / heads % n;
             let mut c0 = 0;
             for (axis, &dim) in axes.iter().enumerate() {
@@ -128,6 +136,11 @@ mod tests {
                 c0 += dim;
             }
         }
-        assert_close("rope vs definition", &fast, &reference, Tolerance::absolute(1e-5));
+        assert_close(
+            "rope vs definition",
+            &fast,
+            &reference,
+            Tolerance::absolute(1e-5),
+        );
     }
 }

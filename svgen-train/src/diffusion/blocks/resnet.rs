@@ -104,7 +104,9 @@ impl<B: Backend> ResnetBlock2D<B> {
             }
             _ => h,
         };
-        let h = self.conv2.forward(cpu::activation::silu(self.norm2.forward(h)));
+        let h = self
+            .conv2
+            .forward(cpu::activation::silu(self.norm2.forward(h)));
         let x = match &self.conv_shortcut {
             Some(c) => c.forward(x),
             None => x,
