@@ -110,7 +110,10 @@ fn max_abs_diff<const D: usize>(
     Ok((d.value as f32, tol as f32))
 }
 
-fn run(args: &Args) -> Result<Vec<(&'static str, (f32, f32))>, Error> {
+/// Each output's name, max abs difference and tolerance.
+type Diffs = Vec<(&'static str, (f32, f32))>;
+
+fn run(args: &Args) -> Result<Diffs, Error> {
     args.tf32.check::<B>()?;
     let device = Default::default();
     let mut t = read_safetensors(&args.reference)?;
