@@ -669,6 +669,8 @@ fn merge(
 }
 
 fn main() {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let cli = Cli::parse();
     let result = match &cli.command {
         None => run(&cli.run),

@@ -63,6 +63,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let a = Args::parse();
     let index = a.model.join("model_index.json");
     let v: serde_json::Value = serde_json::from_slice(

@@ -147,6 +147,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let a = Args::parse();
     let device = Default::default();
     let mut tok = LlamaTokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;

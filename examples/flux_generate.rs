@@ -73,6 +73,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let args = Args::parse();
     let device = Default::default();
     let load = match args.dtype.as_str() {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example flux_parity -- --model DIR [--reference FILE] \
-//!     [--pipeline FILE ...] [--tol 1e-4] [--image-tol 1e-3]
+//!     [--pipeline FILE ...] [--tol 1e-4] [--image-tol 1e-3] [--tf32 on|off]
 //! ```
 //! `DIR` is a diffusers `FluxPipeline` folder. `--reference` is a safetensors file with the
 //! transformer case (`tr_hidden`, `tr_encoder`, `tr_pooled`, `tr_timestep`, `tr_txt_ids`,
@@ -14,19 +14,24 @@
 //! `pooled_prompt_embeds` and the NHWC `image`. `tools/fixtures/make_flux.py` writes such files for
 //! the tiny test pipeline (`svgen-train/tests/fixtures/flux/`). Prints each max abs difference;
 //! exits 1 when one exceeds its tolerance (`--tol` for components, `--image-tol` for images), 2 on
-//! bad input.
+//! bad input. Runs on `svgen::DefaultBackend` (Flex; CUDA with `--features cuda`).
+//!
+//! Tolerances (unless given): 1e-4 for components and 1e-3 for images on Flex (`--tf32` has no
+//! effect there). On CUDA, cubecl 0.10 runs f32 matmuls in TF32 (~1e-3 relative per matmul) with
+//! no switch, so `--tf32 off` is a typed error and `--tf32 on` (the default) adds
+//! `4e-3 · max|reference|` to each (`svgen::eval::gpu::Tf32::parity_tolerance`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use svgen::eval::gpu::Tf32;
 use svgen::eval::weights::Weights;
 use svgen::train::burn::tensor::{Int, Tensor, TensorData};
 use svgen::train::flux::scheduler::FlowMatchSchedulerConfig;
 use svgen::train::flux::{FluxLoadOptions, FluxParams, FluxPipeline};
-use svgen::train::CpuBackend;
+use svgen::DefaultBackend as B;
 
-type B = CpuBackend;
 type Error = Box<dyn std::error::Error>;
 
 #[derive(Parser)]
@@ -40,12 +45,35 @@ struct Args {
     /// Full-pipeline reference files.
     #[arg(long)]
     pipeline: Vec<PathBuf>,
-    /// Largest allowed absolute difference of a component output.
-    #[arg(long, default_value_t = 1e-4)]
-    tol: f32,
-    /// Largest allowed absolute difference of a pipeline image (in [0, 1]).
-    #[arg(long, default_value_t = 1e-3)]
-    image_tol: f32,
+    /// Largest allowed absolute difference of a component output (default: 1e-4 on Flex;
+    /// with TF32 on a GPU, 1e-4 + 4e-3 · max|reference|).
+    #[arg(long)]
+    tol: Option<f32>,
+    /// Largest allowed absolute difference of a pipeline image in [0, 1] (default: 1e-3 on Flex;
+    /// with TF32 on a GPU, 1e-3 + 4e-3 · max|reference|).
+    #[arg(long)]
+    image_tol: Option<f32>,
+    /// Matmul precision on GPU backends: `on` (TF32, the only mode cubecl 0.10 offers on CUDA
+    /// sm_80+) or `off` (f32; a typed error on CUDA). On Flex the flag is accepted and has no
+    /// effect (Flex multiplies in f32).
+    #[arg(long, default_value = "on")]
+    tf32: Tf32,
+}
+
+/// CPU (f32 against PyTorch f32) tolerances of components and images.
+const CPU_TOL: f32 = 1e-4;
+const CPU_IMAGE_TOL: f32 = 1e-3;
+
+/// The tolerance of one comparison against `want` (see the module docs).
+fn tolerance(args: &Args, image: bool, want: &[f32]) -> Result<f32, Error> {
+    let (cli, cpu) = if image {
+        (args.image_tol, CPU_IMAGE_TOL)
+    } else {
+        (args.tol, CPU_TOL)
+    };
+    Ok(args
+        .tf32
+        .parity_tolerance::<B>(cli.map(f64::from), f64::from(cpu), want)? as f32)
 }
 
 fn values(w: &Weights, key: &str) -> Result<(Vec<f32>, Vec<usize>), Error> {
@@ -74,19 +102,27 @@ fn ids(w: &Weights, key: &str) -> Result<Vec<[f64; 3]>, Error> {
         .collect())
 }
 
-/// Max abs difference; NaN counts as infinite, a length mismatch is an error.
-fn max_abs_diff(name: &str, got: &[f32], want: &[f32]) -> Result<f32, Error> {
+/// Max abs difference and its tolerance; NaN counts as infinite, a length mismatch is an error.
+fn max_abs_diff(
+    name: &str,
+    got: &[f32],
+    want: &[f32],
+    args: &Args,
+    image: bool,
+) -> Result<(f32, f32), Error> {
     if got.len() != want.len() {
         return Err(format!("{name}: {} values, reference has {}", got.len(), want.len()).into());
     }
-    Ok(got.iter().zip(want).fold(0.0f32, |m, (a, b)| {
+    let d = got.iter().zip(want).fold(0.0f32, |m, (a, b)| {
         let d = (a - b).abs();
         if d.is_nan() {
             f32::INFINITY
         } else {
             m.max(d)
         }
-    }))
+    });
+    let tol = tolerance(args, image, want).map_err(|e| format!("{name}: {e}"))?;
+    Ok((d, tol))
 }
 
 fn host<const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, Error> {
@@ -101,7 +137,7 @@ type Diffs = Vec<(String, f32, f32)>;
 fn components(
     flux: &FluxPipeline<B>,
     file: &PathBuf,
-    tol: f32,
+    args: &Args,
     out: &mut Diffs,
 ) -> Result<(), Error> {
     let r = Weights::open_file(file)?;
@@ -116,7 +152,13 @@ fn components(
         &rope,
         None,
     )?;
-    let d = max_abs_diff("transformer", &host(got)?, &values(&r, "tr_out")?.0)?;
+    let (d, tol) = max_abs_diff(
+        "transformer",
+        &host(got)?,
+        &values(&r, "tr_out")?.0,
+        args,
+        false,
+    )?;
     out.push(("transformer".into(), d, tol));
     let t5 = flux
         .text_encoder_2
@@ -133,11 +175,18 @@ fn components(
         };
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(v, [b, n]), &device);
         let got = t5.forward(ids, None)?;
-        let d = max_abs_diff(case, &host(got)?, &values(&r, &format!("{case}_out"))?.0)?;
+        let want = values(&r, &format!("{case}_out"))?.0;
+        let (d, tol) = max_abs_diff(case, &host(got)?, &want, args, false)?;
         out.push((format!("{case} last hidden state"), d, tol));
     }
     let got = flux.vae.decode(tensor(&r, "vae_latents")?);
-    let d = max_abs_diff("vae", &host(got)?, &values(&r, "vae_decoded")?.0)?;
+    let (d, tol) = max_abs_diff(
+        "vae",
+        &host(got)?,
+        &values(&r, "vae_decoded")?.0,
+        args,
+        false,
+    )?;
     out.push(("vae decode".into(), d, tol));
     Ok(())
 }
@@ -199,14 +248,18 @@ fn pipeline_case(
             "prompt_embeds",
             &host(embeds.prompt_embeds.clone())?,
             &values(&w, "prompt_embeds")?.0,
+            args,
+            false,
         )?;
-        out.push((format!("{name} prompt_embeds"), d, args.tol));
+        out.push((format!("{name} prompt_embeds"), d.0, d.1));
         let d = max_abs_diff(
             "pooled_prompt_embeds",
             &host(embeds.pooled_prompt_embeds.clone())?,
             &values(&w, "pooled_prompt_embeds")?.0,
+            args,
+            false,
         )?;
-        out.push((format!("{name} pooled_prompt_embeds"), d, args.tol));
+        out.push((format!("{name} pooled_prompt_embeds"), d.0, d.1));
         let negative = match negative.as_deref() {
             Some(n) => Some(flux.encode_prompts(&vec![n; refs.len()], p.max_sequence_length)?),
             None => None,
@@ -219,8 +272,10 @@ fn pipeline_case(
             "image",
             &host(images.permute([0, 2, 3, 1]))?,
             &values(&w, "image")?.0,
+            args,
+            true,
         )?;
-        out.push((format!("{name} image"), d, args.image_tol));
+        out.push((format!("{name} image"), d.0, d.1));
         Ok(())
     })();
     flux.scheduler_config = saved;
@@ -231,6 +286,7 @@ fn run(args: &Args) -> Result<Diffs, Error> {
     if args.reference.is_none() && args.pipeline.is_empty() {
         return Err("give --reference FILE and/or --pipeline FILE".into());
     }
+    args.tf32.check::<B>()?;
     let mut flux = FluxPipeline::<B>::from_pretrained(
         &args.model,
         &FluxLoadOptions::default(),
@@ -238,7 +294,7 @@ fn run(args: &Args) -> Result<Diffs, Error> {
     )?;
     let mut out = Vec::new();
     if let Some(file) = &args.reference {
-        components(&flux, file, args.tol, &mut out)?;
+        components(&flux, file, args, &mut out)?;
     }
     for file in &args.pipeline {
         pipeline_case(&mut flux, &args.model, file, args, &mut out)?;
@@ -247,6 +303,8 @@ fn run(args: &Args) -> Result<Diffs, Error> {
 }
 
 fn main() -> ExitCode {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let args = Args::parse();
     match run(&args) {
         Ok(diffs) => {
@@ -255,7 +313,8 @@ fn main() -> ExitCode {
                 let pass = d <= tol;
                 ok &= pass;
                 println!(
-                    "{name}: max abs diff {d:e} (tol {tol:e}) {}",
+                    "{name}: max abs diff {d:e} (tol {tol:e}, tf32 {}) {}",
+                    args.tf32,
                     if pass { "ok" } else { "FAIL" }
                 );
             }

@@ -87,6 +87,8 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let a = Args::parse();
     let device = Default::default();
     let tok_dir = match (&a.tokenizer, &a.adapter) {

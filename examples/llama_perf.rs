@@ -190,6 +190,8 @@ impl Setting {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let args = Args::parse();
     match args.command {
         Command_::Decode {

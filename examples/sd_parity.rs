@@ -1,13 +1,20 @@
 //! UNet / VAE parity of our Burn Stable Diffusion against reference outputs (e.g. from diffusers).
 //!
 //! ```text
-//! cargo run --release --features train --example sd_parity -- --model DIR --reference FILE [--tol 1e-4]
+//! cargo run --release --features train --example sd_parity -- --model DIR --reference FILE \
+//!     [--tol 1e-4] [--tf32 on|off]
 //! ```
 //! `DIR` holds `unet/` and `vae/` in diffusers layout. `FILE` is a safetensors file with
 //! `sample` [B,4,h,w], `timestep` [B] (i64 or float), `encoder_hidden_states` [B,T,C] and the
 //! expected `unet_out`; `latents` and the expected `vae_decoded`; `image` and the expected
 //! `vae_latent_mean`. Prints each max abs difference; exits 1 when any exceeds `--tol`
 //! (2 on bad input). `tools/fixtures/make_sd.py` writes such a file for the tiny test pipeline.
+//! Runs on `svgen::DefaultBackend` (Flex; CUDA with `--features cuda`).
+//!
+//! Tolerance of each output (unless `--tol`): 1e-4 on Flex (`--tf32` has no effect there). On
+//! CUDA, cubecl 0.10 runs f32 matmuls and convolutions on tensor cores in TF32 (~1e-3 relative
+//! per op) with no switch, so `--tf32 off` is a typed error and `--tf32 on` (the default) allows
+//! `1e-4 + 4e-3 · max|reference|` per output (`svgen::eval::gpu::Tf32::parity_tolerance`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,13 +22,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use svgen::core::compare;
+use svgen::eval::gpu::Tf32;
 use svgen::train::burn::tensor::{Tensor, TensorData};
 use svgen::train::sd::unet::UNet2DConditionModel;
 use svgen::train::sd::vae::AutoencoderKL;
 use svgen::train::weights::read_safetensors;
-use svgen::train::{CpuBackend, HostData, HostTensor};
+use svgen::train::{HostData, HostTensor};
+use svgen::DefaultBackend as B;
 
-type B = CpuBackend;
 type Error = Box<dyn std::error::Error>;
 
 #[derive(Parser)]
@@ -32,10 +40,19 @@ struct Args {
     /// Safetensors file with the inputs and expected outputs.
     #[arg(long)]
     reference: PathBuf,
-    /// Maximum allowed absolute difference.
-    #[arg(long, default_value_t = 1e-4)]
-    tol: f32,
+    /// Maximum allowed absolute difference (default: 1e-4 on Flex; with TF32 on a GPU,
+    /// 1e-4 + 4e-3 · max|reference| per output).
+    #[arg(long)]
+    tol: Option<f64>,
+    /// Matmul precision on GPU backends: `on` (TF32, the only mode cubecl 0.10 offers on CUDA
+    /// sm_80+) or `off` (f32; a typed error on CUDA). On Flex the flag is accepted and has no
+    /// effect (Flex computes in f32).
+    #[arg(long, default_value = "on")]
+    tf32: Tf32,
 }
+
+/// CPU (f32 against PyTorch f32) tolerance.
+const CPU_TOL: f64 = 1e-4;
 
 /// Takes `key` as a float tensor of rank `D` (integer tensors, e.g. i64 timesteps, are converted).
 fn take<const D: usize>(
@@ -67,7 +84,8 @@ fn max_abs_diff<const D: usize>(
     got: Tensor<B, D>,
     want: Tensor<B, D>,
     name: &str,
-) -> Result<f32, Error> {
+    args: &Args,
+) -> Result<(f32, f32), Error> {
     if got.dims() != want.dims() {
         return Err(format!(
             "{name}: shape {:?} != reference {:?}",
@@ -83,11 +101,20 @@ fn max_abs_diff<const D: usize>(
             .map_err(|e| format!("{e:?}"))?)
     };
     // NaN-safe: a non-finite value on either side is an error, not a pass.
-    let d = compare::max_abs_diff(&host(got)?, &host(want)?).map_err(|e| format!("{name}: {e}"))?;
-    Ok(d.value as f32)
+    let want = host(want)?;
+    let tol = args
+        .tf32
+        .parity_tolerance::<B>(args.tol, CPU_TOL, &want)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let d = compare::max_abs_diff(&host(got)?, &want).map_err(|e| format!("{name}: {e}"))?;
+    Ok((d.value as f32, tol as f32))
 }
 
-fn run(args: &Args) -> Result<Vec<(&'static str, f32)>, Error> {
+/// Each output's name, max abs difference and tolerance.
+type Diffs = Vec<(&'static str, (f32, f32))>;
+
+fn run(args: &Args) -> Result<Diffs, Error> {
+    args.tf32.check::<B>()?;
     let device = Default::default();
     let mut t = read_safetensors(&args.reference)?;
     let unet = UNet2DConditionModel::<B>::from_pretrained(args.model.join("unet"), &device)?;
@@ -100,16 +127,19 @@ fn run(args: &Args) -> Result<Vec<(&'static str, f32)>, Error> {
         unet.forward(sample, timestep, ehs),
         take(&mut t, "unet_out")?,
         "unet_out",
+        args,
     )?;
     let vae_decoded = max_abs_diff(
         vae.decode(take(&mut t, "latents")?),
         take(&mut t, "vae_decoded")?,
         "vae_decoded",
+        args,
     )?;
     let vae_latent_mean = max_abs_diff(
         vae.encode(take(&mut t, "image")?).mean,
         take(&mut t, "vae_latent_mean")?,
         "vae_latent_mean",
+        args,
     )?;
     Ok(vec![
         ("unet_out", unet_out),
@@ -119,16 +149,18 @@ fn run(args: &Args) -> Result<Vec<(&'static str, f32)>, Error> {
 }
 
 fn main() -> ExitCode {
+    // Compilation and autotune caches on (cubecl.toml), before the first CUDA device use.
+    svgen::eval::gpu::configure_cubecl();
     let args = Args::parse();
     match run(&args) {
         Ok(diffs) => {
             let mut ok = true;
-            for (name, d) in diffs {
-                let pass = d <= args.tol;
+            for (name, (d, tol)) in diffs {
+                let pass = d <= tol;
                 ok &= pass;
                 println!(
-                    "{name}: max abs diff {d:e} (tol {:e}) {}",
-                    args.tol,
+                    "{name}: max abs diff {d:e} (tol {tol:e}, tf32 {}) {}",
+                    args.tf32,
                     if pass { "ok" } else { "FAIL" }
                 );
             }

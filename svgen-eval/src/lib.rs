@@ -10,7 +10,9 @@
 //! - [`report`]: evaluation reports (CSV, JSON, summary, markdown, contact sheet, histograms) over
 //!   any inputs that yield a prompt and an SVG ([`report::PromptSvg`]);
 //! - [`weights`]: the safetensors loader (single or sharded, any dtype, read on demand) and writer
-//!   shared by every Burn model of svgen; [`hf_config`]: typed reading of HF JSON configs.
+//!   shared by every Burn model of svgen; [`hf_config`]: typed reading of HF JSON configs;
+//! - [`gpu`]: cubecl's kernel caches, the first-step compilation notice and the parity examples'
+//!   `--tf32` switch (GPU backends).
 //!
 //! [`DefaultBackend`] names the usual backend: `Flex` (CPU), or `Cuda` with the `cuda` feature.
 #![forbid(unsafe_code)]
@@ -45,6 +47,7 @@ pub mod aesthetic;
 pub mod clip;
 pub mod config;
 pub mod error;
+pub mod gpu;
 pub mod hf_config;
 pub mod preprocess;
 pub mod report;

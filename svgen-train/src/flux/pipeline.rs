@@ -569,6 +569,7 @@ impl<B: Backend> FluxPipeline<B> {
     ) -> Result<Tensor<B, 3>> {
         let batch = embeds.len();
         let shape = self.validate(p, batch)?;
+        svgen_eval::gpu::note_first_step::<B>("denoising step");
         if seeds.len() != batch {
             return Err(TrainError::InvalidArgument(format!(
                 "{} seeds for {batch} images",

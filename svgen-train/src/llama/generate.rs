@@ -231,6 +231,7 @@ impl<'a, B: Backend> Generator<'a, B> {
         cfg: &GenerationConfig,
     ) -> Result<Vec<GenerationOutput>> {
         cfg.validate()?;
+        svgen_eval::gpu::note_first_step::<B>("generation");
         let vocab = self.model.config().vocab_size;
         if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
             return Err(TrainError::InvalidArgument("empty prompt".into()));

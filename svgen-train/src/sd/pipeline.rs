@@ -349,6 +349,7 @@ impl<B: Backend> StableDiffusion<B> {
             batch: items.len(),
             ..p.clone()
         })?;
+        svgen_eval::gpu::note_first_step::<B>("denoising step");
         let [batch, c, h, w] = shape;
         let mut config = self.scheduler_config.clone();
         config.use_karras_sigmas |= p.karras_sigmas;

@@ -374,6 +374,7 @@ impl<B: AutodiffBackend> SftTrainer<B> {
         if train.is_empty() {
             return Err(TrainError::InvalidArgument("no training samples".into()));
         }
+        svgen_eval::gpu::note_first_step::<B>("training step");
         std::fs::create_dir_all(&self.out_dir).map_err(|e| TrainError::io(&self.out_dir, e))?;
         let lengths: Vec<usize> = train.iter().map(SftSample::len).collect();
         let kept: Vec<usize> = (0..train.len())

@@ -427,6 +427,7 @@ impl<B: AutodiffBackend> SdLoraTrainer<B> {
         if data.is_empty() {
             return Err(TrainError::InvalidArgument("no training images".into()));
         }
+        svgen_eval::gpu::note_first_step::<B>("training step");
         std::fs::create_dir_all(&self.out_dir).map_err(|e| TrainError::io(&self.out_dir, e))?;
         if self.cfg.cache && self.cache.is_none() {
             self.build_cache(data)?;
