@@ -28,7 +28,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use svgen::data::pairs::PairDataset;
-use svgen::train::burn::tensor::DType;
 use svgen::train::llama::lora::check_adapter_tokens;
 use svgen::train::llama::sft::{
     pairs_from_dataset, read_jsonl, tokenize_pairs_limited, LengthLimits, SftConfig, SftTrainer,
@@ -163,16 +162,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         Format::Instruction => PromptFormat::InstructionResponse,
     };
-    let dtype = match (a.dtype.as_deref(), a.bf16) {
-        (Some("f32") | None, false) => DType::F32,
-        (Some("bf16"), _) | (None, true) => DType::BF16,
-        (Some("f16"), _) => DType::F16,
-        (Some(other), _) => {
-            return Err(format!("--dtype {other}: expected f32, bf16 or f16").into())
-        }
+    let options = match (a.dtype.as_deref(), a.bf16) {
+        (None, true) => LoadOptions::from_flag("bf16")?,
+        (flag, _) => LoadOptions::from_flag(flag.unwrap_or("f32"))?,
     };
-    let mut base =
-        Llama::<DefaultTrainBackend>::from_pretrained(&a.model, LoadOptions { dtype }, &device)?;
+    // Refused before the checkpoint is opened when the backend cannot compute in the dtype.
+    options.check_backend::<DefaultTrainBackend>(&device)?;
+    let mut base = Llama::<DefaultTrainBackend>::from_pretrained(&a.model, options, &device)?;
     if tok.len() > base.config().vocab_size {
         println!(
             "resizing the embeddings from {} to {} rows (mean of the existing rows)",

@@ -120,12 +120,8 @@ impl Setting {
     }
 
     fn dtype(&self) -> Result<DType, Box<dyn std::error::Error>> {
-        match self.dtype.as_str() {
-            "f32" => Ok(DType::F32),
-            "bf16" => Ok(DType::BF16),
-            "f16" => Ok(DType::F16),
-            other => Err(format!("--dtype {other}: expected f32, bf16 or f16").into()),
-        }
+        let options = svgen::train::llama::LoadOptions::from_flag(&self.dtype)?;
+        Ok(options.dtype)
     }
 
     fn plan(&self, seq: usize) -> Result<TrainMemoryPlan, Box<dyn std::error::Error>> {
