@@ -599,14 +599,20 @@ fn bad_calls_are_typed_errors() {
         &causal,
         &nan_scale,
     ));
+    // Mixed dtypes: the typed mismatch error naming both tensors.
     let half = Tensor::<Flex, 4>::zeros([1, 2, 8, 8], (&dev, DType::F16));
-    err(flash_attention(
-        z([1, 2, 8, 8]),
-        half.clone(),
-        half,
-        &causal,
-        &opts,
-    ));
+    match flash_attention(z([1, 2, 8, 8]), half.clone(), half, &causal, &opts) {
+        Err(TrainError::DtypeMismatch {
+            left,
+            right,
+            right_dtype,
+            ..
+        }) => assert_eq!(
+            (left.as_str(), right.as_str(), right_dtype.as_str()),
+            ("q", "k", "F16")
+        ),
+        other => panic!("expected DtypeMismatch, got {other:?}"),
+    }
 }
 
 /// PyTorch fixture `name` as a case and its inputs/outputs.
