@@ -139,15 +139,17 @@ impl std::fmt::Debug for HfTokenizer {
 }
 
 /// Parses a `tokenizer.json` with the `tokenizers` crate, defensively: the JSON syntax is checked
-/// first, and a panic inside the crate is caught and returned as an error. `tokenizers` 0.22
-/// deserialises its decoder through an untagged helper and `expect`s the result, so a syntax
-/// error inside the `decoder` object panicked instead of failing (found by the `tokenizer` fuzz
-/// target). Every tokenizer svgen loads (CLIP, Llama, T5, token counting) goes through here.
+/// first (UTF-8, then syntax), and a panic inside the crate is caught and returned as an error.
+/// `tokenizers` 0.22 deserialises its decoder through an untagged helper and `expect`s the
+/// result, so a syntax error or an invalid UTF-8 byte inside the `decoder` object panicked
+/// instead of failing (found by the `tokenizer` fuzz target). Every tokenizer svgen loads (CLIP, Llama, T5, token counting) goes through here.
 ///
 /// # Errors
 /// The parser's message, or the panic's.
 pub fn parse_tokenizer_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, String> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| e.to_string())?;
+    // JSON is UTF-8; serde_json skips the strings of an ignored value without checking them.
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| e.to_string())?;
     match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)) {
         Ok(parsed) => parsed.map_err(|e| e.to_string()),
         Err(panic) => {

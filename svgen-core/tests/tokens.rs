@@ -121,6 +121,16 @@ fn tokenizer_json_that_panicked_the_tokenizers_crate_is_an_error() {
     );
     let bytes = std::fs::read(&path).unwrap();
     assert!(svgen_core::parse_tokenizer_json(&bytes).is_err());
+    // The second finding: an invalid UTF-8 byte in the decoder's type name.
+    let bad_utf8 = std::fs::read(format!(
+        "{}/tests/fixtures/fuzz/tokenizer-invalid-utf8-decoder.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert!(matches!(
+        HfTokenizer::from_bytes(&bad_utf8, "fuzz"),
+        Err(TokenizerError::Invalid { path: None, .. })
+    ));
     assert!(matches!(
         HfTokenizer::from_bytes(&bytes, "fuzz"),
         Err(TokenizerError::Invalid { path: None, .. })

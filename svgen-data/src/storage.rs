@@ -509,6 +509,25 @@ fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DataError {
     }
 }
 
+/// Runs one call into the `parquet` / `arrow` readers, turning a panic into
+/// [`DataError::Parquet`]. Those crates assert on some corrupt inputs instead of returning an
+/// error (a division by zero in the byte-array decoder, found by the `parquet_shard` fuzz
+/// target); a shard is outside data, so a corrupt one must be a typed error. (With
+/// `panic = "abort"` nothing can be caught; svgen builds with unwinding.)
+fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, DataError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        parquet_err(
+            path,
+            format!("the parquet reader failed on this file: {what}"),
+        )
+    })
+}
+
 /// Opens a Parquet file for reading and checks its footer's column-chunk byte ranges before
 /// any reader uses them: every offset and size non-negative and every chunk inside the file.
 /// The `parquet` crate asserts on a negative offset or size (a panic, found by the
@@ -516,8 +535,8 @@ fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DataError {
 fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(path, e))?;
+    let builder = guarded(path, || ParquetRecordBatchReaderBuilder::try_new(file))?
+        .map_err(|e| parquet_err(path, e))?;
     for (g, group) in builder.metadata().row_groups().iter().enumerate() {
         for (c, col) in group.columns().iter().enumerate() {
             let start = col
@@ -580,11 +599,9 @@ pub fn for_each_triplet(
     let path = path.as_ref();
     let builder = open_parquet(path)?;
     check_schema(path, builder.schema())?;
-    let reader = builder
-        .with_batch_size(64)
-        .build()
-        .map_err(|e| parquet_err(path, e))?;
-    for batch in reader {
+    let mut reader =
+        guarded(path, || builder.with_batch_size(64).build())?.map_err(|e| parquet_err(path, e))?;
+    while let Some(batch) = guarded(path, || reader.next())? {
         let batch = batch.map_err(|e| parquet_err(path, e))?;
         for t in from_record_batch(&batch).map_err(|m| DataError::Schema {
             path: path.to_path_buf(),
@@ -614,13 +631,12 @@ pub fn read_string_columns(
     let path = path.as_ref();
     let builder = open_parquet(path)?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().copied());
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(1024)
-        .build()
-        .map_err(|e| parquet_err(path, e))?;
+    let mut reader = guarded(path, || {
+        builder.with_projection(mask).with_batch_size(1024).build()
+    })?
+    .map_err(|e| parquet_err(path, e))?;
     let mut out: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
-    for batch in reader {
+    while let Some(batch) = guarded(path, || reader.next())? {
         let batch = batch.map_err(|e| parquet_err(path, e))?;
         for (k, name) in names.iter().enumerate() {
             let col = batch
