@@ -46,6 +46,7 @@ pub type DefaultBackend = burn::backend::Cuda;
 pub mod aesthetic;
 pub mod clip;
 pub mod config;
+pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod hf_config;
@@ -59,6 +60,7 @@ pub use aesthetic::{AestheticKind, AestheticPredictor};
 pub use clip::{
     ClipModel, ClipOutput, ClipTextModel, ClipTextOutput, ClipVisionModel, ClipVisionOutput,
 };
+pub use dtype::{check_backend_dtype, parse_dtype_flag, require_f32, DtypeError};
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use error::{EvalError, Result};
 pub use hf_config::{ConfigError, HfConfig};
