@@ -34,6 +34,9 @@ type Error = Box<dyn std::error::Error>;
 
 #[derive(Parser)]
 struct Args {
+    /// Weight dtype. Only `f32`: the Stable Diffusion loaders (UNet, VAE, CLIP text encoder) have no dtype option yet; `bf16` / `f16` are a typed error before loading.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// diffusers pipeline folder holding `unet/` and `vae/`.
     #[arg(long)]
     model: PathBuf,
@@ -116,6 +119,8 @@ type Diffs = Vec<(&'static str, (f32, f32))>;
 fn run(args: &Args) -> Result<Diffs, Error> {
     args.tf32.check::<B>()?;
     let device = Default::default();
+    let dtype = svgen::eval::dtype::dtype_for_backend::<B>(&args.dtype, &device)?;
+    svgen::eval::dtype::require_f32(dtype, "sd_parity (f32-only loaders)")?;
     let mut t = read_safetensors(&args.reference)?;
     let unet = UNet2DConditionModel::<B>::from_pretrained(args.model.join("unet"), &device)?;
     let vae = AutoencoderKL::<B>::from_pretrained(args.model.join("vae"), &device)?;

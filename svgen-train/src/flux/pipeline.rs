@@ -121,6 +121,24 @@ impl FluxLoadOptions {
             }
         }
     }
+
+    /// Options for a `--dtype` flag: `auto` ([`Self::for_backend`]) or `f32` / `bf16` / `f16`
+    /// for both the transformer and T5, checked against backend `B` before anything is loaded
+    /// ([`svgen_eval::dtype`]).
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidArgument`] for an unknown value; [`TrainError::DtypeNotSupported`]
+    /// when `B` cannot compute in the dtype.
+    pub fn from_flag<B: Backend>(flag: &str, device: &B::Device) -> Result<Self> {
+        if flag == "auto" {
+            return Ok(Self::for_backend::<B>());
+        }
+        let dtype = svgen_eval::dtype::dtype_for_backend::<B>(flag, device)?;
+        Ok(Self {
+            transformer_dtype: Some(dtype),
+            text_encoder_2_dtype: Some(dtype),
+        })
+    }
 }
 
 /// What to generate. [`FluxParams::schnell`] gives FLUX.1-schnell's settings.
