@@ -371,7 +371,9 @@ fn in_process(
         flag => match svgen::eval::dtype::dtype_for_backend::<G>(flag, &device)? {
             svgen::eval::burn::tensor::DType::BF16 => Some(true),
             svgen::eval::burn::tensor::DType::F32 => Some(false),
-            _ => return Err(format!("--dtype {flag}: the generators take auto, bf16 or f32").into()),
+            _ => {
+                return Err(format!("--dtype {flag}: the generators take auto, bf16 or f32").into())
+            }
         },
     };
     let options = InProcessOptions {

@@ -1,7 +1,8 @@
 //! Verifies a CLIP checkpoint against reference outputs (e.g. from transformers).
 //!
 //! ```text
-//! cargo run --release --example clip_parity -- --model DIR --reference FILE [--tol 1e-4] [--tf32 on|off]
+//! cargo run --release --example clip_parity -- --model DIR --reference FILE [--tol 1e-4] [--tf32 on|off] \
+//!     [--dtype f32]
 //! ```
 //! `DIR`: an HF CLIP folder (`config.json` + `model.safetensors`). `FILE`: safetensors with
 //! `pixel_values` [B,3,H,W] f32, `input_ids` [B,T] i64 (optionally `attention_mask` [B,T]) and the

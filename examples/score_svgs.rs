@@ -1,7 +1,7 @@
 //! Scores (prompt, SVG) pairs and writes the evaluation report.
 //!
 //! ```text
-//! cargo run --release --example score_svgs -- --clip DIR [--aesthetic FILE] PAIRS.jsonl OUT_DIR
+//! cargo run --release --example score_svgs -- --clip DIR [--aesthetic FILE] [--dtype f32] PAIRS.jsonl OUT_DIR
 //! ```
 //! `DIR`: an HF CLIP folder (`config.json`, `model.safetensors`, `tokenizer.json`, optionally
 //! `preprocessor_config.json`). `FILE`: a LAION aesthetic head (`.pth` or `.safetensors`; needs a

@@ -5,7 +5,7 @@
 //! cargo run --release --example sd_generate -- --model DIR --prompt "a cat, black silhouette" \
 //!     [--negative "photo, text"] [--steps 25] [--guidance 7.5] [--seed 0] \
 //!     [--scheduler ddim|euler|euler-a|dpmpp-2m] [--karras] [--width 512 --height 512] [--batch 1] \
-//!     [--attention-slice N] [--clip-skip N] [--out sd.png]
+//!     [--attention-slice N] [--clip-skip N] [--out sd.png] [--dtype f32]
 //! ```
 //!
 //! `--model` is a diffusers Stable Diffusion folder (`model_index.json`, `text_encoder/`, `tokenizer/`,

@@ -7,7 +7,8 @@
 //! cargo run --release --example sd_grid_search -- --model DIR \
 //!     (--prompts FILE | --prompt "..." [--prompt "..."]) [--subject "a cat"] [--negative "..."] \
 //!     --steps 10,20 --seeds 1,2 --guidance 5,7.5 [--schedulers dpmpp-2m,euler-a] [--karras] \
-//!     [--width 512 --height 512] [--clip CLIP_DIR] [--clip-weight 10] [--token-budget 8000] --out DIR
+//!     [--width 512 --height 512] [--clip CLIP_DIR] [--clip-weight 10] [--token-budget 8000] \
+//!     [--dtype auto|f32|bf16|f16] --out DIR
 //! ```
 //!
 //! `--model` is a diffusers Stable Diffusion folder (real use: SD1.5) or a FLUX folder
@@ -120,7 +121,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Box::new(flux), GridSpec::flux_schnell())
     } else {
         if args.dtype != "auto" {
-            let dtype = svgen::eval::dtype::dtype_for_backend::<DefaultBackend>(&args.dtype, &device)?;
+            let dtype =
+                svgen::eval::dtype::dtype_for_backend::<DefaultBackend>(&args.dtype, &device)?;
             svgen::eval::dtype::require_f32(dtype, "sd_grid_search with Stable Diffusion")?;
         }
         let sd = StableDiffusion::<DefaultBackend>::from_pretrained(&args.model, &device)?;

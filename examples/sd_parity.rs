@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --features train --example sd_parity -- --model DIR --reference FILE \
-//!     [--tol 1e-4] [--tf32 on|off]
+//!     [--tol 1e-4] [--tf32 on|off] [--dtype f32]
 //! ```
 //! `DIR` holds `unet/` and `vae/` in diffusers layout. `FILE` is a safetensors file with
 //! `sample` [B,4,h,w], `timestep` [B] (i64 or float), `encoder_hidden_states` [B,T,C] and the

@@ -60,8 +60,8 @@ pub use aesthetic::{AestheticKind, AestheticPredictor};
 pub use clip::{
     ClipModel, ClipOutput, ClipTextModel, ClipTextOutput, ClipVisionModel, ClipVisionOutput,
 };
-pub use dtype::{check_backend_dtype, parse_dtype_flag, require_f32, DtypeError};
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use dtype::{check_backend_dtype, parse_dtype_flag, require_f32, DtypeError};
 pub use error::{EvalError, Result};
 pub use hf_config::{ConfigError, HfConfig};
 pub use preprocess::{ClipImageProcessor, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};

@@ -933,3 +933,31 @@ impl<B: Backend> GridModel for FluxPipeline<B> {
             .ok_or_else(|| TrainError::InvalidArgument("the pipeline returned no image".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn dtype_flag_sets_transformer_and_t5_and_is_checked_first() {
+        let dev = Default::default();
+        assert_eq!(
+            FluxLoadOptions::from_flag::<Flex>("auto", &dev).expect("auto"),
+            FluxLoadOptions::for_backend::<Flex>()
+        );
+        for (flag, dtype) in [
+            ("f32", DType::F32),
+            ("bf16", DType::BF16),
+            ("f16", DType::F16),
+        ] {
+            let o = FluxLoadOptions::from_flag::<Flex>(flag, &dev).expect("known flag");
+            assert_eq!(o.transformer_dtype, Some(dtype));
+            assert_eq!(o.text_encoder_2_dtype, Some(dtype));
+        }
+        assert!(matches!(
+            FluxLoadOptions::from_flag::<Flex>("fp8", &dev),
+            Err(TrainError::InvalidArgument(_))
+        ));
+    }
+}
