@@ -227,7 +227,8 @@ struct RunArgs {
     /// FLUX T5 token limit (default: schnell 256, dev 512); longer prompts are truncated.
     #[arg(long)]
     max_sequence_length: Option<usize>,
-    /// FLUX transformer/T5 dtype: auto (bf16 on CUDA, f32 on CPU), bf16 or f32.
+    /// FLUX transformer/T5 dtype: auto (bf16 on CUDA, f32 on CPU), bf16 or f32, checked against
+    /// the backend before loading. Stable Diffusion loads in f32 only (`bf16` is a typed error).
     #[arg(long, default_value = "auto")]
     dtype: String,
     /// FLUX: free the text encoders after each batch's prompts are encoded (lower peak memory,
@@ -363,6 +364,18 @@ fn in_process(
         .model
         .clone()
         .ok_or_else(|| format!("--generator {which} needs --model DIR (a diffusers folder)"))?;
+    let device = Default::default();
+    // Checked against the backend before anything is loaded (typed error).
+    let bf16 = match a.dtype.as_str() {
+        "auto" => None,
+        flag => match svgen::eval::dtype::dtype_for_backend::<G>(flag, &device)? {
+            svgen::eval::burn::tensor::DType::BF16 => Some(true),
+            svgen::eval::burn::tensor::DType::F32 => Some(false),
+            _ => {
+                return Err(format!("--dtype {flag}: the generators take auto, bf16 or f32").into())
+            }
+        },
+    };
     let options = InProcessOptions {
         lora: a.lora.clone(),
         scheduler: a
@@ -377,17 +390,11 @@ fn in_process(
         height: a.height,
         batch: a.batch,
         max_sequence_length: a.max_sequence_length,
-        bf16: match a.dtype.as_str() {
-            "auto" => None,
-            "bf16" => Some(true),
-            "f32" => Some(false),
-            other => return Err(format!("--dtype {other:?}: auto, bf16 or f32").into()),
-        },
+        bf16,
         free_text_encoders: a.free_text_encoders,
         ..InProcessOptions::new(model)
     };
     let negative = Some(negative.to_string()).filter(|n| !n.trim().is_empty());
-    let device = Default::default();
     let t0 = std::time::Instant::now();
     let (generator, stats): (Box<dyn ImageGenerator>, _) = if flux {
         let g = FluxImageGenerator::<G>::from_options(&options, negative, &device)?;

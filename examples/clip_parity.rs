@@ -1,7 +1,8 @@
 //! Verifies a CLIP checkpoint against reference outputs (e.g. from transformers).
 //!
 //! ```text
-//! cargo run --release --example clip_parity -- --model DIR --reference FILE [--tol 1e-4] [--tf32 on|off]
+//! cargo run --release --example clip_parity -- --model DIR --reference FILE [--tol 1e-4] [--tf32 on|off] \
+//!     [--dtype f32]
 //! ```
 //! `DIR`: an HF CLIP folder (`config.json` + `model.safetensors`). `FILE`: safetensors with
 //! `pixel_values` [B,3,H,W] f32, `input_ids` [B,T] i64 (optionally `attention_mask` [B,T]) and the
@@ -27,6 +28,9 @@ use svgen::DefaultBackend as B;
 #[derive(Parser)]
 #[command(about = "Compare svgen-eval's CLIP with reference outputs")]
 struct Args {
+    /// Weight dtype. Only `f32`: the CLIP loader (svgen-eval) has no dtype option yet; `bf16` / `f16` are a typed error before loading.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// HF CLIP checkpoint folder (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
@@ -50,6 +54,8 @@ const CPU_TOL: f64 = 1e-4;
 fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     args.tf32.check::<B>()?;
     let device = Default::default();
+    let dtype = svgen::eval::dtype::dtype_for_backend::<B>(&args.dtype, &device)?;
+    svgen::eval::dtype::require_f32(dtype, "clip_parity (f32-only loaders)")?;
     let model = ClipModel::<B>::from_pretrained(&args.model, &device)?;
     let r = Weights::from_file(&args.reference)?;
     let (pix, ps) = r.f32_any("pixel_values")?;

@@ -5,7 +5,7 @@
 //! cargo run --release --features cuda --example flux_generate -- --model FLUX.1-schnell \
 //!     --prompt "minimal a lighthouse with clean outlines, flat fills, high contrast" \
 //!     [--steps 4] [--width 1024 --height 1024] [--seed 0] [--batch 1] [--guidance 3.5] \
-//!     [--negative TEXT --true-cfg 1.5] [--max-sequence-length 256] [--dtype auto|bf16|f32] \
+//!     [--negative TEXT --true-cfg 1.5] [--max-sequence-length 256] [--dtype auto|f32|bf16|f16] \
 //!     [--free-text-encoders] [--out flux.png]
 //! ```
 //!
@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use svgen::train::burn::tensor::DType;
 use svgen::train::diffusion::image::to_rgb_images;
 use svgen::train::flux::{FluxLoadOptions, FluxParams, FluxPipeline};
 use svgen::DefaultBackend;
@@ -61,7 +60,8 @@ struct Args {
     /// T5 token limit (default: schnell 256, dev 512); longer prompts are truncated.
     #[arg(long)]
     max_sequence_length: Option<usize>,
-    /// Transformer and T5 dtype: auto (bf16 on CUDA, f32 on CPU), bf16 or f32.
+    /// Transformer and T5 dtype: auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16; checked
+    /// against the backend before loading (typed error). CLIP-L and the VAE stay f32.
     #[arg(long, default_value = "auto")]
     dtype: String,
     /// Free the text encoders once the prompt is encoded.
@@ -77,21 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     svgen::eval::gpu::configure_cubecl();
     let args = Args::parse();
     let device = Default::default();
-    let load = match args.dtype.as_str() {
-        "auto" => FluxLoadOptions::for_backend::<DefaultBackend>(),
-        "bf16" | "f32" => {
-            let d = if args.dtype == "bf16" {
-                DType::BF16
-            } else {
-                DType::F32
-            };
-            FluxLoadOptions {
-                transformer_dtype: Some(d),
-                text_encoder_2_dtype: Some(d),
-            }
-        }
-        other => return Err(format!("--dtype {other:?}: auto, bf16 or f32").into()),
-    };
+    let load = FluxLoadOptions::from_flag::<DefaultBackend>(&args.dtype, &device)?;
     let t0 = Instant::now();
     let mut flux = FluxPipeline::<DefaultBackend>::from_pretrained(&args.model, &load, &device)?;
     eprintln!(

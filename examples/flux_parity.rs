@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example flux_parity -- --model DIR [--reference FILE] \
-//!     [--pipeline FILE ...] [--tol 1e-4] [--image-tol 1e-3] [--tf32 on|off]
+//!     [--pipeline FILE ...] [--tol 1e-4] [--image-tol 1e-3] [--tf32 on|off] [--dtype f32|bf16|f16|auto]
 //! ```
 //! `DIR` is a diffusers `FluxPipeline` folder. `--reference` is a safetensors file with the
 //! transformer case (`tr_hidden`, `tr_encoder`, `tr_pooled`, `tr_timestep`, `tr_txt_ids`,
@@ -36,6 +36,11 @@ type Error = Box<dyn std::error::Error>;
 
 #[derive(Parser)]
 struct Args {
+    /// Transformer and T5 dtype: f32 (the default, what the default tolerances are for), bf16,
+    /// f16 or auto (bf16 on CUDA, f32 on CPU); checked against the backend before loading (typed
+    /// error). CLIP-L and the VAE stay f32. Half precision needs wider `--tol` / `--image-tol`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// diffusers FLUX pipeline folder.
     #[arg(long)]
     model: PathBuf,
@@ -287,11 +292,9 @@ fn run(args: &Args) -> Result<Diffs, Error> {
         return Err("give --reference FILE and/or --pipeline FILE".into());
     }
     args.tf32.check::<B>()?;
-    let mut flux = FluxPipeline::<B>::from_pretrained(
-        &args.model,
-        &FluxLoadOptions::default(),
-        &Default::default(),
-    )?;
+    let device = Default::default();
+    let load = FluxLoadOptions::from_flag::<B>(&args.dtype, &device)?;
+    let mut flux = FluxPipeline::<B>::from_pretrained(&args.model, &load, &device)?;
     let mut out = Vec::new();
     if let Some(file) = &args.reference {
         components(&flux, file, args, &mut out)?;

@@ -1,7 +1,8 @@
 //! Logit parity of our Burn Llama against reference logits (e.g. from transformers).
 //!
 //! ```text
-//! cargo run --release --example llm_parity -- --model DIR --reference FILE [--tol 1e-4] [--tf32 on|off]
+//! cargo run --release --example llm_parity -- --model DIR --reference FILE [--tol 1e-4] [--tf32 on|off] \
+//!     [--dtype f32|bf16|f16]
 //! ```
 //! `DIR` is a HF Llama folder; `FILE` a safetensors file with `input_ids` [B,T] (i64) and the
 //! expected `logits` [B,T,V] (f32). Prints the max abs difference; exits 1 above the tolerance,
@@ -40,6 +41,11 @@ struct Args {
     /// effect (Flex multiplies in f32).
     #[arg(long, default_value = "on")]
     tf32: Tf32,
+    /// Weight and compute dtype: f32 (the default, what the default tolerance is for), bf16 or
+    /// f16; checked against the backend before loading (typed error). Half precision rounds each
+    /// weight and activation (bf16: relative 2^-9), so give it a wider `--tol`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 /// CPU (f32 against PyTorch f32) tolerance.
@@ -49,7 +55,9 @@ const CPU_TOL: f64 = 1e-4;
 fn run(args: &Args) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     args.tf32.check::<B>()?;
     let device = Default::default();
-    let model = Llama::<B>::from_pretrained(&args.model, LoadOptions::default(), &device)?;
+    let options = LoadOptions::from_flag(&args.dtype)?;
+    options.check_backend::<B>(&device)?;
+    let model = Llama::<B>::from_pretrained(&args.model, options, &device)?;
     let mut t = read_safetensors(&args.reference)?;
     let ids = t
         .remove("input_ids")

@@ -1,7 +1,7 @@
 //! Scores (prompt, SVG) pairs and writes the evaluation report.
 //!
 //! ```text
-//! cargo run --release --example score_svgs -- --clip DIR [--aesthetic FILE] PAIRS.jsonl OUT_DIR
+//! cargo run --release --example score_svgs -- --clip DIR [--aesthetic FILE] [--dtype f32] PAIRS.jsonl OUT_DIR
 //! ```
 //! `DIR`: an HF CLIP folder (`config.json`, `model.safetensors`, `tokenizer.json`, optionally
 //! `preprocessor_config.json`). `FILE`: a LAION aesthetic head (`.pth` or `.safetensors`; needs a
@@ -22,6 +22,9 @@ use svgen::DefaultBackend;
 #[derive(Parser)]
 #[command(about = "CLIP / aesthetic evaluation report for generated SVGs")]
 struct Args {
+    /// Weight dtype. Only `f32`: the CLIP loader (svgen-eval) has no dtype option yet (nor the aesthetic head); `bf16` / `f16` are a typed error before loading.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// HF CLIP checkpoint folder.
     #[arg(long)]
     clip: PathBuf,
@@ -42,6 +45,8 @@ struct Args {
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = Default::default();
+    let dtype = svgen::eval::dtype::dtype_for_backend::<DefaultBackend>(&args.dtype, &device)?;
+    svgen::eval::dtype::require_f32(dtype, "score_svgs (f32-only loaders)")?;
     let mut scorer = ClipScorer::<DefaultBackend>::from_pretrained(&args.clip, &device)?
         .with_render_side(args.render_side)
         .with_batch_size(args.batch_size);

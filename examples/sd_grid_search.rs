@@ -7,7 +7,8 @@
 //! cargo run --release --example sd_grid_search -- --model DIR \
 //!     (--prompts FILE | --prompt "..." [--prompt "..."]) [--subject "a cat"] [--negative "..."] \
 //!     --steps 10,20 --seeds 1,2 --guidance 5,7.5 [--schedulers dpmpp-2m,euler-a] [--karras] \
-//!     [--width 512 --height 512] [--clip CLIP_DIR] [--clip-weight 10] [--token-budget 8000] --out DIR
+//!     [--width 512 --height 512] [--clip CLIP_DIR] [--clip-weight 10] [--token-budget 8000] \
+//!     [--dtype auto|f32|bf16|f16] --out DIR
 //! ```
 //!
 //! `--model` is a diffusers Stable Diffusion folder (real use: SD1.5) or a FLUX folder
@@ -31,6 +32,12 @@ use svgen::DefaultBackend;
 
 #[derive(Parser)]
 struct Args {
+    /// Model dtype: `auto` (FLUX: bf16 on CUDA, f32 on CPU; SD: f32), f32, bf16 or f16; checked
+    /// against the backend before loading (typed error). FLUX applies it to the transformer and
+    /// T5; Stable Diffusion loads in f32 only, so bf16/f16 with an SD folder is a typed error.
+    /// The `--clip` scorer stays f32.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
     /// diffusers Stable Diffusion folder.
     #[arg(long)]
     model: PathBuf,
@@ -108,11 +115,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (model, d): (Box<dyn GridModel>, GridSpec) = if is_flux {
         let flux = FluxPipeline::<DefaultBackend>::from_pretrained(
             &args.model,
-            &FluxLoadOptions::for_backend::<DefaultBackend>(),
+            &FluxLoadOptions::from_flag::<DefaultBackend>(&args.dtype, &device)?,
             &device,
         )?;
         (Box::new(flux), GridSpec::flux_schnell())
     } else {
+        if args.dtype != "auto" {
+            let dtype =
+                svgen::eval::dtype::dtype_for_backend::<DefaultBackend>(&args.dtype, &device)?;
+            svgen::eval::dtype::require_f32(dtype, "sd_grid_search with Stable Diffusion")?;
+        }
         let sd = StableDiffusion::<DefaultBackend>::from_pretrained(&args.model, &device)?;
         let side = sd.default_image_size().unwrap_or(512);
         let d = GridSpec {

@@ -29,6 +29,9 @@ use svgen::DefaultTrainBackend;
 
 #[derive(Parser)]
 struct Args {
+    /// Weight dtype. Only `f32`: the Stable Diffusion loaders (UNet, VAE, CLIP text encoder) have no dtype option yet (adapters and AdamW moments are f32 anyway); `bf16` / `f16` are a typed error before loading.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// Diffusers pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long)]
     model: PathBuf,
@@ -99,6 +102,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     svgen::eval::gpu::configure_cubecl();
     let args = Args::parse();
     let device = Default::default();
+    let dtype = svgen::eval::dtype::dtype_for_backend::<DefaultTrainBackend>(&args.dtype, &device)?;
+    svgen::eval::dtype::require_f32(dtype, "sd_lora_train (f32-only loaders)")?;
     let mut targets = std::collections::BTreeSet::new();
     for t in args
         .targets

@@ -46,6 +46,7 @@ pub type DefaultBackend = burn::backend::Cuda;
 pub mod aesthetic;
 pub mod clip;
 pub mod config;
+pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod hf_config;
@@ -60,6 +61,7 @@ pub use clip::{
     ClipModel, ClipOutput, ClipTextModel, ClipTextOutput, ClipVisionModel, ClipVisionOutput,
 };
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use dtype::{check_backend_dtype, parse_dtype_flag, require_f32, DtypeError};
 pub use error::{EvalError, Result};
 pub use hf_config::{ConfigError, HfConfig};
 pub use preprocess::{ClipImageProcessor, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};

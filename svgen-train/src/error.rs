@@ -236,6 +236,20 @@ impl TrainError {
     }
 }
 
+impl From<svgen_eval::DtypeError> for TrainError {
+    /// A backend that cannot compute in the dtype keeps its own variant
+    /// ([`TrainError::DtypeNotSupported`]); a bad flag value or an f32-only model is an invalid
+    /// argument.
+    fn from(e: svgen_eval::DtypeError) -> Self {
+        match e {
+            svgen_eval::DtypeError::NotSupported { dtype, backend } => {
+                TrainError::DtypeNotSupported { dtype, backend }
+            }
+            other => TrainError::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
 impl From<svgen_eval::WeightError> for TrainError {
     /// The shared loader's errors, mapped onto this crate's variants (which callers match on):
     /// a file that cannot be parsed (corrupt header, bad shard index, unusable key, PyTorch pickle)

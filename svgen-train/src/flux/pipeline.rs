@@ -121,6 +121,24 @@ impl FluxLoadOptions {
             }
         }
     }
+
+    /// Options for a `--dtype` flag: `auto` ([`Self::for_backend`]) or `f32` / `bf16` / `f16`
+    /// for both the transformer and T5, checked against backend `B` before anything is loaded
+    /// ([`svgen_eval::dtype`]).
+    ///
+    /// # Errors
+    /// [`TrainError::InvalidArgument`] for an unknown value; [`TrainError::DtypeNotSupported`]
+    /// when `B` cannot compute in the dtype.
+    pub fn from_flag<B: Backend>(flag: &str, device: &B::Device) -> Result<Self> {
+        if flag == "auto" {
+            return Ok(Self::for_backend::<B>());
+        }
+        let dtype = svgen_eval::dtype::dtype_for_backend::<B>(flag, device)?;
+        Ok(Self {
+            transformer_dtype: Some(dtype),
+            text_encoder_2_dtype: Some(dtype),
+        })
+    }
 }
 
 /// What to generate. [`FluxParams::schnell`] gives FLUX.1-schnell's settings.
@@ -913,5 +931,33 @@ impl<B: Backend> GridModel for FluxPipeline<B> {
         self.generate(&params)?
             .pop()
             .ok_or_else(|| TrainError::InvalidArgument("the pipeline returned no image".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn dtype_flag_sets_transformer_and_t5_and_is_checked_first() {
+        let dev = Default::default();
+        assert_eq!(
+            FluxLoadOptions::from_flag::<Flex>("auto", &dev).expect("auto"),
+            FluxLoadOptions::for_backend::<Flex>()
+        );
+        for (flag, dtype) in [
+            ("f32", DType::F32),
+            ("bf16", DType::BF16),
+            ("f16", DType::F16),
+        ] {
+            let o = FluxLoadOptions::from_flag::<Flex>(flag, &dev).expect("known flag");
+            assert_eq!(o.transformer_dtype, Some(dtype));
+            assert_eq!(o.text_encoder_2_dtype, Some(dtype));
+        }
+        assert!(matches!(
+            FluxLoadOptions::from_flag::<Flex>("fp8", &dev),
+            Err(TrainError::InvalidArgument(_))
+        ));
     }
 }

@@ -31,29 +31,15 @@ impl Default for LoadOptions {
 impl LoadOptions {
     /// Options for a `--dtype` flag value: `f32`, `bf16` or `f16`.
     pub fn from_flag(dtype: &str) -> Result<Self> {
-        let dtype = match dtype {
-            "f32" => DType::F32,
-            "bf16" => DType::BF16,
-            "f16" => DType::F16,
-            other => {
-                return Err(TrainError::InvalidArgument(format!(
-                    "--dtype {other}: expected f32, bf16 or f16"
-                )))
-            }
-        };
-        Ok(Self { dtype })
+        Ok(Self {
+            dtype: svgen_eval::dtype::parse_dtype_flag(dtype).map_err(TrainError::from)?,
+        })
     }
 
     /// [`TrainError::DtypeNotSupported`] unless backend `B` computes in this dtype on `device`
-    /// (`Backend::supports_dtype`: storage and arithmetic).
+    /// (`Backend::supports_dtype`: storage and arithmetic); [`svgen_eval::dtype::check_backend_dtype`].
     pub fn check_backend<B: Backend>(&self, device: &B::Device) -> Result<()> {
-        if !self.dtype.is_float() || !B::supports_dtype(device, self.dtype) {
-            return Err(TrainError::DtypeNotSupported {
-                dtype: format!("{:?}", self.dtype),
-                backend: B::name(device),
-            });
-        }
-        Ok(())
+        svgen_eval::dtype::check_backend_dtype::<B>(self.dtype, device).map_err(TrainError::from)
     }
 
     /// The options a checkpoint folder should load with on backend `B`: `f32` on the CPU
