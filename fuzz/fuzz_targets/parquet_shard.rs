@@ -29,12 +29,12 @@ fn scratch_file() -> &'static PathBuf {
 }
 
 /// svgen catches the panics the `parquet` crate raises on some corrupt inputs and returns a typed
-/// error; libFuzzer's panic hook would abort on them before the catch. This hook stays quiet,
-/// so only a panic that escapes svgen (caught by libfuzzer-sys' own wrapper, which aborts)
-/// counts as a crash.
+/// error; libFuzzer's panic hook would abort on them before the catch. This hook only prints
+/// the panic, so only a panic that escapes svgen (caught by libfuzzer-sys' own wrapper, which
+/// aborts) counts as a crash, and its message is in the log.
 fn quiet_caught_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}"))));
 }
 
 fuzz_target!(|data: &[u8]| {

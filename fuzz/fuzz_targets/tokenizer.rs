@@ -23,7 +23,8 @@ use svgen_train::llama::chat_template::{ChatOptions, ChatTemplate};
 use svgen_train::llama::tokenizer::{ChatMessage, PromptFormat, THESIS_SPECIAL_TOKENS};
 use svgen_train::LlamaTokenizer;
 
-const DEFAULT_TEXT: &str = "a red apple icon <svg viewBox=\"0 0 24 24\"><path d=\"M12 2l3 7h7\"/></svg>";
+const DEFAULT_TEXT: &str =
+    "a red apple icon <svg viewBox=\"0 0 24 24\"><path d=\"M12 2l3 7h7\"/></svg>";
 
 /// A per-process scratch file (the Llama tokenizer loads from a path).
 fn scratch_file() -> &'static PathBuf {
@@ -36,18 +37,21 @@ fn scratch_file() -> &'static PathBuf {
 }
 
 /// svgen catches the panics the `tokenizers` crate raises on some corrupt inputs and returns a typed
-/// error; libFuzzer's panic hook would abort on them before the catch. This hook stays quiet,
-/// so only a panic that escapes svgen (caught by libfuzzer-sys' own wrapper, which aborts)
-/// counts as a crash.
+/// error; libFuzzer's panic hook would abort on them before the catch. This hook only prints
+/// the panic, so only a panic that escapes svgen (caught by libfuzzer-sys' own wrapper, which
+/// aborts) counts as a crash, and its message is in the log.
 fn quiet_caught_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}"))));
 }
 
 fuzz_target!(|data: &[u8]| {
     quiet_caught_panics();
     let (json, text) = match data.iter().rposition(|&b| b == 0xFF) {
-        Some(i) => (&data[..i], String::from_utf8_lossy(&data[i + 1..]).into_owned()),
+        Some(i) => (
+            &data[..i],
+            String::from_utf8_lossy(&data[i + 1..]).into_owned(),
+        ),
         None => (data, DEFAULT_TEXT.to_string()),
     };
 
@@ -103,7 +107,10 @@ fuzz_target!(|data: &[u8]| {
     // budget), over a fixed conversation: a typed error or a bounded string, never a hang.
     if let Ok(template) = ChatTemplate::new(
         text.as_str(),
-        [("bos_token", "<|begin_of_text|>"), ("eos_token", "<|eot_id|>")],
+        [
+            ("bos_token", "<|begin_of_text|>"),
+            ("eos_token", "<|eot_id|>"),
+        ],
     ) {
         let messages = [
             serde_json::json!({"role": "system", "content": "Draw icons as SVG."}),
