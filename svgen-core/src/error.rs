@@ -80,3 +80,13 @@ pub enum SvgError {
     #[error("unsupported SVG feature: {0}")]
     Unsupported(&'static str),
 }
+
+/// The message of a caught panic's payload (`panic!` with a literal or a formatted string), for
+/// the readers that turn a dependency's panic on corrupt input into a typed error.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
+}

@@ -152,14 +152,10 @@ pub fn parse_tokenizer_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, Strin
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| e.to_string())?;
     match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)) {
         Ok(parsed) => parsed.map_err(|e| e.to_string()),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Err(format!("the tokenizers crate failed on this file: {what}"))
-        }
+        Err(panic) => Err(format!(
+            "the tokenizers crate failed on this file: {}",
+            crate::error::panic_message(panic.as_ref())
+        )),
     }
 }
 

@@ -516,11 +516,7 @@ fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DataError {
 /// `panic = "abort"` nothing can be caught; svgen builds with unwinding.)
 fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, DataError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
+        let what = svgen_core::error::panic_message(panic.as_ref());
         parquet_err(
             path,
             format!("the parquet reader failed on this file: {what}"),

@@ -42,6 +42,15 @@ pub enum DtypeError {
     },
 }
 
+/// Whether `B` is the CPU backend `Flex`, plain or under autodiff: the backends whose host
+/// kernels compute in `f32` and that read linear weights transposed on the host.
+pub fn is_flex_family<B: Backend>() -> bool {
+    use burn::backend::{Autodiff, Flex};
+    use core::any::TypeId;
+    let b = TypeId::of::<B>();
+    b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>()
+}
+
 /// The flag spelling of a float dtype (`f32`, `bf16`, `f16`; `Debug` otherwise).
 pub fn dtype_name(dtype: DType) -> String {
     match dtype {

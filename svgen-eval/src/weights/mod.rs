@@ -122,10 +122,7 @@ impl TransposeOn {
     /// weights and the host transpose is then the only copy), [`TransposeOn::Device`] elsewhere
     /// (the upload is the only copy; no host pass over the weights).
     pub fn for_backend<B: Backend>() -> Self {
-        use burn::backend::{Autodiff, Flex};
-        use core::any::TypeId;
-        let b = TypeId::of::<B>();
-        if b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>() {
+        if crate::dtype::is_flex_family::<B>() {
             Self::Host
         } else {
             Self::Device

@@ -52,7 +52,7 @@ impl LoadOptions {
     pub fn for_checkpoint<B: Backend>(dir: impl AsRef<Path>) -> Result<Self> {
         let stored = Self::checkpoint_dtype(dir)?;
         Ok(Self {
-            dtype: if is_host_f32::<B>() {
+            dtype: if svgen_eval::dtype::is_flex_family::<B>() {
                 DType::F32
             } else {
                 stored
@@ -84,14 +84,6 @@ impl LoadOptions {
             ))),
         }
     }
-}
-
-/// Whether `B` is the CPU backend `Flex`, plain or under autodiff (host kernels in `f32`).
-fn is_host_f32<B: Backend>() -> bool {
-    use burn::backend::{Autodiff, Flex};
-    use core::any::TypeId;
-    let b = TypeId::of::<B>();
-    b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>()
 }
 
 /// The HF `[out, in]` shape of every linear of one layer, by module path suffix.
